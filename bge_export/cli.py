@@ -1,0 +1,123 @@
+"""`bge-export`: a thin click layer over the Python API; every flag maps onto one API argument.
+
+Only click is imported at start-up, so `bge-export --help` stays instant and needs no optional backend.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bge_export import __version__
+from bge_export.errors import BgeExportError, CheckFailedError
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=_CONTEXT)
+@click.version_option(__version__, prog_name="bge-export")
+def cli() -> None:
+    """Export sentence-embedding models to validated ONNX artifacts.
+
+    \b
+    Typical use:
+      bge-export onnx --model BAAI/bge-base-en-v1.5 --output artifacts/bge-base
+      bge-export inspect artifacts/bge-base
+
+    Every artifact is checked against the model run in PyTorch fp32 (what
+    sentence-transformers computes); a failed check exits with code 1, bad
+    input with code 2.
+    """
+
+
+@cli.command("onnx")
+@click.option("--model", "-m", default="BAAI/bge-base-en-v1.5", show_default=True,
+              help="Hub id or local folder of a sentence-transformers (or plain transformers) model.")
+@click.option("--output", "-o", type=click.Path(), default=None,
+              help="Output folder (created atomically).  [default: artifacts/<model name>]")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) to download.")
+@click.option("--pooling", default=None, metavar="MODE",
+              help="Override the model's pooling: cls, mean, max, mean_sqrt_len_tokens, weightedmean, "
+                   "lasttoken (combine with '+'). Default: the model's 1_Pooling config, else mean.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (>= 17 keeps LayerNormalization one op).")
+@click.option("--with-token-embeddings", is_flag=True,
+              help="Also expose 'token_embeddings' [batch, sequence, hidden] for tools that pool for themselves.")
+@click.option("--allow-pickle", is_flag=True, help="Allow loading pickle (.bin) weights. Only for sources you trust.")
+@click.option("--trust-remote-code", is_flag=True, help="Run custom model code from the model's repository.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--no-check", is_flag=True, help="Skip the built-in check against the PyTorch baseline (artifact stays 'unverified').")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
+def onnx_command(model: str, output: str | None, revision: str | None, pooling: str | None, opset: int,
+                 with_token_embeddings: bool, allow_pickle: bool, trust_remote_code: bool, force: bool,
+                 no_check: bool, quiet: bool) -> None:
+    """Export MODEL to one ONNX graph: encoder + pooling + L2 normalize.
+
+    \b
+    Inputs:  input_ids, attention_mask [, token_type_ids]   int64 [batch, sequence], right-padded
+    Output:  sentence_embedding                             float32 [batch, dim]
+    Writes onnx/model.onnx, the tokenizer, the model's sentence-transformers
+    files and manifest.json into the output folder.
+    """
+    from bge_export.api import ExportOptions, export
+
+    options = ExportOptions(
+        model=model, output=output, revision=revision, pooling=pooling, opset=opset,
+        with_token_embeddings=with_token_embeddings, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, force=force, check=not no_check, quiet=quiet,
+    )
+    result = export(options)
+    for entry in result.manifest.artifacts:
+        click.echo(f"{entry.status.upper():10s} {result.output / entry.path}  ({entry.status_reason})")
+    if not result.ok:
+        names = ", ".join(e.path for e in result.failed)
+        raise CheckFailedError(f"{names} failed its check; see {result.output / 'manifest.json'}")
+
+
+@cli.command("inspect")
+@click.argument("folder", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def inspect_command(folder: str, as_json: bool) -> None:
+    """Show what an output FOLDER holds: model, spec and one row per artifact."""
+    from bge_export.inspect import format_manifest
+    from bge_export.manifest import read_manifest
+
+    manifest = read_manifest(folder)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_manifest(manifest))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: errors become one line on stderr and an exit code (2 input, 1 failed check)."""
+    try:
+        cli.main(args=argv, prog_name="bge-export", standalone_mode=False)
+    except BgeExportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see 'bge-export {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else " (see 'bge-export --help')"
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; nothing was written", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+from bge_export.cli_validate import bench_command, validate_command  # noqa: E402  (validation helper's commands)
+
+cli.add_command(validate_command)
+cli.add_command(bench_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

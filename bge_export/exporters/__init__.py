@@ -1,0 +1,1 @@
+"""Exporters: convert the EmbeddingModule into one deployable graph per format."""

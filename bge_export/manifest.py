@@ -1,0 +1,159 @@
+"""manifest.json: one entry per artifact, so a folder says what it holds, where it came from and how it checked out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bge_export import __version__
+from bge_export.errors import InputError
+from bge_export.spec import EmbeddingSpec
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+STATUSES = ("pass", "fail", "unverified")
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list[str | int]
+
+
+@dataclass
+class ArtifactEntry:
+    path: str  # relative to the output folder
+    format: str  # onnx | tensorrt | coreml
+    precision: str  # fp32 | fp16 | int8-dynamic | int8-static ...
+    sha256: str
+    size_bytes: int
+    opset: int | None = None
+    inputs: list[TensorInfo] = field(default_factory=list)
+    outputs: list[TensorInfo] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    status: str = "unverified"
+    status_reason: str = "not checked yet"
+
+    def set_status(self, status: str, reason: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        self.status, self.status_reason = status, reason
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ArtifactEntry":
+        values = dict(data)
+        values["inputs"] = [TensorInfo(**t) for t in values.get("inputs", [])]
+        values["outputs"] = [TensorInfo(**t) for t in values.get("outputs", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class Manifest:
+    model: dict[str, Any]  # reference, revision, weights_sha256, weights_format, spec
+    artifacts: list[ArtifactEntry] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+    toolkit_version: str = __version__
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def spec(self) -> EmbeddingSpec:
+        return EmbeddingSpec.from_dict(self.model["spec"])
+
+    def find(self, path: str) -> ArtifactEntry:
+        wanted = Path(path).as_posix()
+        for entry in self.artifacts:
+            if entry.path == wanted:
+                return entry
+        known = ", ".join(e.path for e in self.artifacts) or "none"
+        raise InputError(f"no artifact '{path}' in this folder's manifest (artifacts: {known})")
+
+    def default_artifact(self) -> str:
+        if not self.artifacts:
+            raise InputError("the manifest lists no artifacts; re-run the export")
+        return self.artifacts[0].path
+
+    def add(self, entry: ArtifactEntry) -> None:
+        self.artifacts = [e for e in self.artifacts if e.path != entry.path] + [entry]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "toolkit_version": self.toolkit_version,
+            "created": self.created,
+            "model": self.model,
+            "artifacts": [asdict(e) for e in self.artifacts],
+        }
+
+    def write(self, folder: str | Path) -> Path:
+        """Atomic: a reader never sees a half-written manifest."""
+        return write_json_atomic(Path(folder) / MANIFEST_NAME, self.to_dict())
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise InputError(f"'{folder}' is not a folder; pass an output folder made by 'bge-export onnx'")
+    if not path.is_file():
+        raise InputError(f"'{folder}' has no {MANIFEST_NAME}; pass an output folder made by 'bge-export onnx'")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); re-run the export") from None
+    if data.get("schema_version", 0) > SCHEMA_VERSION:
+        raise InputError(f"{path} has schema {data['schema_version']}, newer than this bge-export; upgrade bge-export")
+    return Manifest(
+        model=data["model"],
+        artifacts=[ArtifactEntry.from_dict(a) for a in data.get("artifacts", [])],
+        schema_version=data.get("schema_version", SCHEMA_VERSION),
+        toolkit_version=data.get("toolkit_version", "unknown"),
+        created=data.get("created", ""),
+    )
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2, ensure_ascii=False)
+            out.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, or of all files under a folder (for .mlpackage bundles and external data)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions(*packages: str) -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"bge-export": __version__}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -1,0 +1,61 @@
+"""onnxruntime backend: CPU execution provider here, CUDA chosen automatically where onnxruntime-gpu has it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bge_export.errors import InputError
+from bge_export.runtime.base import Encoder
+from bge_export.spec import EmbeddingSpec
+from bge_export.tokenization import TextTokenizer
+
+OUTPUT_NAME = "sentence_embedding"
+
+
+def make_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> "object":
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if providers is None:
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise InputError(f"onnxruntime cannot load '{path}': {str(exc).splitlines()[0]}") from None
+
+
+class OnnxEncoder(Encoder):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | Path,
+        spec: EmbeddingSpec,
+        tokenizer: TextTokenizer,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
+        super().__init__(spec, tokenizer)
+        self.path = Path(path)
+        self.session = make_session(path, threads, providers)
+        self._graph_inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if OUTPUT_NAME not in outputs:
+            raise InputError(f"'{path}' has no '{OUTPUT_NAME}' output (it has {outputs}); it was not made by bge-export")
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {name: features[name] for name in self._graph_inputs}
+        (embedding,) = self.session.run([OUTPUT_NAME], feeds)
+        return np.asarray(embedding, dtype=np.float32)

@@ -1,0 +1,65 @@
+"""What an embedding model computes, read from its own files: the contract every artifact must honour."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+POOLING_MODES: tuple[str, ...] = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+DENSE_ACTIVATIONS: tuple[str, ...] = ("identity", "tanh", "relu", "gelu", "sigmoid")
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """One sentence-transformers Dense module applied after pooling."""
+
+    folder: str  # relative to the model folder, e.g. "2_Dense"
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str  # one of DENSE_ACTIVATIONS
+    use_residual: bool = False
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    model_type: str
+    architecture: str
+    hidden_size: int
+    embedding_dim: int
+    pooling_modes: tuple[str, ...]
+    normalize: bool
+    max_seq_length: int
+    input_names: tuple[str, ...]
+    do_lower_case: bool = False
+    dense: tuple[DenseSpec, ...] = ()
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    similarity_fn_name: str | None = None
+    pad_token: str | None = None
+    # Where the pooling came from: the model's 1_Pooling file, a fallback, or a user override.
+    pooling_source: str = "1_Pooling/config.json"
+
+    @property
+    def pooling(self) -> str:
+        return "+".join(self.pooling_modes)
+
+    @property
+    def query_prompt(self) -> str | None:
+        return self.prompts.get("query") or None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pooling_modes"] = list(self.pooling_modes)
+        data["input_names"] = list(self.input_names)
+        data["dense"] = [asdict(d) for d in self.dense]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EmbeddingSpec":
+        values = dict(data)
+        values["pooling_modes"] = tuple(values["pooling_modes"])
+        values["input_names"] = tuple(values["input_names"])
+        values["dense"] = tuple(DenseSpec(**d) for d in values.get("dense", ()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})

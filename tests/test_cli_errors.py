@@ -1,0 +1,134 @@
+"""Bad input: one line naming the problem and the fix, a non-zero exit, no traceback, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bge_export.cli import main
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def assert_nothing_written(parent: Path, name: str) -> None:
+    leftovers = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}") or p.name == name]
+    assert leftovers == []
+
+
+def test_missing_model_folder(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "onnx", "-m", str(tmp_path / "nope"), "-o", str(tmp_path / "out"), "-q")
+    assert code == 2
+    assert_one_line_error(err, "does not exist")
+    assert_nothing_written(tmp_path, "out")
+
+
+def test_folder_without_weights(capsys, tmp_path, tiny_model):
+    folder = tiny_model(pooling="mean")
+    (folder / "model.safetensors").unlink()
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q")
+    assert code == 2
+    assert_one_line_error(err, "no weights")
+    assert_nothing_written(tmp_path, "out")
+
+
+def test_pickle_weights_need_opt_in(capsys, tmp_path, tiny_model):
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tiny_model(pooling="mean")
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q")
+    assert code == 2
+    assert_one_line_error(err, "pickle", "--allow-pickle")
+    assert_nothing_written(tmp_path, "out")
+    code, out, _ = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q", "--allow-pickle")
+    assert code == 0
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["model"]["weights_format"] == "pickle"
+
+
+def test_unsupported_architecture(capsys, tmp_path):
+    from transformers import GPT2Config, GPT2Model
+
+    folder = tmp_path / "gpt2-tiny"
+    GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100)).save_pretrained(str(folder))
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q")
+    assert code == 2
+    assert_one_line_error(err, "architecture 'gpt2'", "supported")
+    assert_nothing_written(tmp_path, "out")
+
+
+def test_output_path_is_a_file(capsys, tmp_path, tiny_model):
+    folder = tiny_model(pooling="mean")
+    target = tmp_path / "out.txt"
+    target.write_text("keep me")
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(target), "-q")
+    assert code == 2
+    assert_one_line_error(err, "is a file")
+    assert target.read_text() == "keep me"
+    assert_nothing_written(tmp_path, "out.txt.")
+
+
+def test_existing_output_needs_force(capsys, tmp_path, tiny_model):
+    folder = tiny_model(pooling="mean")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q")
+    assert code == 2
+    assert_one_line_error(err, "already exists", "--force")
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    code, _, _ = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--force")
+    assert code == 0
+    assert (out / "onnx" / "model.onnx").is_file() and not (out / "precious.txt").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_unknown_pooling_mode(capsys, tmp_path, tiny_model):
+    folder = tiny_model(pooling="mean")
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q", "--pooling", "avg")
+    assert code == 2
+    assert_one_line_error(err, "unknown pooling mode 'avg'", "cls")
+    assert_nothing_written(tmp_path, "out")
+
+
+def test_unknown_option_is_one_line(capsys):
+    code, _, err = run_cli(capsys, "onnx", "--bogus")
+    assert code == 2
+    assert_one_line_error(err, "--bogus", "--help")
+
+
+def test_inspect_of_a_folder_that_is_not_an_export(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "inspect", str(tmp_path))
+    assert code == 2
+    assert_one_line_error(err, "manifest.json")
+
+
+def test_failed_check_exits_1_and_marks_the_artifact(capsys, tmp_path, tiny_model, monkeypatch):
+    from bge_export.validate import check
+
+    monkeypatch.setitem(check.MIN_COSINE, "fp32", 1.5)  # impossible to meet: the check must fail
+    folder = tiny_model(pooling="mean")
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q")
+    assert code == 1
+    assert_one_line_error(err, "failed its check")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["artifacts"][0]["status"] == "fail"
+    assert "1.5" in manifest["artifacts"][0]["status_reason"]
