@@ -12,6 +12,10 @@ from bge_export.progress import Progress
 
 DEFAULT_MODEL = "BAAI/bge-base-en-v1.5"
 ONNX_FP32_PATH = "onnx/model.onnx"
+OPTIMIZED_PATH = "onnx/model_optimized.onnx"
+FP16_PATH = "onnx/model_fp16.onnx"
+STATIC_INT8_PATH = "onnx/model_qint8_static.onnx"
+QUANTIZE_CHOICES = ("int8", "int8-static")
 
 
 @dataclass
@@ -27,6 +31,13 @@ class ExportOptions:
     force: bool = False
     check: bool = True  # built-in baseline-vs-artifact check after each artifact
     check_texts: int = 96
+    optimize: bool = False  # fused graph -> onnx/model_optimized.onnx
+    fp16: bool = False  # onnx/model_fp16.onnx (from the fused graph with optimize)
+    quantize: str | None = None  # "int8" (dynamic, accuracy-aware) or "int8-static" (QDQ)
+    int8_preset: str | None = None  # avx512_vnni | avx2 | arm64; default from this CPU
+    min_cosine: float | None = None  # fidelity bound for INT8 (default per method)
+    calibration: str | None = None  # .txt/.jsonl texts for calibration; default: built-in calibration set
+    calibration_method: str = "percentile"  # static INT8: minmax | percentile | entropy
     quiet: bool = False
 
     def output_path(self) -> Path:
@@ -55,10 +66,9 @@ def export(options: ExportOptions) -> ExportResult:
     """Export the model to onnx/model.onnx (encoder + pooling + normalize), check it, write the folder atomically."""
     import time
 
-    from bge_export.exporters.onnx_exporter import describe_graph, export_onnx
+    from bge_export.exporters.onnx_exporter import export_onnx
     from bge_export.modeling import load_embedding_module
     from bge_export.output import check_output_location, staged_folder
-    from bge_export.runtime.torch_backend import TorchEncoder
     from bge_export.source import read_spec, resolve_model
     from bge_export.st_files import write_st_files
     from bge_export.tokenization import TextTokenizer, save_tokenizer_files
@@ -67,6 +77,10 @@ def export(options: ExportOptions) -> ExportResult:
     progress = Progress(options.quiet)
     if options.check_texts < 1:
         raise InputError(f"check_texts must be at least 1, got {options.check_texts}")
+    if options.quantize not in (None, *QUANTIZE_CHOICES):
+        raise InputError(f"unknown quantization '{options.quantize}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
+    if options.min_cosine is not None and not 0.0 < options.min_cosine <= 1.0:
+        raise InputError(f"--min-cosine must be in (0, 1], got {options.min_cosine}")
     output = check_output_location(options.output_path(), options.force)
 
     source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle)
@@ -99,27 +113,12 @@ def export(options: ExportOptions) -> ExportResult:
         )
         save_tokenizer_files(source.folder, stage)
         write_st_files(stage, source, spec)
-        entry = _artifact_entry(stage, ONNX_FP32_PATH, "fp32", describe_graph(graph.path),
-                                {"with_token_embeddings": options.with_token_embeddings})
-        manifest.add(entry)
-
-        if options.check:
-            from bge_export.corpus import builtin_check_texts
-            from bge_export.runtime.onnx_backend import OnnxEncoder
-            from bge_export.validate.check import check_against_baseline, min_cosine_for
-
-            texts = builtin_check_texts(options.check_texts)
-            progress.step(f"checking against the PyTorch fp32 baseline on {len(texts)} built-in texts")
-            baseline = TorchEncoder(module, TextTokenizer.from_model(source.folder, spec)).encode(texts, batch_size=16)
-            artifact_tokenizer = TextTokenizer.from_artifact_folder(stage, spec)
-            encoder = OnnxEncoder(stage / entry.path, spec, artifact_tokenizer)
-            result = check_against_baseline(baseline, encoder, texts, min_cosine_for(entry.precision),
-                                            backend_label=f"onnxruntime {encoder.providers[0]}")
-            entry.validation = {"builtin_check": result.to_dict()}
-            entry.set_status("pass" if result.passed else "fail", result.reason)
-            progress.step(f"{entry.path}: {entry.status} ({result.reason})")
-        else:
-            entry.set_status("unverified", "the built-in check was skipped (--no-check)")
+        checker = _Checker(options, module, TextTokenizer.from_model(source.folder, spec),
+                           TextTokenizer.from_artifact_folder(stage, spec), progress)
+        entry = _artifact_entry(stage, ONNX_FP32_PATH, "fp32", {"with_token_embeddings": options.with_token_embeddings})
+        manifest.add(checker.check(stage, entry))
+        for entry in _derived_artifacts(options, stage, spec, checker, progress):
+            manifest.add(checker.check(stage, entry))
         manifest.write(stage)
 
     seconds = time.perf_counter() - started
@@ -127,8 +126,11 @@ def export(options: ExportOptions) -> ExportResult:
     return ExportResult(output=output, manifest=manifest, seconds=seconds)
 
 
-def _artifact_entry(stage: Path, relative: str, precision: str, graph: Any, options: dict[str, Any]) -> ArtifactEntry:
+def _artifact_entry(stage: Path, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
+    from bge_export.exporters.onnx_exporter import describe_graph
+
     path = stage / relative
+    graph = describe_graph(path)
     files = [path] + ([path.with_name(path.name + ".data")] if graph.external_data else [])
     return ArtifactEntry(
         path=relative,
@@ -144,3 +146,96 @@ def _artifact_entry(stage: Path, relative: str, precision: str, graph: Any, opti
     )
 
 
+class _Checker:
+    """The built-in check: baseline embeddings computed once, every artifact compared with them."""
+
+    def __init__(self, options: ExportOptions, module: Any, source_tokenizer: Any, artifact_tokenizer: Any,
+                 progress: Progress) -> None:
+        from bge_export.corpus import builtin_check_texts
+        from bge_export.runtime.torch_backend import TorchEncoder
+
+        self.enabled = options.check
+        self.progress = progress
+        self.spec = module.spec
+        self.tokenizer = artifact_tokenizer
+        self.texts = builtin_check_texts(options.check_texts)
+        self._baseline: Any = None
+        self._baseline_encoder = TorchEncoder(module, source_tokenizer)
+
+    @property
+    def baseline(self) -> Any:
+        """fp32 PyTorch embeddings of the check texts (computed on first use)."""
+        if self._baseline is None:
+            self.progress.step(f"encoding {len(self.texts)} built-in check texts with the PyTorch fp32 baseline")
+            self._baseline = self._baseline_encoder.encode(self.texts, batch_size=16)
+        return self._baseline
+
+    def check(self, stage: Path, entry: ArtifactEntry) -> ArtifactEntry:
+        if not self.enabled:
+            entry.set_status("unverified", "the built-in check was skipped (--no-check)")
+            return entry
+        from bge_export.runtime.onnx_backend import OnnxEncoder
+        from bge_export.validate.check import check_against_baseline, min_cosine_for
+
+        encoder = OnnxEncoder(stage / entry.path, self.spec, self.tokenizer)
+        result = check_against_baseline(self.baseline, encoder, self.texts, min_cosine_for(entry.precision),
+                                        backend_label=f"onnxruntime {encoder.providers[0]}")
+        entry.validation = {"builtin_check": result.to_dict()}
+        entry.set_status("pass" if result.passed else "fail", result.reason)
+        self.progress.step(f"{entry.path}: {entry.status} ({result.reason})")
+        return entry
+
+
+def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,
+                       progress: Progress) -> list[ArtifactEntry]:
+    """Fused, FP16 and INT8 artifacts, each derived from the fp32 graph (fusion first where it helps)."""
+    from bge_export.optimizers.fusion import fuse
+
+    entries: list[ArtifactEntry] = []
+    plain = stage / ONNX_FP32_PATH
+    fused = stage / OPTIMIZED_PATH
+    fusion_report = None
+    if options.optimize or options.quantize == "int8":
+        progress.step("fusing the graph (onnxruntime transformer optimizer)")
+        fusion_report = fuse(plain, fused, spec)
+        for warning in fusion_report.warnings:
+            progress.step(f"warning: {warning}")
+        if options.optimize:
+            entries.append(_artifact_entry(stage, OPTIMIZED_PATH, "fp32-optimized", {"fusion": fusion_report.to_dict()}))
+    if options.fp16:
+        from bge_export.optimizers.fp16 import convert_fp16
+
+        source = fused if options.optimize else plain
+        progress.step(f"converting {source.name} to FP16 (LayerNorm, softmax, pooling and normalize kept in fp32)")
+        report = convert_fp16(source, stage / FP16_PATH)
+        entries.append(_artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
+    if options.quantize == "int8":
+        from bge_export.optimizers.accuracy_aware import quantize_dynamic_accuracy_aware
+        from bge_export.optimizers.int8 import preset_for
+
+        preset = preset_for(options.int8_preset)
+        relative = f"onnx/model_qint8_{preset.name}.onnx"
+        plan = quantize_dynamic_accuracy_aware(
+            fused, stage / relative, preset, spec, checker.tokenizer, _calibration_texts(options),
+            validation_texts=checker.texts, validation_baseline=checker.baseline,
+            min_cosine=options.min_cosine, progress=progress,
+        )
+        entries.append(_artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
+    elif options.quantize == "int8-static":
+        from bge_export.optimizers.accuracy_aware import quantize_static_accuracy_aware
+
+        plan = quantize_static_accuracy_aware(
+            plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, _calibration_texts(options),
+            method=options.calibration_method, validation_texts=checker.texts,
+            validation_baseline=checker.baseline, min_cosine=options.min_cosine, progress=progress,
+        )
+        entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
+    if fusion_report is not None and not options.optimize:
+        fused.unlink(missing_ok=True)  # an intermediate for INT8 only; not an artifact of this run
+    return entries
+
+
+def _calibration_texts(options: ExportOptions) -> list[str]:
+    from bge_export.corpus import builtin_calibration_texts, read_corpus_file
+
+    return read_corpus_file(options.calibration) if options.calibration else builtin_calibration_texts()

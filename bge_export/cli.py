@@ -40,6 +40,20 @@ def cli() -> None:
 @click.option("--pooling", default=None, metavar="MODE",
               help="Override the model's pooling: cls, mean, max, mean_sqrt_len_tokens, weightedmean, "
                    "lasttoken (combine with '+'). Default: the model's 1_Pooling config, else mean.")
+@click.option("--optimize", is_flag=True, help="Also write onnx/model_optimized.onnx: onnxruntime's fused graph (Attention, SkipLayerNorm, Gelu).")
+@click.option("--fp16", is_flag=True, help="Also write onnx/model_fp16.onnx (LayerNorm, softmax, pooling, normalize stay fp32).")
+@click.option("--quantize", type=click.Choice(["int8", "int8-static"]), default=None,
+              help="int8: dynamic, accuracy-aware, fastest on CPU -> onnx/model_qint8_<preset>.onnx; "
+                   "int8-static: QDQ with calibration (TensorRT & co) -> onnx/model_qint8_static.onnx.")
+@click.option("--int8-preset", type=click.Choice(["avx512_vnni", "avx2", "arm64"]), default=None,
+              help="Target CPU for dynamic INT8.  [default: detected from this CPU]")
+@click.option("--min-cosine", type=float, default=None,
+              help="INT8 fidelity bound: the fewest float-kept nodes such that every held-apart validation text "
+                   "keeps at least this cosine to fp32.  [default: 0.985]")
+@click.option("--calibration", type=click.Path(), default=None,
+              help="Calibration texts (.txt one per line, or .jsonl with 'text').  [default: built-in set]")
+@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="percentile",
+              show_default=True, help="Activation range estimation for --quantize int8-static.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (>= 17 keeps LayerNormalization one op).")
 @click.option("--with-token-embeddings", is_flag=True,
               help="Also expose 'token_embeddings' [batch, sequence, hidden] for tools that pool for themselves.")
@@ -48,7 +62,9 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--no-check", is_flag=True, help="Skip the built-in check against the PyTorch baseline (artifact stays 'unverified').")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
-def onnx_command(model: str, output: str | None, revision: str | None, pooling: str | None, opset: int,
+def onnx_command(model: str, output: str | None, revision: str | None, pooling: str | None, optimize: bool,
+                 fp16: bool, quantize: str | None, int8_preset: str | None, min_cosine: float | None,
+                 calibration: str | None, calibration_method: str, opset: int,
                  with_token_embeddings: bool, allow_pickle: bool, trust_remote_code: bool, force: bool,
                  no_check: bool, quiet: bool) -> None:
     """Export MODEL to one ONNX graph: encoder + pooling + L2 normalize.
@@ -65,6 +81,8 @@ def onnx_command(model: str, output: str | None, revision: str | None, pooling: 
         model=model, output=output, revision=revision, pooling=pooling, opset=opset,
         with_token_embeddings=with_token_embeddings, allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code, force=force, check=not no_check, quiet=quiet,
+        optimize=optimize, fp16=fp16, quantize=quantize, int8_preset=int8_preset, min_cosine=min_cosine,
+        calibration=calibration, calibration_method=calibration_method,
     )
     result = export(options)
     for entry in result.manifest.artifacts:

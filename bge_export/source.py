@@ -211,6 +211,7 @@ def read_spec(
         default_prompt_name=st_config.get("default_prompt_name"),
         similarity_fn_name=st_config.get("similarity_fn_name"),
         pad_token=_token_text(tokenizer_config.get("pad_token")),
+        num_attention_heads=int(config.get("num_attention_heads") or config.get("n_heads") or 0),
         pooling_source=pooling_source,
     )
 

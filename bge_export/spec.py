@@ -37,6 +37,7 @@ class EmbeddingSpec:
     default_prompt_name: str | None = None
     similarity_fn_name: str | None = None
     pad_token: str | None = None
+    num_attention_heads: int = 0
     # Where the pooling came from: the model's 1_Pooling file, a fallback, or a user override.
     pooling_source: str = "1_Pooling/config.json"
 

@@ -60,9 +60,9 @@ class TextTokenizer:
             texts = [text.lower() for text in texts]
         return [encoding.ids for encoding in self._backend.encode_batch(list(texts))]
 
-    def pad(self, sequences: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        """Right-pad to the longest sequence; the fused attention kernels assume right padding."""
-        width = max(len(ids) for ids in sequences)
+    def pad(self, sequences: Sequence[Sequence[int]], width: int | None = None) -> dict[str, np.ndarray]:
+        """Right-pad to the longest sequence (or to `width`, for tools that need one fixed shape)."""
+        width = width or max(len(ids) for ids in sequences)
         input_ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
         for row, ids in enumerate(sequences):
@@ -72,6 +72,12 @@ class TextTokenizer:
         if "token_type_ids" in self.spec.input_names:
             features["token_type_ids"] = np.zeros_like(input_ids)
         return features
+
+    def fixed_width_batches(self, texts: Sequence[str], batch_size: int, width: int) -> list[dict[str, np.ndarray]]:
+        """Batches all of one shape [batch_size, width] (truncating), for onnxruntime's histogram calibrators."""
+        sequences = [ids[:width] for ids in self.tokenize(texts)]
+        usable = len(sequences) - len(sequences) % batch_size
+        return [self.pad(sequences[i : i + batch_size], width) for i in range(0, usable, batch_size)]
 
     def batches(self, texts: Sequence[str], batch_size: int) -> Iterator[TokenizedBatch]:
         """Batches of similar length (less padding), in descending length; indices restore the order."""

@@ -1,0 +1,121 @@
+"""How much each weight MatMul suffers from INT8, measured on calibration text without rebuilding the graph.
+
+One pass of the fp32 graph records every quantizable MatMul's input activations; for each node we then
+simulate the quantizer's arithmetic in numpy (activations u8 per tensor as DynamicQuantizeLinear does at run
+time, weights per channel as the preset does) and take the relative error of its output. Nodes fed by outlier
+activations (the FFN output projection after GELU, in BERT-family models) rank first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bge_export.optimizers.int8 import Int8Preset
+
+MAX_ROWS_PER_NODE = 4096
+
+
+@dataclass(frozen=True)
+class NodeSensitivity:
+    node: str
+    relative_error: float  # ||Q(X)Q(W) - XW|| / ||XW|| on calibration tokens
+    activation_range: float  # max |x| over the node's input, the usual culprit
+
+
+def rank_nodes(
+    model_path: str | Path,
+    nodes: Sequence[str],
+    batches: Sequence[dict[str, np.ndarray]],
+    preset: Int8Preset,
+    threads: int | None = None,
+) -> list[NodeSensitivity]:
+    """Sensitivities of `nodes`, most harmful first."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    initializers = {init.name: init for init in model.graph.initializer}
+    by_name = {node.name: node for node in model.graph.node}
+    wanted = [by_name[name] for name in nodes]
+    inputs_needed = sorted({node.input[0] for node in wanted})
+    captured = _capture(model, inputs_needed, batches, threads)
+    ranked = []
+    for node in wanted:
+        activations = captured[node.input[0]]
+        weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+        ranked.append(NodeSensitivity(
+            node=node.name,
+            relative_error=_simulated_error(activations, weight, preset),
+            activation_range=float(max(np.abs(a).max() for a in activations)),
+        ))
+    return sorted(ranked, key=lambda s: -s.relative_error)
+
+
+def _capture(model: "object", tensors: list[str], batches: Sequence[dict[str, np.ndarray]],
+             threads: int | None) -> dict[str, list[np.ndarray]]:
+    """Per tensor, one [real_tokens, channels] array per batch (padding rows dropped, rows capped)."""
+    import onnx
+    import onnxruntime as ort
+
+    existing = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the tensors we read
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    graph_inputs = [i.name for i in session.get_inputs()]
+    per_batch_cap = max(64, MAX_ROWS_PER_NODE // max(len(batches), 1))
+    captured: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        outputs = session.run(tensors, {k: batch[k] for k in graph_inputs})
+        mask = batch["attention_mask"].reshape(-1).astype(bool)
+        for name, value in zip(tensors, outputs):
+            rows = value.reshape(-1, value.shape[-1])
+            # keep the whole tensor's range (the run-time quantizer sees padding rows too) in row 0
+            real = rows[mask] if rows.shape[0] == mask.shape[0] else rows
+            if real.shape[0] > per_batch_cap:
+                real = real[rng.choice(real.shape[0], per_batch_cap, replace=False)]
+            captured[name].append(np.concatenate([_range_row(rows), real]))
+    return captured
+
+
+def _range_row(rows: np.ndarray) -> np.ndarray:
+    """A marker row carrying the full tensor's min and max, so simulated scales match the real ones."""
+    marker = np.zeros((1, rows.shape[1]), dtype=np.float32)
+    marker[0, 0], marker[0, -1] = rows.min(), rows.max()
+    return marker
+
+
+def _simulated_error(activations: list[np.ndarray], weight: np.ndarray, preset: Int8Preset) -> float:
+    dequantized_weight = _fake_quantize_weight(weight, preset)
+    error = reference = 0.0
+    for batch in activations:
+        lo, hi = min(0.0, float(batch.min())), max(0.0, float(batch.max()))
+        scale = max(hi - lo, 1e-12) / 255.0
+        zero_point = np.round(-lo / scale)
+        x = batch[1:]
+        x_q = (np.clip(np.round(x / scale) + zero_point, 0, 255) - zero_point) * scale
+        exact = x @ weight
+        error += float(np.square(x_q @ dequantized_weight - exact).sum())
+        reference += float(np.square(exact).sum())
+    return (error / max(reference, 1e-30)) ** 0.5
+
+
+def _fake_quantize_weight(weight: np.ndarray, preset: Int8Preset) -> np.ndarray:
+    axis_max = np.abs(weight).max(axis=0, keepdims=True) if preset.per_channel else np.abs(weight).max()
+    if preset.weight_type == "QInt8":
+        scale = np.maximum(axis_max, 1e-12) / 127.0
+        return np.clip(np.round(weight / scale), -127, 127) * scale
+    lo = np.minimum(weight.min(axis=0, keepdims=True) if preset.per_channel else weight.min(), 0.0)
+    hi = np.maximum(weight.max(axis=0, keepdims=True) if preset.per_channel else weight.max(), 0.0)
+    scale = np.maximum(hi - lo, 1e-12) / 255.0
+    zero_point = np.round(-lo / scale)
+    return (np.clip(np.round(weight / scale) + zero_point, 0, 255) - zero_point) * scale
