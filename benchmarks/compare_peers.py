@@ -62,10 +62,11 @@ def ensure_peers(model_dir: Path, peers_dir: Path) -> None:
                     str(model_dir), str(peers_dir)], check=True)
 
 
-def ensure_ours(model_dir: Path, ours_dir: Path) -> None:
+def ensure_ours(model_dir: Path, ours_dir: Path, with_static: bool) -> None:
     """Our artifacts via the CLI, as a user makes them; a failed check still leaves the folder to measure."""
-    runs = {ours_dir: ["--optimize", "--quantize", "int8", "--fp16"],
-            ours_dir.with_name(ours_dir.name + "-static"): ["--quantize", "int8-static"]}
+    runs = {ours_dir: ["--optimize", "--quantize", "int8", "--fp16"]}
+    if with_static:
+        runs[ours_dir.with_name(ours_dir.name + "-static")] = ["--quantize", "int8-static"]
     for target, extra in runs.items():
         if not (target / "manifest.json").is_file():
             subprocess.run(["bge-export", "onnx", "-m", str(model_dir), "-o", str(target), "--force", *extra], check=False)
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--latency-texts", type=int, default=200)
+    parser.add_argument("--with-static", action="store_true", help="also build and measure static QDQ INT8")
     parser.add_argument("--skip", default="", help="comma-separated variants to leave out (e.g. ours-fp16)")
     args = parser.parse_args()
 
@@ -98,7 +100,7 @@ def main() -> None:
     name = args.name or args.model.name
     peers_dir, ours_dir = args.work / f"peers-{name}", args.work / f"ours-{name}"
     ensure_peers(args.model, peers_dir)
-    ensure_ours(args.model, ours_dir)
+    ensure_ours(args.model, ours_dir, args.with_static)
     static_dir = ours_dir.with_name(ours_dir.name + "-static")
     torch.set_num_threads(args.threads)
 

@@ -195,7 +195,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
     plain = stage / ONNX_FP32_PATH
     fused = stage / OPTIMIZED_PATH
     fusion_report = None
-    if options.optimize or options.quantize == "int8":
+    if options.optimize:
         progress.step("fusing the graph (onnxruntime transformer optimizer)")
         fusion_report = fuse(plain, fused, spec)
         for warning in fusion_report.warnings:
@@ -216,7 +216,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         preset = preset_for(options.int8_preset)
         relative = f"onnx/model_qint8_{preset.name}.onnx"
         plan = quantize_dynamic_accuracy_aware(
-            fused, stage / relative, preset, spec, checker.tokenizer, _calibration_texts(options),
+            plain, stage / relative, preset, spec, checker.tokenizer, _calibration_texts(options),
             validation_texts=checker.texts, validation_baseline=checker.baseline,
             min_cosine=options.min_cosine, progress=progress,
         )
@@ -230,8 +230,6 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
             validation_baseline=checker.baseline, min_cosine=options.min_cosine, progress=progress,
         )
         entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
-    if fusion_report is not None and not options.optimize:
-        fused.unlink(missing_ok=True)  # an intermediate for INT8 only; not an artifact of this run
     return entries
 
 

@@ -1,9 +1,11 @@
 """Accuracy-aware INT8: the fastest artifact that meets a fidelity bound.
 
-1. Rank the quantizable MatMuls by simulated INT8 error on calibration text (sensitivity.py).
-2. Quantize everything; while held-apart validation text falls below the bound, keep the next most harmful
-   nodes in float (doubling, then bisecting the count), so the fewest nodes stay in float.
-3. Record what stayed in float and why; fail with that message if even the float-heavy end misses the bound.
+1. Calibrate per-channel activation ranges on calibration text; merge Q/K/V into one MatMul; route the few
+   outlier channels of each MatMul input through a tiny float side path (graph_edit.py).
+2. Rank the quantizable MatMuls by simulated INT8 error on calibration text (sensitivity.py).
+3. Quantize everything; while held-apart validation text misses the bound, keep the next most harmful nodes in
+   float (doubling, then bisecting the count), so the fewest nodes stay in float.
+4. Record what stayed in float and why; fail with that message if half the MatMuls in float still miss it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from bge_export.errors import CheckFailedError
-from bge_export.optimizers.int8 import (
-    Int8Preset,
-    quantize_dynamic_int8,
-    quantize_static_qdq,
-    weight_matmul_nodes,
+from bge_export.optimizers.graph_edit import (
+    OutlierSplit,
+    channel_abs_max,
+    merge_shared_input_matmuls,
+    split_outlier_channels,
+    store_large_tables_as_fp16,
+    weight_matmuls,
 )
+from bge_export.optimizers.int8 import PRESETS, Int8Preset, quantize_matmuls_dynamic, quantize_static_qdq
 from bge_export.optimizers.sensitivity import NodeSensitivity, rank_nodes
 from bge_export.progress import Progress
 from bge_export.spec import EmbeddingSpec
@@ -32,12 +37,13 @@ from bge_export.validate.metrics import cosine_per_row
 
 DEFAULT_MIN_COSINE = 0.99  # per text, on validation text the quantizer never saw
 DEFAULT_MIN_MEAN_COSINE = 0.998
-CALIBRATION_TEXTS = 96
+DEFAULT_OUTLIER_RATIO = 4.0  # a channel is an outlier when its max |x| exceeds 4x the median channel's
+CALIBRATION_TEXTS = 128
 
 
 @dataclass
 class Trial:
-    kept_float: int
+    variant: str
     cosine_mean: float
     cosine_min: float
     passed: bool
@@ -49,7 +55,8 @@ class QuantizationPlan:
     min_cosine: float
     min_mean_cosine: float
     quantized_nodes: int
-    kept_float: list[NodeSensitivity]
+    kept_float: list[NodeSensitivity] = field(default_factory=list)
+    outlier_splits: list[OutlierSplit] = field(default_factory=list)
     trials: list[Trial] = field(default_factory=list)
     calibration_texts: int = 0
     validation_texts: int = 0
@@ -58,12 +65,13 @@ class QuantizationPlan:
         return {
             "method": self.method,
             "bound": {"min_cosine": self.min_cosine, "min_mean_cosine": self.min_mean_cosine},
-            "quantized_nodes": self.quantized_nodes,
+            "int8_matmuls": self.quantized_nodes - len(self.kept_float),
             "kept_float": [
                 {"node": s.node, "why": f"simulated INT8 output error {s.relative_error:.4f} "
                                         f"(input range {s.activation_range:.1f}) ranks among the worst"}
                 for s in self.kept_float
             ],
+            "outlier_channels": {s.tensor: s.channels for s in self.outlier_splits},
             "trials": [vars(t) for t in self.trials],
             "calibration_texts": self.calibration_texts,
             "validation_texts": self.validation_texts,
@@ -71,17 +79,29 @@ class QuantizationPlan:
 
 
 def quantize_dynamic_accuracy_aware(
-    fused: Path, target: Path, preset: Int8Preset, spec: EmbeddingSpec, tokenizer: TextTokenizer,
+    plain: Path, target: Path, preset: Int8Preset, spec: EmbeddingSpec, tokenizer: TextTokenizer,
     calibration_texts: Sequence[str], validation_texts: Sequence[str], validation_baseline: np.ndarray,
     min_cosine: float | None = None, progress: Progress | None = None,
 ) -> QuantizationPlan:
+    """Fused graph (Q/K/V left as MatMuls) -> DynamicQuantizeMatMul for every MatMul the bound allows."""
+    import onnx
+
+    from bge_export.optimizers.fusion import fuse
+
     progress = progress or Progress(quiet=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-fuse-") as scratch:
+        fused = Path(scratch) / "fused.onnx"
+        fuse(plain, fused, spec, attention=False)
+        model = onnx.load(str(fused))
+    batches = [b.features for b in tokenizer.batches(list(calibration_texts)[:CALIBRATION_TEXTS], 16)]
 
-    def build(exclude: list[str], path: Path) -> None:
-        quantize_dynamic_int8(fused, path, preset, exclude)
+    def build(model: Any, nodes: list[str], path: Path) -> None:
+        quantize_matmuls_dynamic(model, nodes, preset)
+        store_large_tables_as_fp16(model)
+        onnx.save(model, str(path))
 
-    return _search(f"dynamic-{preset.name}", fused, target, build, preset, spec, tokenizer, calibration_texts,
-                   validation_texts, validation_baseline, min_cosine, progress)
+    return _search(f"dynamic-{preset.name}", model, target, build, batches, batches, preset, spec, tokenizer,
+                   validation_texts, validation_baseline, min_cosine, progress, static=False)
 
 
 def quantize_static_accuracy_aware(
@@ -89,75 +109,114 @@ def quantize_static_accuracy_aware(
     method: str, validation_texts: Sequence[str], validation_baseline: np.ndarray,
     min_cosine: float | None = None, progress: Progress | None = None,
 ) -> QuantizationPlan:
-    from bge_export.optimizers.int8 import PRESETS
+    """Plain (unfused, standard-op) graph -> QDQ, so TensorRT and other runtimes can consume it."""
+    import onnx
 
     progress = progress or Progress(quiet=True)
-    width = min(spec.max_seq_length, 128)
-    calibration = tokenizer.fixed_width_batches(list(calibration_texts)[:CALIBRATION_TEXTS], 8, width)
+    model = onnx.load(str(plain))
+    texts = list(calibration_texts)[:CALIBRATION_TEXTS]
+    batches = [b.features for b in tokenizer.batches(texts, 16)]
+    # onnxruntime's histogram calibrators need one shape for every batch
+    fixed = tokenizer.fixed_width_batches(texts, 8, min(spec.max_seq_length, 128))
 
-    def build(exclude: list[str], path: Path) -> None:
-        quantize_static_qdq(plain, path, calibration, spec.input_names, method=method, exclude=exclude)
+    def build(model: Any, nodes: list[str], path: Path) -> None:
+        quantize_static_qdq(model, path, fixed, spec.input_names, nodes, method=method)
 
-    return _search(f"static-qdq-{method}", plain, target, build, PRESETS["avx512_vnni"], spec, tokenizer,
-                   calibration_texts, validation_texts, validation_baseline, min_cosine, progress)
+    return _search(f"static-qdq-{method}", model, target, build, batches, fixed, PRESETS["avx512_vnni"], spec,
+                   tokenizer, validation_texts, validation_baseline, min_cosine, progress, static=True)
 
 
 def _search(
-    method: str, source: Path, target: Path, build: Callable[[list[str], Path], None], preset: Int8Preset,
-    spec: EmbeddingSpec, tokenizer: TextTokenizer, calibration_texts: Sequence[str],
-    validation_texts: Sequence[str], validation_baseline: np.ndarray, min_cosine: float | None, progress: Progress,
+    method: str, model: Any, target: Path, build: Callable[[Any, list[str], Path], None],
+    batches: Sequence[dict[str, np.ndarray]], ranking_batches: Sequence[dict[str, np.ndarray]], preset: Int8Preset,
+    spec: EmbeddingSpec, tokenizer: TextTokenizer, validation_texts: Sequence[str], validation_baseline: np.ndarray,
+    min_cosine: float | None, progress: Progress, static: bool,
 ) -> QuantizationPlan:
+    import onnx
+
     from bge_export.runtime.onnx_backend import OnnxEncoder
 
     bound = DEFAULT_MIN_COSINE if min_cosine is None else min_cosine
     mean_bound = max(DEFAULT_MIN_MEAN_COSINE, bound) if min_cosine is None else bound
-    calibration = [b.features for b in tokenizer.batches(list(calibration_texts)[:CALIBRATION_TEXTS], 16)]
-    nodes = weight_matmul_nodes(source)
-    progress.step(f"INT8 ({method}): ranking {len(nodes)} MatMuls by simulated error on {len(calibration_texts[:CALIBRATION_TEXTS])} calibration texts")
-    ranked = rank_nodes(source, nodes, calibration, preset)
-    plan = QuantizationPlan(method, bound, mean_bound, len(nodes), [], calibration_texts=min(len(calibration_texts), CALIBRATION_TEXTS),
+    progress.step(f"INT8 ({method}): calibrating activation ranges on {len(batches)} batches of calibration text")
+    channel_max = channel_abs_max(model, batches)
+    merge_shared_input_matmuls(model)
+    candidates = [node.name for node in weight_matmuls(model)]
+    plan = QuantizationPlan(method, bound, mean_bound, len(candidates),
+                            calibration_texts=min(len(batches) * 16, CALIBRATION_TEXTS),
                             validation_texts=len(validation_texts))
 
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:
-        done: dict[int, Trial] = {}
+    def evaluate(candidate: Path, label: str) -> Trial:
+        embeddings = OnnxEncoder(candidate, spec, tokenizer).encode(validation_texts, batch_size=16)
+        cosine = cosine_per_row(validation_baseline, embeddings)
+        result = Trial(label, float(cosine.mean()), float(cosine.min()),
+                       bool(cosine.min() >= bound and cosine.mean() >= mean_bound))
+        plan.trials.append(result)
+        progress.step(f"  {label}: cosine mean {result.cosine_mean:.5f} min {result.cosine_min:.5f} -> "
+                      f"{'meets' if result.passed else 'misses'} the bound")
+        return result
 
+    # Fastest first: every MatMul in INT8 with no float side path at all.
+    plain_candidate = target.with_name(f".{target.name}.plain")
+    try:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        with _quiet_onnxruntime():
+            build(copy, candidates, plain_candidate)
+        if evaluate(plain_candidate, "all MatMuls INT8, no outlier split").passed:
+            plain_candidate.replace(target)
+            return plan
+    finally:
+        plain_candidate.unlink(missing_ok=True)
+
+    splits = split_outlier_channels(model, channel_max, DEFAULT_OUTLIER_RATIO)
+    plan.outlier_splits = splits
+    outliers = sum(len(s.channels) for s in splits)
+    progress.step(f"  {outliers} outlier channels over {len(splits)} MatMul inputs go through float")
+    ranking: list[NodeSensitivity] = []
+
+    def ranked() -> list[NodeSensitivity]:
+        """Computed only when quantizing everything misses the bound."""
+        if not ranking:
+            progress.step(f"  ranking {len(candidates)} MatMuls by simulated INT8 error on calibration text")
+            ranking.extend(rank_nodes(model, candidates, ranking_batches, preset, static=static))
+        return ranking
+
+    done: dict[int, Trial] = {}
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:
         def trial(kept: int) -> Trial:
             if kept in done:
                 return done[kept]
             candidate = Path(scratch) / f"kept{kept}.onnx"
-            if not candidate.exists():
-                with _quiet_onnxruntime():
-                    build([s.node for s in ranked[:kept]], candidate)
-            embeddings = OnnxEncoder(candidate, spec, tokenizer).encode(validation_texts, batch_size=16)
-            cosine = cosine_per_row(validation_baseline, embeddings)
-            result = Trial(kept, float(cosine.mean()), float(cosine.min()),
-                           bool(cosine.min() >= bound and cosine.mean() >= mean_bound))
-            plan.trials.append(result)
-            done[kept] = result
-            progress.step(f"  {kept:3d} of {len(nodes)} kept in float: cosine mean {result.cosine_mean:.5f} "
-                          f"min {result.cosine_min:.5f} -> {'meets' if result.passed else 'misses'} the bound")
-            return result
+            excluded = {s.node for s in ranked()[:kept]} if kept else set()
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            with _quiet_onnxruntime():
+                build(copy, [name for name in candidates if name not in excluded], candidate)
+            done[kept] = evaluate(candidate, f"outlier split, {kept} of {len(candidates)} MatMuls kept in float")
+            return done[kept]
 
-        limit = len(ranked) // 2  # beyond half in float, the artifact is no longer an INT8 model
+        limit = len(candidates) // 2  # beyond half in float, the artifact is no longer an INT8 model
         best = _fewest_kept(trial, limit)
         if best is None:
             raise CheckFailedError(
                 f"INT8 ({method}) cannot meet the bound (min cosine {bound}, mean {mean_bound}) even with "
-                f"{limit} of {len(ranked)} MatMuls kept in float; lower --min-cosine, or use --fp16"
+                f"{limit} of {len(candidates)} MatMuls kept in float; lower --min-cosine, or use --fp16"
             )
-        plan.kept_float = ranked[:best]
+        plan.kept_float = ranked()[:best] if best else []
         Path(scratch, f"kept{best}.onnx").replace(target)
     return plan
 
 
-def _fewest_kept(trial: Callable[[int], Trial], total: int) -> int | None:
-    """Smallest k whose trial passes, assuming keeping more in float never hurts: doubling, then bisection."""
+def _fewest_kept(trial: Callable[[int], Trial], limit: int) -> int | None:
+    """Smallest k <= limit whose trial passes, assuming more in float never hurts: doubling, then bisection."""
     if trial(0).passed:
         return 0
     low, high = 0, 1
-    while high < total and not trial(high).passed:
-        low, high = high, min(high * 2, total)
-    if high >= total and not trial(total).passed:
+    while high < limit and not trial(high).passed:
+        low, high = high, min(high * 2, limit)
+    if not trial(high).passed:
         return None
     while high - low > 1:
         middle = (low + high) // 2
@@ -170,11 +229,15 @@ def _fewest_kept(trial: Callable[[int], Trial], total: int) -> int | None:
 
 @contextmanager
 def _quiet_onnxruntime() -> Iterator[None]:
-    """onnxruntime's quantizer logs a pre-processing hint on the root logger for every call."""
+    """onnxruntime's quantizer logs a pre-processing hint (and calibration chatter) for every call."""
+    import contextlib
+    import io
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress to stdout
+            yield
     finally:
         root.setLevel(level)

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bge_export.optimizers.graph_edit import store_large_tables_as_fp16
+
 FP32_OPS = (
     "LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "SimplifiedLayerNormalization",
     "Softmax", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceL2", "Div", "Sqrt", "Pow", "Clip", "Where",
@@ -36,7 +38,7 @@ def convert_fp16(source: str | Path, target: str | Path) -> Fp16Report:
     model = OnnxModel(onnx.load(str(source)))
     ops_before = Counter(node.op_type for node in model.model.graph.node)
     model.convert_float_to_float16(keep_io_types=True, op_block_list=list(FP32_OPS))
-    _store_large_fp32_tables_as_fp16(model.model)
+    store_large_tables_as_fp16(model.model)
     model.save_model_to_file(str(target))
     kept = {op: n for op, n in ops_before.items() if op in FP32_OPS and op != "Cast"}
     converted = {op: n for op, n in ops_before.items() if op not in FP32_OPS and op in _COMPUTE_OPS}
@@ -45,24 +47,3 @@ def convert_fp16(source: str | Path, target: str | Path) -> Fp16Report:
 
 _COMPUTE_OPS = {"MatMul", "Gemm", "Attention", "MultiHeadAttention", "BiasGelu", "FastGelu", "Gelu", "Add", "Mul", "Erf", "Tanh"}
 
-
-def _store_large_fp32_tables_as_fp16(model: "object", min_elements: int = 1 << 20) -> None:
-    """Embedding tables feed fp32-kept ops (EmbedLayerNormalization); store them in fp16 behind a Cast.
-
-    onnxruntime folds Cast(initializer) once at session start, so the file halves and the runtime is unchanged.
-    """
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    casts = []
-    for index, init in enumerate(model.graph.initializer):
-        elements = int(np.prod(init.dims)) if init.dims else 1
-        if init.data_type != onnx.TensorProto.FLOAT or elements < min_elements:
-            continue
-        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
-        casts.append(onnx.helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT,
-                                           name=init.name + "_to_fp32"))
-        model.graph.initializer[index].CopyFrom(half)
-    for node in reversed(casts):
-        model.graph.node.insert(0, node)

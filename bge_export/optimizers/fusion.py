@@ -43,8 +43,11 @@ def count_ops(path: str | Path) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def fuse(source: str | Path, target: str | Path, spec: EmbeddingSpec) -> FusionReport:
-    """Write the fused graph to `target` and report which fusions happened."""
+def fuse(source: str | Path, target: str | Path, spec: EmbeddingSpec, attention: bool = True) -> FusionReport:
+    """Write the fused graph to `target` and report which fusions happened.
+
+    attention=False leaves Q, K and V as plain MatMuls (for INT8, which quantizes them as one merged MatMul).
+    """
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -53,6 +56,9 @@ def fuse(source: str | Path, target: str | Path, spec: EmbeddingSpec) -> FusionR
         raise UnsupportedModelError(f"onnxruntime has no fusions for '{spec.model_type}'; export without --optimize")
     options = FusionOptions(arch.ort_optimizer_type)
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
+    if not attention:
+        options.enable_attention = False
+        options.enable_embed_layer_norm = False
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     model = optimize_model(
         str(source),
@@ -66,8 +72,10 @@ def fuse(source: str | Path, target: str | Path, spec: EmbeddingSpec) -> FusionR
     model.save_model_to_file(str(target), use_external_data_format=_needs_external_data(source))
     ops = count_ops(target)
     counts = {op: ops[op] for op in FUSED_OP_TYPES if ops.get(op)}
-    missing = [op for op in arch.expected_fusions if not ops.get(op)]
-    return FusionReport(counts=counts, expected=arch.expected_fusions, missing=missing)
+    expected = arch.expected_fusions if attention else tuple(
+        op for op in arch.expected_fusions if op not in ("Attention", "EmbedLayerNormalization"))
+    missing = [op for op in expected if not ops.get(op)]
+    return FusionReport(counts=counts, expected=expected, missing=missing)
 
 
 def _needs_external_data(source: str | Path) -> bool:

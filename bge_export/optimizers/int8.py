@@ -7,7 +7,6 @@ stay in float is decided by the accuracy-aware search (accuracy_aware.py), not h
 
 from __future__ import annotations
 
-import logging
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,32 +56,61 @@ def preset_for(name: str | None) -> Int8Preset:
     return PRESETS[chosen]
 
 
-def weight_matmul_nodes(path: str | Path) -> list[str]:
-    """Names of the MatMul nodes whose second input is a 2-D float initializer: the quantizable ones."""
-    import onnx
+def quantize_matmuls_dynamic(model: "object", node_names: Iterable[str], preset: Int8Preset) -> int:
+    """Replace MatMul (+ its bias Add) with com.microsoft DynamicQuantizeMatMul, in place; returns the count.
 
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {init.name: init for init in model.graph.initializer}
-    return [
-        node.name for node in model.graph.node
-        if node.op_type == "MatMul" and node.input[1] in initializers and len(initializers[node.input[1]].dims) == 2
-    ]
+    Weights are quantized once here, per output column (symmetric s8, or asymmetric u8 for the avx2 preset);
+    activations are quantized per tensor at run time (u8). Emitting the fused op directly, rather than the
+    DynamicQuantizeLinear/MatMulInteger chain that onnxruntime would fuse anyway, keeps the file readable.
+    """
+    from onnx import helper, numpy_helper
+
+    from bge_export.optimizers.graph_edit import bias_add, consumers, initializers, prune_initializers
+
+    inits, users = initializers(model), consumers(model)
+    wanted = set(node_names)
+    absorbed: set[str] = set()
+    count = 0
+    for node in list(model.graph.node):
+        if node.op_type != "MatMul" or node.name not in wanted:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        stem = node.input[1] + ("_s8" if preset.weight_type == "QInt8" else "_u8")
+        quantized, scale, zero_point = _quantize_weight(weight, preset)
+        model.graph.initializer.extend([numpy_helper.from_array(quantized, stem), numpy_helper.from_array(scale, stem + "_scale")])
+        inputs = [node.input[0], stem, stem + "_scale", ""]
+        if zero_point is not None:
+            model.graph.initializer.append(numpy_helper.from_array(zero_point, stem + "_zero_point"))
+            inputs[3] = stem + "_zero_point"
+        output = node.output[0]
+        bias = bias_add(node, users, inits)
+        if bias is not None:
+            inputs.append(next(name for name in bias.input if name in inits))
+            output = bias.output[0]
+            absorbed.add(bias.name)
+        node.CopyFrom(helper.make_node("DynamicQuantizeMatMul", inputs, [output], name=node.name + "_int8",
+                                       domain="com.microsoft"))
+        count += 1
+    kept = [n for n in model.graph.node if n.name not in absorbed]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    prune_initializers(model)
+    return count
 
 
-def quantize_dynamic_int8(source: str | Path, target: str | Path, preset: Int8Preset, exclude: Iterable[str] = ()) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    quantize_dynamic(
-        str(source), str(target),
-        op_types_to_quantize=["MatMul"],
-        per_channel=preset.per_channel,
-        reduce_range=preset.reduce_range,
-        weight_type=getattr(QuantType, preset.weight_type),
-        nodes_to_exclude=list(exclude),
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+def _quantize_weight(weight: np.ndarray, preset: Int8Preset) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    if preset.weight_type == "QInt8":
+        peak = np.abs(weight).max(axis=0) if preset.per_channel else np.abs(weight).max(keepdims=True)
+        scale = np.maximum(peak / 127.0, 1e-12).astype(np.float32)
+        return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale, None
+    low = np.minimum(weight.min(axis=0) if preset.per_channel else weight.min(keepdims=True), 0.0)
+    high = np.maximum(weight.max(axis=0) if preset.per_channel else weight.max(keepdims=True), 0.0)
+    scale = np.maximum((high - low) / 255.0, 1e-12).astype(np.float32)
+    zero_point = np.clip(np.round(-low / scale), 0, 255).astype(np.uint8)
+    quantized = np.clip(np.round(weight / scale) + zero_point, 0, 255).astype(np.uint8)
+    return quantized, scale, zero_point
 
 
 class _TokenizedReader:
@@ -103,38 +131,29 @@ class _TokenizedReader:
 
 
 def quantize_static_qdq(
-    source: str | Path,
+    model: "object",
     target: str | Path,
     calibration_batches: Sequence[dict[str, np.ndarray]],
     input_names: Sequence[str],
+    nodes_to_quantize: Sequence[str],
     method: str = "percentile",
-    exclude: Iterable[str] = (),
-    extra_options: dict | None = None,
 ) -> None:
     """Symmetric s8 activations and per-channel s8 weights in QDQ form, the layout TensorRT consumes."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method '{method}'; choose one of: {', '.join(CALIBRATION_METHODS)}")
-    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    options = {
-        "MatMulConstBOnly": True,
-        "ActivationSymmetric": True,
-        "WeightSymmetric": True,
-        "CalibPercentile": 99.999,
-        "CalibMaxIntermediateOutputs": 4,
-        **(extra_options or {}),
-    }
     quantize_static(
-        str(source), str(target),
+        model, str(target),
         calibration_data_reader=_TokenizedReader(calibration_batches, input_names),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["MatMul"],
         per_channel=True,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(exclude),
+        nodes_to_quantize=list(nodes_to_quantize),
         calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                           "entropy": CalibrationMethod.Entropy}[method],
-        extra_options=options,
+        extra_options={"MatMulConstBOnly": True, "ActivationSymmetric": True, "WeightSymmetric": True,
+                       "CalibPercentile": 99.999},
     )

@@ -9,7 +9,6 @@ activations (the FFN output projection after GELU, in BERT-family models) rank f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -27,64 +26,48 @@ class NodeSensitivity:
 
 
 def rank_nodes(
-    model_path: str | Path,
+    model: "object",
     nodes: Sequence[str],
     batches: Sequence[dict[str, np.ndarray]],
     preset: Int8Preset,
-    threads: int | None = None,
+    static: bool = False,
 ) -> list[NodeSensitivity]:
-    """Sensitivities of `nodes`, most harmful first."""
-    import onnx
+    """Sensitivities of `nodes` (MatMul names in `model`, a ModelProto), most harmful first.
+
+    Dynamic quantization scales activations per run (per batch); static fixes one symmetric scale from all
+    calibration text, which punishes wide-ranged inputs far more: `static` simulates that instead.
+    """
     from onnx import numpy_helper
 
-    model = onnx.load(str(model_path))
-    initializers = {init.name: init for init in model.graph.initializer}
+    from bge_export.optimizers.graph_edit import capture, initializers
+
+    inits = initializers(model)
     by_name = {node.name: node for node in model.graph.node}
     wanted = [by_name[name] for name in nodes]
-    inputs_needed = sorted({node.input[0] for node in wanted})
-    captured = _capture(model, inputs_needed, batches, threads)
+    per_batch_cap = max(64, MAX_ROWS_PER_NODE // max(len(batches), 1))
+    rng = np.random.default_rng(0)
+    captured: dict[str, list[np.ndarray]] = {}
+
+    def visit(name: str, value: np.ndarray, batch: dict[str, np.ndarray]) -> None:
+        rows = value.reshape(-1, value.shape[-1])
+        mask = batch["attention_mask"].reshape(-1).astype(bool)
+        real = rows[mask] if rows.shape[0] == mask.shape[0] else rows
+        if real.shape[0] > per_batch_cap:
+            real = real[rng.choice(real.shape[0], per_batch_cap, replace=False)]
+        # row 0 carries the whole tensor's range: the run-time quantizer sees padding rows too
+        captured.setdefault(name, []).append(np.concatenate([_range_row(rows), real]))
+
+    capture(model, sorted({node.input[0] for node in wanted}), batches, visit)
     ranked = []
     for node in wanted:
         activations = captured[node.input[0]]
-        weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         ranked.append(NodeSensitivity(
             node=node.name,
-            relative_error=_simulated_error(activations, weight, preset),
+            relative_error=_simulated_error(activations, weight, preset, static),
             activation_range=float(max(np.abs(a).max() for a in activations)),
         ))
     return sorted(ranked, key=lambda s: -s.relative_error)
-
-
-def _capture(model: "object", tensors: list[str], batches: Sequence[dict[str, np.ndarray]],
-             threads: int | None) -> dict[str, list[np.ndarray]]:
-    """Per tensor, one [real_tokens, channels] array per batch (padding rows dropped, rows capped)."""
-    import onnx
-    import onnxruntime as ort
-
-    existing = {o.name for o in model.graph.output}
-    for name in tensors:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the tensors we read
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    graph_inputs = [i.name for i in session.get_inputs()]
-    per_batch_cap = max(64, MAX_ROWS_PER_NODE // max(len(batches), 1))
-    captured: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
-    rng = np.random.default_rng(0)
-    for batch in batches:
-        outputs = session.run(tensors, {k: batch[k] for k in graph_inputs})
-        mask = batch["attention_mask"].reshape(-1).astype(bool)
-        for name, value in zip(tensors, outputs):
-            rows = value.reshape(-1, value.shape[-1])
-            # keep the whole tensor's range (the run-time quantizer sees padding rows too) in row 0
-            real = rows[mask] if rows.shape[0] == mask.shape[0] else rows
-            if real.shape[0] > per_batch_cap:
-                real = real[rng.choice(real.shape[0], per_batch_cap, replace=False)]
-            captured[name].append(np.concatenate([_range_row(rows), real]))
-    return captured
 
 
 def _range_row(rows: np.ndarray) -> np.ndarray:
@@ -94,15 +77,19 @@ def _range_row(rows: np.ndarray) -> np.ndarray:
     return marker
 
 
-def _simulated_error(activations: list[np.ndarray], weight: np.ndarray, preset: Int8Preset) -> float:
+def _simulated_error(activations: list[np.ndarray], weight: np.ndarray, preset: Int8Preset, static: bool) -> float:
     dequantized_weight = _fake_quantize_weight(weight, preset)
     error = reference = 0.0
+    static_scale = max(float(np.abs(a).max()) for a in activations) / 127.0
     for batch in activations:
-        lo, hi = min(0.0, float(batch.min())), max(0.0, float(batch.max()))
-        scale = max(hi - lo, 1e-12) / 255.0
-        zero_point = np.round(-lo / scale)
         x = batch[1:]
-        x_q = (np.clip(np.round(x / scale) + zero_point, 0, 255) - zero_point) * scale
+        if static:  # one symmetric s8 scale for every input, fixed at calibration
+            x_q = np.clip(np.round(x / static_scale), -127, 127) * static_scale
+        else:  # u8 asymmetric, range of this run's whole tensor (DynamicQuantizeLinear)
+            lo, hi = min(0.0, float(batch.min())), max(0.0, float(batch.max()))
+            scale = max(hi - lo, 1e-12) / 255.0
+            zero_point = np.round(-lo / scale)
+            x_q = (np.clip(np.round(x / scale) + zero_point, 0, 255) - zero_point) * scale
         exact = x @ weight
         error += float(np.square(x_q @ dequantized_weight - exact).sum())
         reference += float(np.square(exact).sum())

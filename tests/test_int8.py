@@ -1,0 +1,99 @@
+"""INT8: exact graph rewrites, accuracy-aware dynamic quantization on the real MiniLM, static QDQ, failure path."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from bge_export.corpus import builtin_corpus
+from bge_export.manifest import read_manifest
+from bge_export.runtime import load_encoder
+from bge_export.validate.metrics import cosine_per_row, topk_neighbour_overlap
+from helpers import export_folder, row_cosine
+
+
+def _ops(path) -> Counter:
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def test_merge_and_outlier_split_are_exact(bge_shaped_dir, tmp_path):
+    from bge_export.optimizers.graph_edit import channel_abs_max, merge_shared_input_matmuls, split_outlier_channels
+    from bge_export.runtime.onnx_backend import OnnxEncoder
+
+    export_dir = export_folder(bge_shaped_dir, tmp_path / "out")
+    encoder = load_encoder(export_dir)
+    batches = [b.features for b in encoder.tokenizer.batches(["calibration text number %d" % i for i in range(20)], 8)]
+    model = onnx.load(str(export_dir / "onnx/model.onnx"))
+    channel_max = channel_abs_max(model, batches)
+    assert merge_shared_input_matmuls(model) == 2  # Q/K/V of each of the 2 layers
+    splits = split_outlier_channels(model, channel_max, ratio=1.5)  # low ratio: force some splits on a tiny model
+    assert splits and all(s.channels for s in splits)
+    onnx.save(model, str(tmp_path / "edited.onnx"))
+    edited = OnnxEncoder(tmp_path / "edited.onnx", encoder.spec, encoder.tokenizer)
+    texts = ["a first sentence", "and another, longer one with punctuation."]
+    np.testing.assert_allclose(edited.encode(texts), encoder.encode(texts), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def minilm_int8(minilm_dir, tmp_path_factory):
+    return export_folder(minilm_dir, tmp_path_factory.mktemp("int8") / "minilm", quantize="int8", int8_preset="avx512_vnni")
+
+
+def test_dynamic_int8_on_minilm_meets_the_fidelity_floors(minilm_int8):
+    manifest = read_manifest(minilm_int8)
+    entry = manifest.find("onnx/model_qint8_avx512_vnni.onnx")
+    assert entry.status == "pass" and entry.precision == "int8-dynamic"
+    plan = entry.options
+    assert plan["int8_matmuls"] >= 18  # MiniLM: 6 layers x (merged QKV, attention out, FFN in, FFN out)
+    assert _ops(minilm_int8 / entry.path)["DynamicQuantizeMatMul"] == plan["int8_matmuls"]
+    assert plan["outlier_channels"], "the outlier channels routed through float are recorded"
+    assert all(item["why"] for item in plan["kept_float"])
+    assert entry.size_bytes < 0.5 * manifest.find("onnx/model.onnx").size_bytes
+
+    texts = [c.text for c in builtin_corpus()][::3]  # ~440 texts the quantizer never saw
+    reference = load_encoder(minilm_int8, "onnx/model.onnx").encode(texts)
+    quantized = load_encoder(minilm_int8, entry.path).encode(texts)
+    cosine = cosine_per_row(reference, quantized)
+    assert cosine.mean() >= 0.995 and cosine.min() >= 0.98
+    assert topk_neighbour_overlap(reference, quantized, 10) >= 0.95
+
+
+def test_unreachable_bound_fails_cleanly(capsys, tmp_path, tiny_model):
+    from bge_export.cli import main
+
+    folder = tiny_model(pooling="mean")
+    with pytest.raises(SystemExit) as exited:
+        main(["onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q", "--quantize", "int8", "--min-cosine", "1.0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 1
+    assert len(err) == 1 and err[0].startswith("error: INT8") and "cannot meet the bound" in err[0]
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_avx2_preset_uses_unsigned_weights(tiny_model, tmp_path):
+    folder = tiny_model(pooling="mean")
+    export_dir = export_folder(folder, tmp_path / "out", quantize="int8", int8_preset="avx2", min_cosine=0.9)
+    entry = read_manifest(export_dir).find("onnx/model_qint8_avx2.onnx")
+    model = onnx.load(str(export_dir / entry.path))
+    weights = {i.name: i for i in model.graph.initializer}
+    dq = [n for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert dq and all(weights[n.input[1]].data_type == onnx.TensorProto.UINT8 for n in dq)
+    assert all(n.input[3] for n in dq), "asymmetric u8 weights carry zero points"
+
+
+def test_static_qdq_on_a_tiny_model(bge_shaped_dir, tmp_path):
+    export_dir = export_folder(bge_shaped_dir, tmp_path / "out", quantize="int8-static", min_cosine=0.9,
+                               calibration_method="minmax")
+    entry = read_manifest(export_dir).find("onnx/model_qint8_static.onnx")
+    ops = _ops(export_dir / entry.path)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    assert not [n for n in onnx.load(str(export_dir / entry.path)).graph.node if n.domain == "com.microsoft"], \
+        "the QDQ artifact uses standard ops only (portable to TensorRT)"
+    assert entry.options["method"] == "static-qdq-minmax"
+    encoder = load_encoder(export_dir, entry.path)
+    reference = load_encoder(export_dir).encode(["one text", "another text here"])
+    assert row_cosine(encoder.encode(["one text", "another text here"]), reference).min() >= 0.9
