@@ -20,6 +20,10 @@ _LAZY = {
     "EmbeddingSpec": ("bge_export.spec", "EmbeddingSpec"),
     "read_manifest": ("bge_export.manifest", "read_manifest"),
     "BgeExportError": ("bge_export.errors", "BgeExportError"),
+    "validate": ("bge_export.validate.harness", "validate"),
+    "ValidateOptions": ("bge_export.validate.harness", "ValidateOptions"),
+    "bench": ("bge_export.validate.speed", "bench"),
+    "BenchOptions": ("bge_export.validate.speed", "BenchOptions"),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -31,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from bge_export.runtime import load_encoder
     from bge_export.source import ModelSource, resolve_model
     from bge_export.spec import EmbeddingSpec
+    from bge_export.validate.harness import ValidateOptions, validate
+    from bge_export.validate.speed import BenchOptions, bench
 
 
 def __getattr__(name: str) -> Any:

@@ -128,6 +128,7 @@ def write_json_atomic(path: Path, data: Any) -> Path:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(data, out, indent=2, ensure_ascii=False)
             out.write("\n")
+        os.chmod(temp, 0o644)  # mkstemp creates 0600; a manifest is meant to be read by others
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

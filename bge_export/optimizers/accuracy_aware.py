@@ -83,16 +83,15 @@ def quantize_dynamic_accuracy_aware(
     calibration_texts: Sequence[str], validation_texts: Sequence[str], validation_baseline: np.ndarray,
     min_cosine: float | None = None, progress: Progress | None = None,
 ) -> QuantizationPlan:
-    """Fused graph (Q/K/V left as MatMuls) -> DynamicQuantizeMatMul for every MatMul the bound allows."""
+    """Plain graph -> DynamicQuantizeMatMul for every MatMul the bound allows.
+
+    No offline fusion: onnxruntime fuses LayerNorm/GELU itself at session start, and its own fused kernels
+    measured faster here than the offline optimizer's SkipLayerNormalization (benchmarks/profile_ops.py).
+    """
     import onnx
 
-    from bge_export.optimizers.fusion import fuse
-
     progress = progress or Progress(quiet=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-fuse-") as scratch:
-        fused = Path(scratch) / "fused.onnx"
-        fuse(plain, fused, spec, attention=False)
-        model = onnx.load(str(fused))
+    model = onnx.load(str(plain))
     batches = [b.features for b in tokenizer.batches(list(calibration_texts)[:CALIBRATION_TEXTS], 16)]
 
     def build(model: Any, nodes: list[str], path: Path) -> None:
