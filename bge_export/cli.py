@@ -97,7 +97,7 @@ def onnx_command(model: str, output: str | None, revision: str | None, pooling: 
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def inspect_command(folder: str, as_json: bool) -> None:
     """Show what an output FOLDER holds: model, spec and one row per artifact."""
-    from bge_export.inspect import format_manifest
+    from bge_export.manifest_view import format_manifest
     from bge_export.manifest import read_manifest
 
     manifest = read_manifest(folder)

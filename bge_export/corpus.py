@@ -47,20 +47,27 @@ def builtin_check_texts(count: int = 96) -> list[str]:
     return picked[:count]
 
 
-def read_corpus_file(path: str | Path) -> list[str]:
-    """`.txt` (one text per line) or `.jsonl` (a `text` field per line); errors name the file and line."""
+def read_utf8_lines(path: str | Path, what: str = "file") -> list[str]:
+    """The file's lines, or one error naming the first line that is not UTF-8."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"corpus file '{path}' does not exist")
+        raise InputError(f"{what} '{path}' does not exist")
     raw = path.read_bytes()
     try:
-        content = raw.decode("utf-8")
+        content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not UTF-8 text; re-save the file as UTF-8") from None
+    return content.splitlines()
+
+
+def read_corpus_file(path: str | Path) -> list[str]:
+    """`.txt` (one text per line) or `.jsonl` (a `text` field per line); errors name the file and line."""
+    path = Path(path)
+    lines = read_utf8_lines(path, "corpus file")
     texts: list[str] = []
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
-    for number, line in enumerate(content.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         if jsonl:

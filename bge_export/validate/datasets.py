@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bge_export.corpus import read_utf8_lines
 from bge_export.errors import InputError
 
 STS_FORMAT = "score<TAB>sentence1<TAB>sentence2 (an optional header line first)"
@@ -41,19 +42,6 @@ class RetrievalDataset:
     query_ids: tuple[str, ...]
     query_texts: tuple[str, ...]
     qrels: dict[str, dict[str, int]]
-
-
-def read_utf8_lines(path: Path, what: str) -> list[str]:
-    """The file's lines, or one error naming the first line that is not UTF-8."""
-    if not path.is_file():
-        raise InputError(f"{what} '{path}' does not exist")
-    raw = path.read_bytes()
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not UTF-8 text; re-save the file as UTF-8") from None
-    return content.splitlines()
 
 
 def read_sts_tsv(path: str | Path) -> StsDataset:
