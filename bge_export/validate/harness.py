@@ -20,7 +20,7 @@ from bge_export.errors import InputError, MissingDependencyError
 from bge_export.manifest import ArtifactEntry, read_manifest
 from bge_export.progress import Progress
 from bge_export.runtime.base import Encoder
-from bge_export.validate.check import min_cosine_for
+from bge_export.validate.check import MIN_MEAN_COSINE, MIN_TOP10_OVERLAP, min_cosine_for, precision_class
 from bge_export.validate.datasets import RetrievalDataset, StsDataset, read_beir_folder, read_sts_tsv
 from bge_export.validate.metrics import (
     cosine_per_row,
@@ -53,9 +53,6 @@ from bge_export.validate.speed import (
 REPORT_SCHEMA = "bge-export/validation-report"
 REPORT_SCHEMA_VERSION = 1
 PRECISION_CLASSES = ("fp32", "fp16", "int8")
-# Floors beside validate/check.py's MIN_COSINE (the minimum over texts), by precision class.
-MIN_MEAN_COSINE = {"fp32": 0.99999, "fp16": 0.9995, "int8": 0.995}
-MIN_TOP10_OVERLAP = {"fp32": 0.99, "fp16": 0.98, "int8": 0.95}
 # Largest relative difference of an embedding's norm from the baseline's (1.0 for normalizing models).
 MAX_NORM_ERROR = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-2}
 NEIGHBOURS = 10
@@ -238,14 +235,6 @@ class ValidationReport:
 
 
 # --------------------------------------------------------------------------- thresholds
-
-
-def precision_class(precision: str) -> str:
-    """int8-dynamic, int8-static ... -> int8; fp16 -> fp16; anything else is held to fp32's standard."""
-    for name in ("int8", "fp16"):
-        if precision.startswith(name):
-            return name
-    return "fp32"
 
 
 def parse_threshold_overrides(values: Sequence[str], option: str) -> dict[str, float]:
