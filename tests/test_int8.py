@@ -19,8 +19,8 @@ def _ops(path) -> Counter:
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-def test_merge_and_outlier_split_are_exact(bge_shaped_dir, tmp_path):
-    from bge_export.optimizers.graph_edit import channel_abs_max, merge_shared_input_matmuls, split_outlier_channels
+def test_merge_and_outlier_fixes_are_exact(bge_shaped_dir, tmp_path):
+    from bge_export.optimizers.graph_edit import channel_abs_max, merge_shared_input_matmuls, tame_outlier_channels
     from bge_export.runtime.onnx_backend import OnnxEncoder
 
     export_dir = export_folder(bge_shaped_dir, tmp_path / "out")
@@ -29,12 +29,29 @@ def test_merge_and_outlier_split_are_exact(bge_shaped_dir, tmp_path):
     model = onnx.load(str(export_dir / "onnx/model.onnx"))
     channel_max = channel_abs_max(model, batches)
     assert merge_shared_input_matmuls(model) == 2  # Q/K/V of each of the 2 layers
-    splits = split_outlier_channels(model, channel_max, ratio=1.5)  # low ratio: force some splits on a tiny model
-    assert splits and all(s.channels for s in splits)
+    fixes = tame_outlier_channels(model, channel_max, ratio=1.5)  # low ratio: force fixes on a tiny model
+    assert {f.fix for f in fixes} == {"smoothed", "float side path"} and all(f.channels for f in fixes)
     onnx.save(model, str(tmp_path / "edited.onnx"))
     edited = OnnxEncoder(tmp_path / "edited.onnx", encoder.spec, encoder.tokenizer)
     texts = ["a first sentence", "and another, longer one with punctuation."]
     np.testing.assert_allclose(edited.encode(texts), encoder.encode(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "mpnet", "xlm-roberta"])
+def test_attention_cores_become_multihead_attention_exactly(tiny_model, tmp_path, model_type):
+    """MPNet's relative position bias goes in as attention_bias, padding as key_padding_mask."""
+    from bge_export.optimizers.attention import fuse_attention_cores
+    from bge_export.runtime.onnx_backend import OnnxEncoder
+
+    export_dir = export_folder(tiny_model(model_type=model_type, pooling="mean"), tmp_path / "out")
+    encoder = load_encoder(export_dir)
+    model = onnx.load(str(export_dir / "onnx/model.onnx"))
+    assert fuse_attention_cores(model, encoder.spec.num_attention_heads) == 2  # one per layer
+    assert not [n for n in model.graph.node if n.op_type == "Softmax"]
+    onnx.save(model, str(tmp_path / "mha.onnx"))
+    fused = OnnxEncoder(tmp_path / "mha.onnx", encoder.spec, encoder.tokenizer)
+    texts = ["short", "a somewhat longer sentence, so that one batch mixes lengths", "mid length text here"]
+    np.testing.assert_allclose(fused.encode(texts, batch_size=3), encoder.encode(texts, batch_size=1), atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +66,8 @@ def test_dynamic_int8_on_minilm_meets_the_fidelity_floors(minilm_int8):
     plan = entry.options
     assert plan["int8_matmuls"] >= 18  # MiniLM: 6 layers x (merged QKV, attention out, FFN in, FFN out)
     assert _ops(minilm_int8 / entry.path)["DynamicQuantizeMatMul"] == plan["int8_matmuls"]
-    assert plan["outlier_channels"], "the outlier channels routed through float are recorded"
+    assert plan["outlier_channels"], "the outlier channels and how each was fixed are recorded"
+    assert plan["attention_cores_fused"] == 6 == _ops(minilm_int8 / entry.path)["MultiHeadAttention"]
     assert all(item["why"] for item in plan["kept_float"])
     assert entry.size_bytes < 0.5 * manifest.find("onnx/model.onnx").size_bytes
 

@@ -3,10 +3,10 @@
 All rewrites keep the function the graph computes (up to float rounding); they only move work between the INT8
 and the float paths:
 - `merge_shared_input_matmuls`: Q, K and V read one tensor; one MatMul [H, 3H] + Split quantizes it once.
-- `split_outlier_channels`: a few hidden channels carry activations 10-50x larger than the rest (at delimiter
+- `tame_outlier_channels`: a few hidden channels carry activations 10-50x larger than the rest (at delimiter
   tokens, in BERT-family models). One per-tensor INT8 scale per MatMul input makes those channels set the step
-  for all, which is what ruins INT8 fidelity. X @ W = (X * keep) @ W' + X[..., O] @ W[O, :] sends the outlier
-  channels O through a tiny float MatMul and the rest through INT8 (the LLM.int8() decomposition, per graph).
+  for all, which is what ruins INT8 fidelity. FFN-out inputs get their outlier channels recomputed by a narrow
+  float side path; other inputs are smoothed (SmoothQuant), moving the range into per-column weight scales.
 """
 
 from __future__ import annotations
@@ -123,25 +123,40 @@ def merge_shared_input_matmuls(model: "object") -> int:
     return merged
 
 
+ACTIVATION_OPS = frozenset({"Mul", "Div", "Add", "Sub", "Erf", "Tanh", "Sigmoid", "Pow", "Relu", "Gelu", "FastGelu"})
+SMOOTHING_ALPHA = 0.5  # SmoothQuant's balance between activation and weight ranges
+
+
 @dataclass(frozen=True)
-class OutlierSplit:
+class OutlierFix:
     tensor: str
     channels: list[int]
-    float_matmuls: list[str]
+    fix: str  # "smoothed" or "float side path"
 
 
-def split_outlier_channels(model: "object", channel_max: dict[str, np.ndarray], ratio: float = 4.0,
-                           max_channels: int = 16) -> list[OutlierSplit]:
-    """Route channels whose max |x| exceeds `ratio` x the median channel's through a float side path."""
-    from onnx import helper, numpy_helper
+def tame_outlier_channels(model: "object", channel_max: dict[str, np.ndarray], ratio: float = 4.0,
+                          max_channels: int = 16) -> list[OutlierFix]:
+    """Shrink the channels of MatMul inputs whose max |x| exceeds `ratio` x the median channel's. Exact in float.
 
+    - Input made by the FFN activation from a weight MatMul (FFN-out): those channels' columns of the FFN-in
+      weight and bias (and rows of the FFN-out weight) are zeroed and recomputed by a float side path of
+      width len(channels): act(x @ W1[:, O] + b1[O]) @ W2[O, :], added to the output. The INT8 MatMuls see
+      no outliers and no extra work.
+    - Any other input: SmoothQuant, X @ W = (X / s) @ (s W) with s = max|X|^a / max|W|^(1-a) per channel, one
+      Mul on the input; the difficulty moves into per-column weight scales, which absorb it.
+    Measured on all-mpnet-base-v2 (400 texts): cosine mean 0.884 -> 0.997, min 0.739 -> 0.994, at 0.98x the
+    speed of the same graph without fixes; the earlier LLM.int8()-style split cost 0.90x.
+    """
     inits, users = initializers(model), consumers(model)
     producers = {out: node for node in model.graph.node for out in node.output}
+    constants = constant_values(model)
+    position = {node.name: index for index, node in enumerate(model.graph.node)}
     groups: dict[str, list[object]] = {}
     for node in weight_matmuls(model):
         groups.setdefault(node.input[0], []).append(node)
     after: dict[str, list[object]] = {}
-    splits: list[OutlierSplit] = []
+    head: list[object] = []
+    fixes: list[OutlierFix] = []
     for source, nodes in groups.items():
         peaks = channel_max.get(source)
         if peaks is None:
@@ -150,37 +165,138 @@ def split_outlier_channels(model: "object", channel_max: dict[str, np.ndarray], 
         channels = sorted(int(c) for c in np.argsort(-peaks)[:max_channels] if peaks[c] > threshold)
         if not channels:
             continue
-        keep = np.ones(peaks.shape[0], dtype=np.float32)
-        keep[channels] = 0.0
-        model.graph.initializer.extend([numpy_helper.from_array(keep, source + "_inlier_mask"),
-                                        numpy_helper.from_array(np.array(channels, dtype=np.int64), source + "_outlier_idx")])
-        side = [helper.make_node("Mul", [source, source + "_inlier_mask"], [source + "_inliers"], name=source + "_inliers"),
-                helper.make_node("Gather", [source, source + "_outlier_idx"], [source + "_outliers"],
-                                 name=source + "_outliers", axis=-1)]
-        float_names = []
-        for node in nodes:
-            weight = numpy_helper.to_array(inits[node.input[1]]).copy()
-            model.graph.initializer.append(numpy_helper.from_array(weight[channels, :].copy(), node.input[1] + "_outlier_rows"))
-            weight[channels, :] = 0.0
-            inits[node.input[1]].CopyFrom(numpy_helper.from_array(weight, node.input[1]))
-            anchor = bias_add(node, users, inits) or node
-            final = anchor.output[0]
-            anchor.output[0] = final + "_inlier_part"
-            float_name = node.name + "_outlier_matmul"
-            after.setdefault(anchor.name, []).extend([
-                helper.make_node("MatMul", [source + "_outliers", node.input[1] + "_outlier_rows"],
-                                 [final + "_outlier_part"], name=float_name),
-                helper.make_node("Add", [final + "_inlier_part", final + "_outlier_part"], [final],
-                                 name=node.name + "_outlier_add"),
-            ])
-            node.input[0] = source + "_inliers"
-            float_names.append(float_name)
-        producer = producers.get(source)
-        after.setdefault(producer.name if producer is not None else "", [])[:0] = side
-        splits.append(OutlierSplit(source, channels, float_names))
-    head = after.get("", [])
+        chain = _activation_chain(source, nodes, producers, users, inits, constants, position)
+        if chain is not None:
+            _route_through_float(model, source, nodes, channels, chain, inits, users, after)
+            fixes.append(OutlierFix(source, channels, "float side path"))
+        else:
+            _smooth(model, source, nodes, peaks, inits, producers, after, head)
+            fixes.append(OutlierFix(source, channels, "smoothed"))
     _rebuild(model, lambda node: [node] + after.get(node.name, []), head)
-    return splits
+    return fixes
+
+
+def _activation_chain(source: str, nodes: list["object"], producers: dict, users: dict, inits: dict,
+                      constants: dict, position: dict[str, int]) -> tuple[list["object"], "object", "object"] | None:
+    """(elementwise nodes, bias Add, weight MatMul) when `source` = act(x @ W1 + b1) feeds only `nodes`."""
+    chain: list[object] = []
+    pending, seen, start = [source], set(), None
+    while pending:
+        tensor = pending.pop()
+        node = producers.get(tensor)
+        if node is None or node.name in seen:
+            continue
+        if node.op_type == "Add" and any(i in inits and len(inits[i].dims) == 1 for i in node.input):
+            upstream = next(i for i in node.input if i not in inits)
+            matmul = producers.get(upstream)
+            if matmul is not None and matmul.op_type == "MatMul" and matmul.input[1] in inits:
+                if start is not None and start is not node:
+                    return None
+                start = node
+                continue
+        if node.op_type not in ACTIVATION_OPS or len(seen) >= 12:
+            return None
+        seen.add(node.name)
+        chain.append(node)
+        pending.extend(i for i in node.input if i and i not in constants)
+    if start is None or not chain:
+        return None
+    inside = {n.name for n in chain} | {n.name for n in nodes}
+    matmul = producers[next(i for i in start.input if i not in inits)]
+    if len(users.get(matmul.output[0], [])) != 1:
+        return None
+    for tensor in [start.output[0]] + [out for n in chain for out in n.output]:
+        if any(u.name not in inside for u in users.get(tensor, [])):
+            return None
+    return sorted(chain, key=lambda n: position[n.name]), start, matmul
+
+
+def _route_through_float(model: "object", source: str, nodes: list["object"], channels: list[int],
+                         chain: tuple, inits: dict, users: dict, after: dict) -> None:
+    from onnx import helper, numpy_helper
+
+    elementwise, bias_node, matmul = chain
+    bias_name = next(i for i in bias_node.input if i in inits)
+    w1, b1 = numpy_helper.to_array(inits[matmul.input[1]]).copy(), numpy_helper.to_array(inits[bias_name]).copy()
+    stem = source + "_outliers"
+    model.graph.initializer.extend([numpy_helper.from_array(w1[:, channels].copy(), stem + "_W_in"),
+                                    numpy_helper.from_array(b1[channels].copy(), stem + "_B_in")])
+    w1[:, channels], b1[channels] = 0.0, 0.0
+    inits[matmul.input[1]].CopyFrom(numpy_helper.from_array(w1, matmul.input[1]))
+    inits[bias_name].CopyFrom(numpy_helper.from_array(b1, bias_name))
+    renamed = {bias_node.output[0]: stem + "_pre"}
+    side = [helper.make_node("MatMul", [matmul.input[0], stem + "_W_in"], [stem + "_mm"], name=stem + "_in"),
+            helper.make_node("Add", [stem + "_mm", stem + "_B_in"], [stem + "_pre"], name=stem + "_bias")]
+    for node in elementwise:  # the same activation, on the outlier channels only
+        copy = helper.make_node(node.op_type, [renamed.get(i, i) for i in node.input],
+                                [stem + "/" + o for o in node.output], name=stem + "/" + node.name, domain=node.domain)
+        copy.attribute.extend(node.attribute)
+        renamed.update({o: stem + "/" + o for o in node.output})
+        side.append(copy)
+    for node in nodes:
+        weight = numpy_helper.to_array(inits[node.input[1]]).copy()
+        rows = node.input[1] + "_outlier_rows"
+        model.graph.initializer.append(numpy_helper.from_array(weight[channels, :].copy(), rows))
+        weight[channels, :] = 0.0
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(weight, node.input[1]))
+        anchor = bias_add(node, users, inits) or node
+        final = anchor.output[0]
+        anchor.output[0] = final + "_inliers"
+        after.setdefault(anchor.name, []).extend(side + [
+            helper.make_node("MatMul", [renamed[source], rows], [final + "_outliers"], name=node.name + "_outlier_matmul"),
+            helper.make_node("Add", [final + "_inliers", final + "_outliers"], [final], name=node.name + "_outlier_add"),
+        ])
+        side = []
+
+
+def _smooth(model: "object", source: str, nodes: list["object"], peaks: np.ndarray, inits: dict, producers: dict,
+            after: dict, head: list["object"]) -> None:
+    from onnx import helper, numpy_helper
+
+    weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+    weight_peak = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+    scale = (np.maximum(peaks, 1e-5) ** SMOOTHING_ALPHA / np.maximum(weight_peak, 1e-5) ** (1 - SMOOTHING_ALPHA))
+    scale = scale.astype(np.float32)
+    for node, weight in zip(nodes, weights):
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), node.input[1]))
+        node.input[0] = source + "_smoothed"
+    model.graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), source + "_smoothing"))
+    mul = helper.make_node("Mul", [source, source + "_smoothing"], [source + "_smoothed"], name=source + "_smooth")
+    producer = producers.get(source)
+    if producer is None:
+        head.append(mul)
+    else:
+        after.setdefault(producer.name, []).insert(0, mul)
+
+
+def constant_values(model: "object") -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs, as arrays."""
+    from onnx import numpy_helper
+
+    values = {init.name: init for init in model.graph.initializer}
+    found: dict[str, np.ndarray] = {}
+    for name, init in values.items():
+        found[name] = numpy_helper.to_array(init) if len(init.dims) <= 1 else np.empty(0)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            tensor = next((a.t for a in node.attribute if a.name == "value"), None)
+            found[node.output[0]] = numpy_helper.to_array(tensor) if tensor is not None else np.empty(0)
+    return found
+
+
+def prune_dead_nodes(model: "object") -> None:
+    """Drop nodes whose outputs nothing reads (left behind by rewrites), then unused initializers."""
+    outputs = {o.name for o in model.graph.output}
+    nodes = list(model.graph.node)
+    while True:
+        used = {name for node in nodes for name in node.input} | outputs
+        kept = [node for node in nodes if any(out in used for out in node.output)]
+        if len(kept) == len(nodes):
+            break
+        nodes = kept
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    prune_initializers(model)
 
 
 def store_large_tables_as_fp16(model: "object", min_elements: int = 1 << 20) -> int:

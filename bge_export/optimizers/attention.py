@@ -1,0 +1,153 @@
+"""Attention cores as onnxruntime's MultiHeadAttention, for the graphs that only onnxruntime runs (dynamic INT8).
+
+The exported attention is a dozen small ops per layer (Reshape/Transpose of Q, K, V; Q·Kᵀ; scale; mask and
+position-bias Adds; Softmax; ·V; Transpose/Reshape back). onnxruntime's own fusions cannot rebuild its fused
+Attention once Q/K/V are DynamicQuantizeMatMuls, and none of them know MPNet's relative position bias. One
+MultiHeadAttention per layer, fed the key padding mask and any remaining additive bias, measured 1.06-1.09x the
+unfused INT8 graph (benchmarks/compare_peers.py) with identical outputs up to float rounding.
+
+Only the attention core is replaced; the Q/K/V and output projections stay ordinary (quantizable) MatMuls.
+The padding mask becomes `key_padding_mask` when the additive term depends on nothing but `attention_mask`
+(bidirectional encoders), so no right-padding assumption is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KEY_PADDING_MASK = "bge_export_key_padding_mask"
+
+
+def fuse_attention_cores(model: Any, num_heads: int, mask_input: str = "attention_mask") -> int:
+    """Rewrite every recognised attention core in place; returns how many became MultiHeadAttention."""
+    from onnx import TensorProto, helper
+
+    from bge_export.optimizers.graph_edit import constant_values, prune_dead_nodes
+
+    if num_heads < 1:
+        return 0
+    producers = {out: node for node in model.graph.node for out in node.output}
+    users: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    constants = constant_values(model)
+    mask_cache: dict[str, bool] = {}
+
+    def from_mask_only(tensor: str) -> bool:
+        """True when `tensor` is computed from the padding mask (and shapes/constants) alone."""
+        if tensor not in mask_cache:
+            mask_cache[tensor] = False  # cycles cannot occur; this only guards re-entry
+            node = producers.get(tensor)
+            if tensor == mask_input:
+                mask_cache[tensor] = True
+            elif node is not None and node.op_type not in ("Shape",):
+                dynamic = [i for i in node.input if i and i not in constants]
+                mask_cache[tensor] = bool(dynamic) and all(from_mask_only(i) for i in dynamic)
+        return mask_cache[tensor]
+
+    replacements: dict[str, list[Any]] = {}
+    removed: set[str] = set()
+    shared_bias: dict[tuple[str, ...], str] = {}
+    needs_mask = False
+    count = 0
+    for softmax in [n for n in model.graph.node if n.op_type == "Softmax"]:
+        match = _match_core(softmax, producers, users, constants)
+        if match is None:
+            continue
+        q, k, v, out, scale, terms, core_nodes = match
+        mask_terms = [t for t in terms if from_mask_only(t)]
+        bias_terms = tuple(sorted(t for t in terms if t not in mask_terms))
+        if len(mask_terms) > 1:
+            continue
+        new_nodes: list[Any] = []
+        bias = ""
+        if len(bias_terms) == 1:
+            bias = bias_terms[0]
+        elif bias_terms:
+            if bias_terms not in shared_bias:
+                name = f"bge_export_attention_bias_{len(shared_bias)}"
+                new_nodes.append(helper.make_node("Add", list(bias_terms), [name], name=name))
+                shared_bias[bias_terms] = name
+            bias = shared_bias[bias_terms]
+        needs_mask |= bool(mask_terms)
+        new_nodes.append(helper.make_node(
+            "MultiHeadAttention", [q, k, v, "", KEY_PADDING_MASK if mask_terms else "", bias], [out],
+            name=softmax.name + "_mha", domain="com.microsoft", num_heads=num_heads, scale=scale,
+        ))
+        anchor = producers[out]
+        replacements[anchor.name] = new_nodes
+        removed |= {n.name for n in core_nodes}
+        count += 1
+    if not count:
+        return 0
+    nodes = []
+    if needs_mask:
+        nodes.append(helper.make_node("Cast", [mask_input], [KEY_PADDING_MASK], to=TensorProto.INT32,
+                                      name=KEY_PADDING_MASK))
+    for node in model.graph.node:
+        if node.name in replacements:
+            nodes.extend(replacements[node.name])
+        elif node.name not in removed:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    prune_dead_nodes(model)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return count
+
+
+def _match_core(softmax: Any, producers: dict, users: dict, constants: dict) -> tuple | None:
+    """(q, k, v, output, scale, additive terms, nodes to drop) for the eager attention pattern, else None."""
+    def producer(name: str, op: str) -> Any:
+        node = producers.get(name)
+        return node if node is not None and node.op_type == op else None
+
+    def perm(node: Any) -> list[int]:
+        return next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+
+    def only_user(name: str, op: str) -> Any:
+        following = users.get(name, [])
+        return following[0] if len(following) == 1 and following[0].op_type == op else None
+
+    core = [softmax]
+    terms: list[str] = []
+    node = producers.get(softmax.input[0])
+    while node is not None and node.op_type == "Add":
+        left, right = node.input
+        upstream = left if producers.get(left) is not None and producers[left].op_type in ("Add", "Mul", "Div", "MatMul") \
+            and right not in constants else right
+        terms.append(right if upstream == left else left)
+        core.append(node)
+        node = producers.get(upstream)
+    scale = 1.0
+    if node is not None and node.op_type in ("Mul", "Div"):
+        value = constants.get(node.input[1])
+        if value is None or value.size != 1:
+            return None
+        scale = float(value.reshape(())) if node.op_type == "Mul" else 1.0 / float(value.reshape(()))
+        core.append(node)
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "MatMul":
+        return None
+    core.append(node)
+    tq, tk = producer(node.input[0], "Transpose"), producer(node.input[1], "Transpose")
+    if tq is None or tk is None or perm(tq) != [0, 2, 1, 3] or perm(tk) != [0, 2, 3, 1]:
+        return None
+    rq, rk = producer(tq.input[0], "Reshape"), producer(tk.input[0], "Reshape")
+    product = only_user(softmax.output[0], "MatMul")
+    if rq is None or rk is None or product is None:
+        return None
+    tv = producer(product.input[1], "Transpose")
+    rv = producer(tv.input[0], "Reshape") if tv is not None and perm(tv) == [0, 2, 1, 3] else None
+    back = next((u for u in users.get(product.output[0], []) if u.op_type == "Transpose" and perm(u) == [0, 2, 1, 3]), None)
+    merge = next((u for u in users.get(back.output[0], []) if u.op_type == "Reshape"), None) if back is not None else None
+    if rv is None or merge is None:
+        return None
+    # each intermediate must feed only this core (shape helpers aside), or removing it would break the graph
+    for inner in (tq, tk, tv, rq, rk, rv):
+        if len(users.get(inner.output[0], [])) != 1:
+            return None
+    core += [tq, tk, tv, rq, rk, rv, product, back, merge]
+    return rq.input[0], rk.input[0], rv.input[0], merge.output[0], scale, terms, core
