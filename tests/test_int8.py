@@ -39,7 +39,7 @@ def test_merge_and_outlier_fixes_are_exact(bge_shaped_dir, tmp_path):
 
 @pytest.mark.parametrize("model_type", ["bert", "mpnet", "xlm-roberta"])
 def test_attention_cores_become_multihead_attention_exactly(tiny_model, tmp_path, model_type):
-    """MPNet's relative position bias goes in as attention_bias, padding as key_padding_mask."""
+    """The padding mask and MPNet's relative position bias go in as attention_bias; lengths mix in one batch."""
     from bge_export.optimizers.attention import fuse_attention_cores
     from bge_export.runtime.onnx_backend import OnnxEncoder
 

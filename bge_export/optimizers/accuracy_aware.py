@@ -91,9 +91,9 @@ def quantize_dynamic_accuracy_aware(
     measured faster here than the offline optimizer's SkipLayerNormalization (benchmarks/profile_ops.py).
     The attention cores become MultiHeadAttention (attention.py), which onnxruntime cannot do by itself here.
     """
-    from bge_export.optimizers.attention import fuse_attention_cores
-
     import onnx
+
+    from bge_export.optimizers.attention import fuse_attention_cores
 
     progress = progress or Progress(quiet=True)
     model = onnx.load(str(plain))

@@ -3,24 +3,22 @@
 The exported attention is a dozen small ops per layer (Reshape/Transpose of Q, K, V; Q·Kᵀ; scale; mask and
 position-bias Adds; Softmax; ·V; Transpose/Reshape back). onnxruntime's own fusions cannot rebuild its fused
 Attention once Q/K/V are DynamicQuantizeMatMuls, and none of them know MPNet's relative position bias. One
-MultiHeadAttention per layer, fed the key padding mask and any remaining additive bias, measured 1.06-1.09x the
-unfused INT8 graph (benchmarks/compare_peers.py) with identical outputs up to float rounding.
+MultiHeadAttention per layer measured 1.06-1.09x the unfused INT8 graph, with identical outputs up to float
+rounding.
 
 Only the attention core is replaced; the Q/K/V and output projections stay ordinary (quantizable) MatMuls.
-The padding mask becomes `key_padding_mask` when the additive term depends on nothing but `attention_mask`
-(bidirectional encoders), so no right-padding assumption is made.
+The additive terms the exporter wrote (the 4-D padding mask, MPNet's position bias) go in unchanged as
+`attention_bias`, summed once for all layers: no assumption about padding side or mask shape is made.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-KEY_PADDING_MASK = "bge_export_key_padding_mask"
 
-
-def fuse_attention_cores(model: Any, num_heads: int, mask_input: str = "attention_mask") -> int:
+def fuse_attention_cores(model: Any, num_heads: int) -> int:
     """Rewrite every recognised attention core in place; returns how many became MultiHeadAttention."""
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     from bge_export.optimizers.graph_edit import constant_values, prune_dead_nodes
 
@@ -32,47 +30,25 @@ def fuse_attention_cores(model: Any, num_heads: int, mask_input: str = "attentio
         for name in node.input:
             users.setdefault(name, []).append(node)
     constants = constant_values(model)
-    mask_cache: dict[str, bool] = {}
-
-    def from_mask_only(tensor: str) -> bool:
-        """True when `tensor` is computed from the padding mask (and shapes/constants) alone."""
-        if tensor not in mask_cache:
-            mask_cache[tensor] = False  # cycles cannot occur; this only guards re-entry
-            node = producers.get(tensor)
-            if tensor == mask_input:
-                mask_cache[tensor] = True
-            elif node is not None and node.op_type not in ("Shape",):
-                dynamic = [i for i in node.input if i and i not in constants]
-                mask_cache[tensor] = bool(dynamic) and all(from_mask_only(i) for i in dynamic)
-        return mask_cache[tensor]
-
     replacements: dict[str, list[Any]] = {}
     removed: set[str] = set()
     shared_bias: dict[tuple[str, ...], str] = {}
-    needs_mask = False
     count = 0
     for softmax in [n for n in model.graph.node if n.op_type == "Softmax"]:
         match = _match_core(softmax, producers, users, constants)
-        if match is None:
+        if match is None or len(match[5]) > 2:
             continue
         q, k, v, out, scale, terms, core_nodes = match
-        mask_terms = [t for t in terms if from_mask_only(t)]
-        bias_terms = tuple(sorted(t for t in terms if t not in mask_terms))
-        if len(mask_terms) > 1:
-            continue
         new_nodes: list[Any] = []
-        bias = ""
-        if len(bias_terms) == 1:
-            bias = bias_terms[0]
-        elif bias_terms:
-            if bias_terms not in shared_bias:
-                name = f"bge_export_attention_bias_{len(shared_bias)}"
-                new_nodes.append(helper.make_node("Add", list(bias_terms), [name], name=name))
-                shared_bias[bias_terms] = name
-            bias = shared_bias[bias_terms]
-        needs_mask |= bool(mask_terms)
+        bias = terms[0] if len(terms) == 1 else ""
+        if len(terms) == 2:
+            key = tuple(sorted(terms))
+            if key not in shared_bias:
+                shared_bias[key] = f"bge_export_attention_bias_{len(shared_bias)}"
+                new_nodes.append(helper.make_node("Add", list(key), [shared_bias[key]], name=shared_bias[key]))
+            bias = shared_bias[key]
         new_nodes.append(helper.make_node(
-            "MultiHeadAttention", [q, k, v, "", KEY_PADDING_MASK if mask_terms else "", bias], [out],
+            "MultiHeadAttention", [q, k, v, "", "", bias], [out],
             name=softmax.name + "_mha", domain="com.microsoft", num_heads=num_heads, scale=scale,
         ))
         anchor = producers[out]
@@ -82,9 +58,6 @@ def fuse_attention_cores(model: Any, num_heads: int, mask_input: str = "attentio
     if not count:
         return 0
     nodes = []
-    if needs_mask:
-        nodes.append(helper.make_node("Cast", [mask_input], [KEY_PADDING_MASK], to=TensorProto.INT32,
-                                      name=KEY_PADDING_MASK))
     for node in model.graph.node:
         if node.name in replacements:
             nodes.extend(replacements[node.name])

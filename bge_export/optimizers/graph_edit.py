@@ -270,7 +270,11 @@ def _smooth(model: "object", source: str, nodes: list["object"], peaks: np.ndarr
 
 
 def constant_values(model: "object") -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs, as arrays."""
+    """Initializers and Constant-node outputs: values of scalars and 1-D ones, an empty array for the rest.
+
+    Callers need to know what is constant, and the value only of small ones (scales, biases); decoding every
+    weight matrix here would cost seconds per call on a base-size model.
+    """
     from onnx import numpy_helper
 
     values = {init.name: init for init in model.graph.initializer}
