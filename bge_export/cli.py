@@ -40,7 +40,7 @@ def cli() -> None:
 @click.option("--pooling", default=None, metavar="MODE",
               help="Override the model's pooling: cls, mean, max, mean_sqrt_len_tokens, weightedmean, "
                    "lasttoken (combine with '+'). Default: the model's 1_Pooling config, else mean.")
-@click.option("--optimize", is_flag=True, help="Also write onnx/model_optimized.onnx: onnxruntime's fused graph (Attention, SkipLayerNorm, Gelu).")
+@click.option("--optimize", is_flag=True, help="Also write onnx/model_optimized.onnx: fused attention, embeddings and GELU; per-token work skips the padding.")
 @click.option("--fp16", is_flag=True, help="Also write onnx/model_fp16.onnx (LayerNorm, softmax, pooling, normalize stay fp32).")
 @click.option("--quantize", type=click.Choice(["int8", "int8-static"]), default=None,
               help="int8: dynamic, accuracy-aware, fastest on CPU -> onnx/model_qint8_<preset>.onnx; "

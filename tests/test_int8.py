@@ -68,6 +68,7 @@ def test_dynamic_int8_on_minilm_meets_the_fidelity_floors(minilm_int8):
     assert _ops(minilm_int8 / entry.path)["DynamicQuantizeMatMul"] == plan["int8_matmuls"]
     assert plan["outlier_channels"], "the outlier channels and how each was fixed are recorded"
     assert plan["attention_cores_fused"] == 6 == _ops(minilm_int8 / entry.path)["MultiHeadAttention"]
+    assert plan["token_packing"]["per_token_nodes"] > 6 * 8 and _ops(minilm_int8 / entry.path)["NonZero"] == 1
     assert all(item["why"] for item in plan["kept_float"])
     assert entry.size_bytes < 0.5 * manifest.find("onnx/model.onnx").size_bytes
 
@@ -103,6 +104,18 @@ def test_avx2_preset_uses_unsigned_weights(tiny_model, tmp_path):
     assert all(n.input[3] for n in dq), "asymmetric u8 weights carry zero points"
 
 
+def test_static_int8_on_minilm_meets_the_fidelity_floors(minilm_dir, tmp_path):
+    export_dir = export_folder(minilm_dir, tmp_path / "minilm", quantize="int8-static")
+    entry = read_manifest(export_dir).find("onnx/model_qint8_static.onnx")
+    assert entry.status == "pass" and entry.precision == "int8-static"
+    texts = [c.text for c in builtin_corpus()][1::3]  # ~440 texts the calibration never saw
+    reference = load_encoder(export_dir, "onnx/model.onnx").encode(texts)
+    quantized = load_encoder(export_dir, entry.path).encode(texts)
+    cosine = cosine_per_row(reference, quantized)
+    assert cosine.mean() >= 0.995 and cosine.min() >= 0.98
+    assert topk_neighbour_overlap(reference, quantized, 10) >= 0.95
+
+
 def test_static_qdq_on_a_tiny_model(bge_shaped_dir, tmp_path):
     export_dir = export_folder(bge_shaped_dir, tmp_path / "out", quantize="int8-static", min_cosine=0.9,
                                calibration_method="minmax")
@@ -112,6 +125,10 @@ def test_static_qdq_on_a_tiny_model(bge_shaped_dir, tmp_path):
     assert not [n for n in onnx.load(str(export_dir / entry.path)).graph.node if n.domain == "com.microsoft"], \
         "the QDQ artifact uses standard ops only (portable to TensorRT)"
     assert entry.options["method"] == "static-qdq-minmax"
+    model = onnx.load(str(export_dir / entry.path))
+    producers = {out: n.op_type for n in model.graph.node for out in n.output}
+    readers = {n.op_type for n in model.graph.node if any(producers.get(i) == "DequantizeLinear" for i in n.input)}
+    assert readers == {"MatMul"}, "only MatMul inputs are INT8; residual Adds and MatMul outputs stay float"
     encoder = load_encoder(export_dir, entry.path)
     reference = load_encoder(export_dir).encode(["one text", "another text here"])
     assert row_cosine(encoder.encode(["one text", "another text here"]), reference).min() >= 0.9

@@ -39,6 +39,7 @@ DEFAULT_MIN_COSINE = 0.99  # per text, on validation text the quantizer never sa
 DEFAULT_MIN_MEAN_COSINE = 0.996  # the issue floor (0.995) plus a margin for unseen text
 DEFAULT_OUTLIER_RATIO = 4.0  # a channel is an outlier when its max |x| exceeds 4x the median channel's
 CALIBRATION_TEXTS = 128
+STATIC_CALIBRATION_TOKENS = 8192
 
 
 @dataclass
@@ -58,6 +59,7 @@ class QuantizationPlan:
     kept_float: list[NodeSensitivity] = field(default_factory=list)
     outlier_fixes: list[OutlierFix] = field(default_factory=list)
     attention_cores_fused: int = 0
+    token_packing: dict[str, int] = field(default_factory=dict)
     trials: list[Trial] = field(default_factory=list)
     calibration_texts: int = 0
     validation_texts: int = 0
@@ -74,6 +76,7 @@ class QuantizationPlan:
             ],
             "outlier_channels": {f.tensor: {"channels": f.channels, "fix": f.fix} for f in self.outlier_fixes},
             "attention_cores_fused": self.attention_cores_fused,
+            "token_packing": self.token_packing,
             "trials": [vars(t) for t in self.trials],
             "calibration_texts": self.calibration_texts,
             "validation_texts": self.validation_texts,
@@ -87,27 +90,34 @@ def quantize_dynamic_accuracy_aware(
 ) -> QuantizationPlan:
     """Plain graph -> DynamicQuantizeMatMul for every MatMul the bound allows.
 
-    No offline fusion: onnxruntime fuses LayerNorm/GELU itself at session start, and its own fused kernels
-    measured faster here than the offline optimizer's SkipLayerNormalization (benchmarks/profile_ops.py).
-    The attention cores become MultiHeadAttention (attention.py), which onnxruntime cannot do by itself here.
+    No offline fusion: onnxruntime fuses LayerNorm/GELU itself at session start. The attention cores become
+    MultiHeadAttention (attention.py), which onnxruntime cannot do by itself here, and the per-token work is
+    packed to skip padding (packing.py; which also keeps onnxruntime from forming its slow CPU
+    SkipLayerNormalization, whose fusion wants [batch, sequence, hidden] shapes).
     """
     import onnx
 
     from bge_export.optimizers.attention import fuse_attention_cores
+    from bge_export.optimizers.packing import pack_tokens
 
     progress = progress or Progress(quiet=True)
     model = onnx.load(str(plain))
     batches = [b.features for b in tokenizer.batches(list(calibration_texts)[:CALIBRATION_TEXTS], 16)]
 
+    packing: dict[str, int] = {}
+
     def build(model: Any, nodes: list[str], path: Path) -> int:
         quantize_matmuls_dynamic(model, nodes, preset)
         fused = fuse_attention_cores(model, spec.num_attention_heads)
+        packing.update(pack_tokens(model).to_dict())
         store_large_tables_as_fp16(model)
         onnx.save(model, str(path))
         return fused
 
-    return _search(f"dynamic-{preset.name}", model, target, build, batches, batches, preset, spec, tokenizer,
+    plan = _search(f"dynamic-{preset.name}", model, target, build, batches, batches, preset, spec, tokenizer,
                    validation_texts, validation_baseline, min_cosine, progress, static=False)
+    plan.token_packing = packing
+    return plan
 
 
 def quantize_static_accuracy_aware(
@@ -122,8 +132,10 @@ def quantize_static_accuracy_aware(
     model = onnx.load(str(plain))
     texts = list(calibration_texts)[:CALIBRATION_TEXTS]
     batches = [b.features for b in tokenizer.batches(texts, 16)]
-    # onnxruntime's histogram calibrators need one shape for every batch
-    fixed = tokenizer.fixed_width_batches(texts, 8, min(spec.max_seq_length, 128))
+    # onnxruntime's histogram calibrators need one shape for every batch, and hold every captured activation
+    # in memory at once (19 GB for 128 texts x 128 tokens of mpnet-base): 8,192 tokens at most
+    width = min(spec.max_seq_length, 128)
+    fixed = tokenizer.fixed_width_batches(texts[: STATIC_CALIBRATION_TOKENS // width], 8, width)
 
     def build(model: Any, nodes: list[str], path: Path) -> int:
         quantize_static_qdq(model, path, fixed, spec.input_names, nodes, method=method)

@@ -124,7 +124,10 @@ def merge_shared_input_matmuls(model: "object") -> int:
 
 
 ACTIVATION_OPS = frozenset({"Mul", "Div", "Add", "Sub", "Erf", "Tanh", "Sigmoid", "Pow", "Relu", "Gelu", "FastGelu"})
-SMOOTHING_ALPHA = 0.5  # SmoothQuant's balance between activation and weight ranges
+# SmoothQuant's balance between activation and weight ranges. 0.7 against 0.5, all 1,328 built-in texts, no MatMul
+# in float: MiniLM dynamic cos mean/min/top-10 0.99900/0.99687/0.969 vs 0.99878/0.99638/0.967, MiniLM static
+# 0.99837/0.99108/0.959 vs 0.99786/0.99207/0.954; mpnet dynamic (validation texts) 0.99776/0.99486 vs 0.99728/0.99368.
+SMOOTHING_ALPHA = 0.7
 
 
 @dataclass(frozen=True)
