@@ -116,6 +116,26 @@ def test_static_int8_on_minilm_meets_the_fidelity_floors(minilm_dir, tmp_path):
     assert topk_neighbour_overlap(reference, quantized, 10) >= 0.95
 
 
+def test_static_qdq_leaves_float_matmuls_on_float_inputs(bge_shaped_dir, tmp_path):
+    """K shares its input with the INT8 Q and V: onnxruntime would hand K the rounded copy; we give it the float."""
+    from bge_export.optimizers.graph_edit import weight_matmuls
+    from bge_export.optimizers.int8 import quantize_static_qdq
+
+    export_dir = export_folder(bge_shaped_dir, tmp_path / "out")
+    encoder = load_encoder(export_dir)
+    fixed = encoder.tokenizer.fixed_width_batches(["calibration text number %d" % i for i in range(16)], 8, 16)
+    model = onnx.load(str(export_dir / "onnx/model.onnx"))
+    names = [n.name for n in weight_matmuls(model)]
+    float_kept = {name for name in names if "/key/" in name}
+    assert len(float_kept) == 2
+    quantize_static_qdq(model, tmp_path / "q.onnx", fixed, encoder.spec.input_names,
+                        [n for n in names if n not in float_kept], method="minmax")
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    producers = {out: n.op_type for n in quantized.graph.node for out in n.output}
+    readers = {n.name for n in quantized.graph.node if any(producers.get(i) == "DequantizeLinear" for i in n.input)}
+    assert readers == set(names) - float_kept
+
+
 def test_static_qdq_on_a_tiny_model(bge_shaped_dir, tmp_path):
     export_dir = export_folder(bge_shaped_dir, tmp_path / "out", quantize="int8-static", min_cosine=0.9,
                                calibration_method="minmax")

@@ -143,8 +143,12 @@ def quantize_static_qdq(
 
     if method not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method '{method}'; choose one of: {', '.join(CALIBRATION_METHODS)}")
+    import onnx
+
+    untouched = onnx.ModelProto()
+    untouched.CopyFrom(model)  # onnxruntime moves the weights of the proto it gets into a temporary file
     quantize_static(
-        model, str(target),
+        untouched, str(target),
         calibration_data_reader=_TokenizedReader(calibration_batches, input_names),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["MatMul"],
@@ -157,19 +161,18 @@ def quantize_static_qdq(
         extra_options={"MatMulConstBOnly": True, "ActivationSymmetric": True, "WeightSymmetric": True,
                        "CalibPercentile": 99.999, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
     )
-    import onnx
-
     quantized = onnx.load(str(target))
-    keep_float_outside_matmuls(quantized)
+    keep_float_outside(quantized, set(nodes_to_quantize))
     onnx.save(quantized, str(target))
 
 
-def keep_float_outside_matmuls(model: "object") -> int:
-    """Give every reader of a fake-quantized activation that is not a MatMul the float tensor back.
+def keep_float_outside(model: "object", quantized_matmuls: set[str]) -> int:
+    """Give every reader of a fake-quantized activation other than the quantized MatMuls the float tensor back.
 
     onnxruntime's QDQ quantizer rounds a tensor for all its readers once one of them is quantized: the residual
-    Adds then carry the per-tensor INT8 copy of the hidden state from layer to layer, which alone cost MiniLM
-    0.1 of minimum cosine. Only the MatMul inputs are meant to be INT8 (the placement TensorRT expects too).
+    Adds then carry the per-tensor INT8 copy of the hidden state from layer to layer (which alone cost MiniLM
+    0.1 of minimum cosine), and MatMuls meant to stay float (kept by the search, or the outlier side paths)
+    read a rounded input. Only the inputs of the quantized MatMuls are INT8 (the placement TensorRT expects).
     """
     from bge_export.optimizers.graph_edit import prune_dead_nodes
 
@@ -177,7 +180,7 @@ def keep_float_outside_matmuls(model: "object") -> int:
     initializer_names = {init.name for init in model.graph.initializer}
     rewired = 0
     for node in model.graph.node:
-        if node.op_type == "MatMul":
+        if node.op_type == "MatMul" and node.name in quantized_matmuls:
             continue
         for index, name in enumerate(node.input):
             dequantize = producers.get(name)
@@ -190,3 +193,4 @@ def keep_float_outside_matmuls(model: "object") -> int:
             rewired += 1
     prune_dead_nodes(model)
     return rewired
+
