@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--with-static", action="store_true", help="also build and measure static QDQ INT8")
     parser.add_argument("--skip", default="", help="comma-separated variants to leave out (e.g. ours-fp16)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     import onnxruntime as ort
     import torch

@@ -50,6 +50,14 @@ class Trial:
     passed: bool
 
 
+@dataclass(frozen=True)
+class GraphRewrites:
+    """What a build did to the graph besides quantizing (recorded for the artifact that is kept)."""
+
+    attention_cores_fused: int = 0
+    token_packing: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass
 class QuantizationPlan:
     method: str
@@ -58,8 +66,7 @@ class QuantizationPlan:
     quantized_nodes: int
     kept_float: list[NodeSensitivity] = field(default_factory=list)
     outlier_fixes: list[OutlierFix] = field(default_factory=list)
-    attention_cores_fused: int = 0
-    token_packing: dict[str, int] = field(default_factory=dict)
+    rewrites: GraphRewrites = field(default_factory=GraphRewrites)
     trials: list[Trial] = field(default_factory=list)
     calibration_texts: int = 0
     validation_texts: int = 0
@@ -75,8 +82,8 @@ class QuantizationPlan:
                 for s in self.kept_float
             ],
             "outlier_channels": {f.tensor: {"channels": f.channels, "fix": f.fix} for f in self.outlier_fixes},
-            "attention_cores_fused": self.attention_cores_fused,
-            "token_packing": self.token_packing,
+            "attention_cores_fused": self.rewrites.attention_cores_fused,
+            "token_packing": self.rewrites.token_packing,
             "trials": [vars(t) for t in self.trials],
             "calibration_texts": self.calibration_texts,
             "validation_texts": self.validation_texts,
@@ -104,20 +111,16 @@ def quantize_dynamic_accuracy_aware(
     model = onnx.load(str(plain))
     batches = [b.features for b in tokenizer.batches(list(calibration_texts)[:CALIBRATION_TEXTS], 16)]
 
-    packing: dict[str, int] = {}
-
-    def build(model: Any, nodes: list[str], path: Path) -> int:
+    def build(model: Any, nodes: list[str], path: Path) -> GraphRewrites:
         quantize_matmuls_dynamic(model, nodes, preset)
         fused = fuse_attention_cores(model, spec.num_attention_heads)
-        packing.update(pack_tokens(model).to_dict())
+        packing = pack_tokens(model)
         store_large_tables_as_fp16(model)
         onnx.save(model, str(path))
-        return fused
+        return GraphRewrites(fused, packing.to_dict())
 
-    plan = _search(f"dynamic-{preset.name}", model, target, build, batches, batches, preset, spec, tokenizer,
+    return _search(f"dynamic-{preset.name}", model, target, build, batches, batches, preset, spec, tokenizer,
                    validation_texts, validation_baseline, min_cosine, progress, static=False)
-    plan.token_packing = packing
-    return plan
 
 
 def quantize_static_accuracy_aware(
@@ -137,16 +140,16 @@ def quantize_static_accuracy_aware(
     width = min(spec.max_seq_length, 128)
     fixed = tokenizer.fixed_width_batches(texts[: STATIC_CALIBRATION_TOKENS // width], 8, width)
 
-    def build(model: Any, nodes: list[str], path: Path) -> int:
+    def build(model: Any, nodes: list[str], path: Path) -> GraphRewrites:
         quantize_static_qdq(model, path, fixed, spec.input_names, nodes, method=method)
-        return 0
+        return GraphRewrites()
 
     return _search(f"static-qdq-{method}", model, target, build, batches, fixed, PRESETS["avx512_vnni"], spec,
                    tokenizer, validation_texts, validation_baseline, min_cosine, progress, static=True)
 
 
 def _search(
-    method: str, model: Any, target: Path, build: Callable[[Any, list[str], Path], int],
+    method: str, model: Any, target: Path, build: Callable[[Any, list[str], Path], GraphRewrites],
     batches: Sequence[dict[str, np.ndarray]], ranking_batches: Sequence[dict[str, np.ndarray]], preset: Int8Preset,
     spec: EmbeddingSpec, tokenizer: TextTokenizer, validation_texts: Sequence[str], validation_baseline: np.ndarray,
     min_cosine: float | None, progress: Progress, static: bool,
@@ -181,8 +184,9 @@ def _search(
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         with _quiet_onnxruntime():
-            plan.attention_cores_fused = build(copy, candidates, plain_candidate)
+            rewrites = build(copy, candidates, plain_candidate)
         if evaluate(plain_candidate, "all MatMuls INT8, no outlier fix").passed:
+            plan.rewrites = rewrites
             plain_candidate.replace(target)
             return plan
     finally:
@@ -202,6 +206,7 @@ def _search(
         return ranking
 
     done: dict[int, Trial] = {}
+    rewrites_by_kept: dict[int, GraphRewrites] = {}
 
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:
         def trial(kept: int) -> Trial:
@@ -212,7 +217,7 @@ def _search(
             copy = onnx.ModelProto()
             copy.CopyFrom(model)
             with _quiet_onnxruntime():
-                build(copy, [name for name in candidates if name not in excluded], candidate)
+                rewrites_by_kept[kept] = build(copy, [name for name in candidates if name not in excluded], candidate)
             done[kept] = evaluate(candidate, f"outliers tamed, {kept} of {len(candidates)} MatMuls kept in float")
             return done[kept]
 
@@ -224,6 +229,7 @@ def _search(
                 f"{limit} of {len(candidates)} MatMuls kept in float; lower --min-cosine, or use --fp16"
             )
         plan.kept_float = ranked()[:best] if best else []
+        plan.rewrites = rewrites_by_kept[best]
         Path(scratch, f"kept{best}.onnx").replace(target)
     return plan
 

@@ -20,15 +20,12 @@ def fuse_attention_cores(model: Any, num_heads: int) -> int:
     """Rewrite every recognised attention core in place; returns how many became MultiHeadAttention."""
     from onnx import helper
 
-    from bge_export.optimizers.graph_edit import constant_values, prune_dead_nodes
+    from bge_export.optimizers.graph_edit import constant_values, consumers, prune_dead_nodes
 
     if num_heads < 1:
         return 0
     producers = {out: node for node in model.graph.node for out in node.output}
-    users: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    users = consumers(model)
     constants = constant_values(model)
     replacements: dict[str, list[Any]] = {}
     removed: set[str] = set()

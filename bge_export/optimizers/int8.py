@@ -193,4 +193,3 @@ def keep_float_outside(model: "object", quantized_matmuls: set[str]) -> int:
             rewired += 1
     prune_dead_nodes(model)
     return rewired
-
