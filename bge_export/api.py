@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bge_export.errors import InputError
-from bge_export.manifest import ArtifactEntry, Manifest, file_sha256, tool_versions
+from bge_export.manifest import ArtifactEntry, Manifest, file_sha256, hash_files, tool_versions
 from bge_export.progress import Progress
 
 DEFAULT_MODEL = "BAAI/bge-base-en-v1.5"
@@ -119,6 +119,7 @@ def export(options: ExportOptions) -> ExportResult:
         manifest.add(checker.check(stage, entry))
         for entry in _derived_artifacts(options, stage, spec, checker, progress):
             manifest.add(checker.check(stage, entry))
+        manifest.files = hash_files(stage)
         manifest.write(stage)
 
     seconds = time.perf_counter() - started
@@ -175,10 +176,10 @@ class _Checker:
             entry.set_status("unverified", "the built-in check was skipped (--no-check)")
             return entry
         from bge_export.runtime.onnx_backend import OnnxEncoder
-        from bge_export.validate.check import check_against_baseline, min_cosine_for
+        from bge_export.validate.check import check_against_baseline, floors_for
 
         encoder = OnnxEncoder(stage / entry.path, self.spec, self.tokenizer)
-        result = check_against_baseline(self.baseline, encoder, self.texts, min_cosine_for(entry.precision),
+        result = check_against_baseline(self.baseline, encoder, self.texts, floors_for(entry.precision),
                                         backend_label=f"onnxruntime {encoder.providers[0]}")
         entry.validation = {"builtin_check": result.to_dict()}
         entry.set_status("pass" if result.passed else "fail", result.reason)

@@ -61,6 +61,8 @@ class ArtifactEntry:
 class Manifest:
     model: dict[str, Any]  # reference, revision, weights_sha256, weights_format, spec
     artifacts: list[ArtifactEntry] = field(default_factory=list)
+    # Every file the export wrote (relative path -> sha256), so validate/verify can tell what changed since.
+    files: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     toolkit_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -92,6 +94,7 @@ class Manifest:
             "created": self.created,
             "model": self.model,
             "artifacts": [asdict(e) for e in self.artifacts],
+            "files": self.files,
         }
 
     def write(self, folder: str | Path) -> Path:
@@ -110,15 +113,44 @@ def read_manifest(folder: str | Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON ({exc}); re-run the export") from None
-    if data.get("schema_version", 0) > SCHEMA_VERSION:
-        raise InputError(f"{path} has schema {data['schema_version']}, newer than this bge-export; upgrade bge-export")
-    return Manifest(
-        model=data["model"],
-        artifacts=[ArtifactEntry.from_dict(a) for a in data.get("artifacts", [])],
-        schema_version=data.get("schema_version", SCHEMA_VERSION),
-        toolkit_version=data.get("toolkit_version", "unknown"),
-        created=data.get("created", ""),
-    )
+    damaged = f"{path} is not a bge-export manifest"
+    if not isinstance(data, dict):
+        raise InputError(f"{damaged} (it holds a JSON {type(data).__name__}, not an object); re-run the export")
+    schema = data.get("schema_version", 0)
+    if not isinstance(schema, int):
+        raise InputError(f"{damaged} (schema_version {schema!r} is not a number); re-run the export")
+    if schema > SCHEMA_VERSION:
+        raise InputError(f"{path} has schema {schema}, newer than this bge-export; upgrade bge-export")
+    model = data.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("spec"), dict):
+        raise InputError(f"{damaged} (its 'model' entry or the model's 'spec' is missing); re-run the export")
+    artifacts = data.get("artifacts", [])
+    files = data.get("files", {})
+    if not isinstance(artifacts, list) or not all(isinstance(a, dict) for a in artifacts) or not isinstance(files, dict):
+        raise InputError(f"{damaged} ('artifacts' must be a list of objects, 'files' an object); re-run the export")
+    try:
+        manifest = Manifest(
+            model=model,
+            artifacts=[ArtifactEntry.from_dict(a) for a in artifacts],
+            files={str(k): str(v) for k, v in files.items()},
+            schema_version=schema or SCHEMA_VERSION,
+            toolkit_version=str(data.get("toolkit_version", "unknown")),
+            created=str(data.get("created", "")),
+        )
+        manifest.spec  # noqa: B018 - parse it now, so a damaged spec is reported here and not mid-run
+    except (TypeError, KeyError, ValueError) as exc:
+        raise InputError(f"{damaged} ({type(exc).__name__}: {exc}); re-run the export") from None
+    return manifest
+
+
+def hash_files(folder: str | Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `folder` (relative POSIX paths), leaving out the names in `skip`."""
+    folder = Path(folder)
+    return {
+        path.relative_to(folder).as_posix(): file_sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.relative_to(folder).as_posix() not in skip
+    }
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

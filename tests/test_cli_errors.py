@@ -124,7 +124,7 @@ def test_inspect_of_a_folder_that_is_not_an_export(capsys, tmp_path):
 def test_failed_check_exits_1_and_marks_the_artifact(capsys, tmp_path, tiny_model, monkeypatch):
     from bge_export.validate import check
 
-    monkeypatch.setitem(check.MIN_COSINE, "fp32", 1.5)  # impossible to meet: the check must fail
+    monkeypatch.setitem(check.FLOORS, "fp32", check.Floors(1.5, 1.5, 1.0, 1.0, 0.0))  # impossible to meet: the check must fail
     folder = tiny_model(pooling="mean")
     code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q")
     assert code == 1

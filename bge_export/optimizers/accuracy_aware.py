@@ -33,10 +33,9 @@ from bge_export.optimizers.sensitivity import NodeSensitivity, rank_nodes
 from bge_export.progress import Progress
 from bge_export.spec import EmbeddingSpec
 from bge_export.tokenization import TextTokenizer
+from bge_export.validate.check import FLOORS
 from bge_export.validate.metrics import cosine_per_row
 
-DEFAULT_MIN_COSINE = 0.99  # per text, on validation text the quantizer never saw
-DEFAULT_MIN_MEAN_COSINE = 0.996  # the issue floor (0.995) plus a margin for unseen text
 DEFAULT_OUTLIER_RATIO = 4.0  # a channel is an outlier when its max |x| exceeds 4x the median channel's
 CALIBRATION_TEXTS = 128
 STATIC_CALIBRATION_TOKENS = 8192
@@ -158,8 +157,9 @@ def _search(
 
     from bge_export.runtime.onnx_backend import OnnxEncoder
 
-    bound = DEFAULT_MIN_COSINE if min_cosine is None else min_cosine
-    mean_bound = max(DEFAULT_MIN_MEAN_COSINE, bound) if min_cosine is None else bound
+    floors = FLOORS["int8"]  # the default bound is the verdict's own floor (validate/check.py)
+    bound = floors.min_cosine if min_cosine is None else min_cosine
+    mean_bound = max(floors.min_mean_cosine, bound) if min_cosine is None else bound
     progress.step(f"INT8 ({method}): calibrating activation ranges on {len(batches)} batches of calibration text")
     channel_max = channel_abs_max(model, batches)
     merge_shared_input_matmuls(model)

@@ -1,4 +1,8 @@
-"""The quick check every export runs: baseline vs artifact cosine on the built-in texts, with a per-precision floor."""
+"""The one table of fidelity floors, and the quick check every export runs against it.
+
+Every verdict in the toolkit (the export's built-in check, the INT8 search's default bound, `validate`,
+`inspect`, the README) reads `FLOORS`; nothing else holds a threshold.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,30 @@ import numpy as np
 from bge_export.runtime.base import Encoder
 from bge_export.validate.metrics import cosine_per_row, summarize_cosine
 
-# Floors every artifact is held to against the PyTorch fp32 baseline, by precision class: the minimum cosine
-# over texts (also the built-in export check), and, for `validate`, the mean cosine and top-10 neighbour overlap.
-MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
-MIN_MEAN_COSINE = {"fp32": 0.99999, "fp16": 0.9995, "int8": 0.995}
-MIN_TOP10_OVERLAP = {"fp32": 0.99, "fp16": 0.98, "int8": 0.95}
+
+@dataclass(frozen=True)
+class Floors:
+    """What an artifact must keep against the PyTorch fp32 baseline, per text set it is judged on."""
+
+    min_cosine: float  # every text
+    min_mean_cosine: float  # mean over texts
+    min_top10_overlap: float  # the corpus searched with itself: top-10 neighbours shared with the baseline's
+    min_cross_top10_overlap: float  # artifact queries against baseline documents (mixed-precision index)
+    max_norm_error: float  # |norm - baseline norm| / baseline norm, largest over texts
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+FLOORS: dict[str, Floors] = {
+    "fp32": Floors(min_cosine=0.9999, min_mean_cosine=0.99999, min_top10_overlap=0.99,
+                   min_cross_top10_overlap=0.99, max_norm_error=1e-4),
+    "fp16": Floors(min_cosine=0.999, min_mean_cosine=0.9995, min_top10_overlap=0.98,
+                   min_cross_top10_overlap=0.98, max_norm_error=1e-2),
+    "int8": Floors(min_cosine=0.99, min_mean_cosine=0.996, min_top10_overlap=0.95,
+                   min_cross_top10_overlap=0.95, max_norm_error=1e-2),
+}
+PRECISION_CLASSES = tuple(FLOORS)
 
 
 def precision_class(precision: str) -> str:
@@ -25,6 +48,10 @@ def precision_class(precision: str) -> str:
     return "fp32"
 
 
+def floors_for(precision: str) -> Floors:
+    return FLOORS[precision_class(precision)]
+
+
 @dataclass(frozen=True)
 class CheckResult:
     texts: int
@@ -32,34 +59,34 @@ class CheckResult:
     cosine_min: float
     cosine_p1: float
     min_cosine_required: float
+    min_mean_cosine_required: float
     worst_texts: list[str]
     backend: str
 
     @property
     def passed(self) -> bool:
-        return self.cosine_min >= self.min_cosine_required
+        return self.cosine_min >= self.min_cosine_required and self.cosine_mean >= self.min_mean_cosine_required
 
     @property
     def reason(self) -> str:
-        verdict = ">=" if self.passed else "<"
+        def rel(value: float, floor: float) -> str:
+            return f"{value:.6f} {'>=' if value >= floor else '<'} {floor}"
+
         return (
-            f"min cosine {self.cosine_min:.6f} {verdict} {self.min_cosine_required} to the PyTorch fp32 baseline "
-            f"on {self.texts} built-in texts"
+            f"min cosine {rel(self.cosine_min, self.min_cosine_required)}, mean "
+            f"{rel(self.cosine_mean, self.min_mean_cosine_required)} to the PyTorch fp32 baseline "
+            f"on {self.texts} built-in check texts"
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
 
-def min_cosine_for(precision: str) -> float:
-    return MIN_COSINE[precision_class(precision)]
-
-
 def check_against_baseline(
     baseline_embeddings: np.ndarray,
     artifact: Encoder,
     texts: Sequence[str],
-    min_cosine: float,
+    floors: Floors,
     batch_size: int = 16,
     backend_label: str | None = None,
 ) -> CheckResult:
@@ -71,7 +98,8 @@ def check_against_baseline(
         cosine_mean=float(summary.mean),
         cosine_min=float(summary.min),
         cosine_p1=float(summary.p1),
-        min_cosine_required=min_cosine,
+        min_cosine_required=floors.min_cosine,
+        min_mean_cosine_required=floors.min_mean_cosine,
         worst_texts=[texts[i][:120] for i in summary.worst_indices],
         backend=backend_label or artifact.backend,
     )

@@ -9,7 +9,7 @@ missed) or `unverified` (naming why it could not run here); formats without a ru
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,7 +20,7 @@ from bge_export.errors import InputError, MissingDependencyError
 from bge_export.manifest import ArtifactEntry, read_manifest
 from bge_export.progress import Progress
 from bge_export.runtime.base import Encoder
-from bge_export.validate.check import MIN_MEAN_COSINE, MIN_TOP10_OVERLAP, min_cosine_for, precision_class
+from bge_export.validate.check import PRECISION_CLASSES, Floors, floors_for, precision_class
 from bge_export.validate.datasets import RetrievalDataset, StsDataset, read_beir_folder, read_sts_tsv
 from bge_export.validate.metrics import (
     cosine_per_row,
@@ -52,9 +52,6 @@ from bge_export.validate.speed import (
 
 REPORT_SCHEMA = "bge-export/validation-report"
 REPORT_SCHEMA_VERSION = 1
-PRECISION_CLASSES = ("fp32", "fp16", "int8")
-# Largest relative difference of an embedding's norm from the baseline's (1.0 for normalizing models).
-MAX_NORM_ERROR = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-2}
 NEIGHBOURS = 10
 WORST_TEXTS = 5
 CURVE_POINTS = 101  # quantiles of 1 - cosine kept for the distribution plot
@@ -83,14 +80,6 @@ class ValidateOptions:
     report_dir: str | None = None  # default: the output folder itself
     update_manifest: bool = True
     quiet: bool = False
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    min_cosine: float
-    min_mean_cosine: float
-    min_top10_overlap: float
-    max_norm_error: float
 
 
 @dataclass
@@ -141,7 +130,7 @@ class ArtifactResult:
     size_bytes: int
     status: str
     reason: str
-    thresholds: Thresholds | None = None
+    thresholds: Floors | None = None
     checks: list[Check] = field(default_factory=list)
     fidelity: Fidelity | None = None
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -254,17 +243,19 @@ def parse_threshold_overrides(values: Sequence[str], option: str) -> dict[str, f
     return overrides
 
 
-def thresholds_for(precision: str, options: ValidateOptions) -> Thresholds:
+def thresholds_for(precision: str, options: ValidateOptions) -> Floors:
+    """The table's floors for this precision (validate/check.py), with the user's overrides applied."""
     group = precision_class(precision)
+    table = floors_for(precision)
 
     def pick(overrides: Mapping[str, float], default: float) -> float:
         return overrides.get(group, overrides.get("*", default))
 
-    return Thresholds(
-        min_cosine=pick(options.min_cosine, min_cosine_for(precision)),
-        min_mean_cosine=pick(options.min_mean_cosine, MIN_MEAN_COSINE[group]),
-        min_top10_overlap=pick(options.min_overlap, MIN_TOP10_OVERLAP[group]),
-        max_norm_error=MAX_NORM_ERROR[group],
+    return replace(
+        table,
+        min_cosine=pick(options.min_cosine, table.min_cosine),
+        min_mean_cosine=pick(options.min_mean_cosine, table.min_mean_cosine),
+        min_top10_overlap=pick(options.min_overlap, table.min_top10_overlap),
     )
 
 
@@ -376,7 +367,7 @@ def fidelity(baseline: np.ndarray, embeddings: np.ndarray, texts: Sequence[str])
     )
 
 
-def judge(result: Fidelity, thresholds: Thresholds) -> tuple[str, str, list[Check]]:
+def judge(result: Fidelity, thresholds: Floors) -> tuple[str, str, list[Check]]:
     checks = [
         Check("min cosine", result.cosine_min, thresholds.min_cosine, "min"),
         Check("mean cosine", result.cosine_mean, thresholds.min_mean_cosine, "min"),
