@@ -68,28 +68,28 @@ def export(options: ExportOptions) -> ExportResult:
 
     from bge_export.exporters.onnx_exporter import export_onnx
     from bge_export.modeling import load_embedding_module
-    from bge_export.output import check_output_location, staged_folder
+    from bge_export.output import plan_output, staged_folder
     from bge_export.source import read_spec, resolve_model
+    from bge_export.tokenization import check_tokenizer_matches_model
     from bge_export.st_files import write_st_files
     from bge_export.tokenization import TextTokenizer, save_tokenizer_files
 
     started = time.perf_counter()
+    calibration_texts = check_export_options(options)  # every input, before any work starts
     progress = Progress(options.quiet)
-    if options.check_texts < 1:
-        raise InputError(f"check_texts must be at least 1, got {options.check_texts}")
-    if options.quantize not in (None, *QUANTIZE_CHOICES):
-        raise InputError(f"unknown quantization '{options.quantize}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
-    if options.min_cosine is not None and not 0.0 < options.min_cosine <= 1.0:
-        raise InputError(f"--min-cosine must be in (0, 1], got {options.min_cosine}")
-    output = check_output_location(options.output_path(), options.force)
+    local_model = Path(options.model).expanduser()
+    plan = plan_output(options.output_path(), options.force, [local_model] if local_model.is_dir() else [])
 
     source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle)
+    plan = plan_output(options.output_path(), options.force, [source.folder])
     spec = read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code)
     progress.step(
         f"{spec.architecture}: {spec.pooling} pooling ({spec.pooling_source}), normalize={spec.normalize}, "
         f"max_seq_length={spec.max_seq_length}, dim={spec.embedding_dim}"
     )
+    source_tokenizer = TextTokenizer.from_model(source.folder, spec)
     module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)
+    check_tokenizer_matches_model(source_tokenizer, module, source.reference)
     weights_sha256 = source.weights_sha256()
     manifest = Manifest(
         model={
@@ -102,7 +102,7 @@ def export(options: ExportOptions) -> ExportResult:
         }
     )
 
-    with staged_folder(output, options.force) as stage:
+    with staged_folder(plan) as stage:
         progress.step(f"exporting ONNX (opset {options.opset})")
         graph = export_onnx(
             module,
@@ -113,16 +113,16 @@ def export(options: ExportOptions) -> ExportResult:
         )
         save_tokenizer_files(source.folder, stage)
         write_st_files(stage, source, spec)
-        checker = _Checker(options, module, TextTokenizer.from_model(source.folder, spec),
-                           TextTokenizer.from_artifact_folder(stage, spec), progress)
+        checker = _Checker(options, module, source_tokenizer, TextTokenizer.from_artifact_folder(stage, spec), progress)
         entry = _artifact_entry(stage, ONNX_FP32_PATH, "fp32", {"with_token_embeddings": options.with_token_embeddings})
         manifest.add(checker.check(stage, entry))
-        for entry in _derived_artifacts(options, stage, spec, checker, progress):
+        for entry in _derived_artifacts(options, stage, spec, checker, calibration_texts, progress):
             manifest.add(checker.check(stage, entry))
         manifest.files = hash_files(stage)
         manifest.write(stage)
 
     seconds = time.perf_counter() - started
+    output = Path(options.output_path())
     progress.step(f"wrote {output} in {seconds:.1f}s")
     return ExportResult(output=output, manifest=manifest, seconds=seconds)
 
@@ -188,7 +188,7 @@ class _Checker:
 
 
 def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,
-                       progress: Progress) -> list[ArtifactEntry]:
+                       calibration_texts: list[str], progress: Progress) -> list[ArtifactEntry]:
     """Fused, FP16 and INT8 artifacts, each derived from the fp32 graph (fusion first where it helps)."""
     from bge_export.optimizers.fusion import fuse
 
@@ -217,7 +217,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         preset = preset_for(options.int8_preset)
         relative = f"onnx/model_qint8_{preset.name}.onnx"
         plan = quantize_dynamic_accuracy_aware(
-            plain, stage / relative, preset, spec, checker.tokenizer, _calibration_texts(options),
+            plain, stage / relative, preset, spec, checker.tokenizer, calibration_texts,
             validation_texts=checker.texts, validation_baseline=checker.baseline,
             min_cosine=options.min_cosine, progress=progress,
         )
@@ -226,7 +226,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         from bge_export.optimizers.accuracy_aware import quantize_static_accuracy_aware
 
         plan = quantize_static_accuracy_aware(
-            plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, _calibration_texts(options),
+            plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, calibration_texts,
             method=options.calibration_method, validation_texts=checker.texts,
             validation_baseline=checker.baseline, min_cosine=options.min_cosine, progress=progress,
         )
@@ -234,7 +234,54 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
     return entries
 
 
-def _calibration_texts(options: ExportOptions) -> list[str]:
-    from bge_export.corpus import builtin_calibration_texts, read_corpus_file
+OPSET_RANGE = (14, 20)  # 14: the attention ops the exporter emits; 20: the newest torch's TorchScript exporter writes
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+_FLAGS = ("allow_pickle", "trust_remote_code", "with_token_embeddings", "force", "check", "optimize", "fp16", "quiet")
 
-    return read_corpus_file(options.calibration) if options.calibration else builtin_calibration_texts()
+
+def check_export_options(options: ExportOptions) -> list[str]:
+    """Every option checked before any work starts (seconds, not minutes, to a clear error).
+
+    Returns the calibration texts (read now, so a bad file fails here and not after the export)."""
+    from bge_export.corpus import builtin_calibration_texts, read_corpus_file
+    from bge_export.optimizers.int8 import PRESETS
+
+    if not isinstance(options, ExportOptions):
+        raise InputError(f"export() takes an ExportOptions, got {type(options).__name__}")
+    if not isinstance(options.model, str) or not options.model.strip():
+        raise InputError(f"model must be a hub id or a folder path (a non-empty string), got {options.model!r}")
+    if options.output is not None and not isinstance(options.output, (str, Path)):
+        raise InputError(f"output must be a folder path, got {type(options.output).__name__}")
+    for name in ("revision", "pooling", "calibration"):
+        value = getattr(options, name)
+        if value is not None and not isinstance(value, (str, Path)):
+            raise InputError(f"{name} must be a string, got {type(value).__name__}")
+    for name in _FLAGS:
+        if not isinstance(getattr(options, name), bool):
+            raise InputError(f"{name} must be True or False, got {getattr(options, name)!r}")
+    if not _is_int(options.opset) or not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
+        raise InputError(f"opset {options.opset!r} is not supported; choose {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (default 17)")
+    if not _is_int(options.check_texts) or options.check_texts < 1:
+        raise InputError(f"check_texts must be a whole number of at least 1, got {options.check_texts!r}")
+    if options.quantize not in (None, *QUANTIZE_CHOICES):
+        raise InputError(f"unknown quantization '{options.quantize}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
+    if options.int8_preset is not None and options.int8_preset not in PRESETS:
+        raise InputError(f"unknown INT8 preset '{options.int8_preset}'; choose one of: {', '.join(PRESETS)}")
+    if options.calibration_method not in CALIBRATION_METHODS:
+        raise InputError(f"unknown calibration method '{options.calibration_method}'; "
+                         f"choose one of: {', '.join(CALIBRATION_METHODS)}")
+    if options.min_cosine is not None and (isinstance(options.min_cosine, bool)
+                                           or not isinstance(options.min_cosine, (int, float))
+                                           or not 0.0 < options.min_cosine <= 1.0):
+        raise InputError(f"--min-cosine must be a number in (0, 1], got {options.min_cosine!r}")
+    if options.pooling is not None:
+        from bge_export.source import parse_pooling_override
+
+        parse_pooling_override(options.pooling)
+    if options.calibration and not options.quantize:
+        raise InputError("--calibration is used only by --quantize; add --quantize int8 (or int8-static), or drop it")
+    return read_corpus_file(options.calibration, "calibration file") if options.calibration else builtin_calibration_texts()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

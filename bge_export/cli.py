@@ -97,41 +97,62 @@ def onnx_command(model: str, output: str | None, revision: str | None, pooling: 
 
 @cli.command("inspect")
 @click.argument("folder", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (with the recommendation and what judged each status).")
 def inspect_command(folder: str, as_json: bool) -> None:
-    """Show what an output FOLDER holds: model, spec and one row per artifact."""
-    from bge_export.manifest_view import format_manifest
+    """Show what an output FOLDER holds: which file to deploy per runtime, model, spec and one row per artifact."""
+    from bge_export.manifest_view import format_manifest, inspect_dict
     from bge_export.manifest import read_manifest
 
     manifest = read_manifest(folder)
     if as_json:
         import json
 
-        click.echo(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(inspect_dict(manifest), indent=2, ensure_ascii=False))
     else:
         click.echo(format_manifest(manifest))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: errors become one line on stderr and an exit code (2 input, 1 failed check)."""
+    """Entry point: errors become one line on stderr and an exit code.
+
+    0 success; 1 an artifact failed its check; 2 bad input or usage; 3 an internal error (a bug: set
+    BGE_EXPORT_DEBUG=1 for its traceback); 130 interrupted (Ctrl-C); 143 / 129 terminated by SIGTERM / SIGHUP.
+    Interrupted and terminated runs leave nothing half-written behind.
+    """
+    import os
+
+    from bge_export.output import Terminated, terminate_as_interrupt
+
     try:
-        cli.main(args=argv, prog_name="bge-export", standalone_mode=False)
+        with terminate_as_interrupt():
+            cli.main(args=argv, prog_name="bge-export", standalone_mode=False)
     except BgeExportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except click.exceptions.UsageError as exc:
         hint = f" (see 'bge-export {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else " (see 'bge-export --help')"
-        click.echo(f"error: {exc.format_message()}{hint}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        _fail(exc.format_message() + hint, 2)
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (and so Terminated) into Abort
+        if isinstance(exc.__cause__, Terminated):
+            _fail(f"terminated by signal {exc.__cause__.signum}; nothing was written", 128 + exc.__cause__.signum)
+        _fail("interrupted; nothing was written", 130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Terminated as exc:
+        _fail(f"terminated by signal {exc.signum}; nothing was written", 128 + exc.signum)
     except KeyboardInterrupt:
-        click.echo("interrupted; nothing was written", err=True)
-        sys.exit(130)
+        _fail("interrupted; nothing was written", 130)
+    except Exception as exc:  # a bug, not bad input: say so in one line, keep the traceback one variable away
+        if os.environ.get("BGE_EXPORT_DEBUG"):
+            raise
+        first = (str(exc).splitlines() or [""])[0][:300]
+        _fail(f"internal error ({type(exc).__name__}: {first}); this is a bug in bge-export, please report it "
+              "with the command you ran (BGE_EXPORT_DEBUG=1 shows the traceback)", 3)
     sys.exit(0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo("error: " + " ".join(message.split()), err=True)
+    sys.exit(code)
 
 
 from bge_export.cli_validate import bench_command, validate_command  # noqa: E402  (validation helper's commands)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import zip_longest
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from bge_export.errors import InputError
 
@@ -47,39 +49,83 @@ def builtin_check_texts(count: int = 96) -> list[str]:
     return picked[:count]
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def read_utf8_lines(path: str | Path, what: str = "file") -> list[str]:
-    """The file's lines, or one error naming the first line that is not UTF-8."""
+    """The file's lines, or one error naming the first line that is not UTF-8.
+
+    Lines end at LF, CRLF or CR only (what editors, `wc -l` and Python's text files call a line): Unicode's other
+    separators (U+2028, U+0085, form feed, ...) are text, and JSON written with ensure_ascii=False holds them raw.
+    A leading byte-order mark is dropped.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} '{path}' does not exist")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{what} '{path}' cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from None
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not UTF-8 text; re-save the file as UTF-8") from None
-    return content.splitlines()
+    if "\x00" in content:
+        line = content[: content.index("\x00")].count("\n") + 1
+        raise InputError(f"{path}:{line}: NUL byte: a binary file, or UTF-16 text; re-save the file as UTF-8 text")
+    lines = _LINE_BREAK.split(content)
+    if lines[-1] == "":
+        lines.pop()  # the final line break ends the last line; it does not start another
+    return lines
 
 
-def read_corpus_file(path: str | Path) -> list[str]:
+def parse_json_line(line: str, where: str, expected: str) -> Any:
+    """One JSON value, or one error naming the place (numbers too long and nesting too deep included)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: invalid JSON ({exc.msg}); {expected}") from None
+    except RecursionError:
+        raise InputError(f"{where}: invalid JSON (nested too deeply); {expected}") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's 4,300-digit conversion limit
+        raise InputError(f"{where}: invalid JSON ({str(exc).splitlines()[0][:80]}); {expected}") from None
+
+
+def is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (JSON's "\\ud800" decodes to one): no tokenizer can take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A piece of the user's text for an error message: cut short, non-printable characters escaped (one line)."""
+    cut = value[:limit]
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in cut) + ("..." if len(value) > limit else "")
+
+
+def read_corpus_file(path: str | Path, what: str = "corpus file") -> list[str]:
     """`.txt` (one text per line) or `.jsonl` (a `text` field per line); errors name the file and line."""
     path = Path(path)
-    lines = read_utf8_lines(path, "corpus file")
+    lines = read_utf8_lines(path, what)
     texts: list[str] = []
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         if jsonl:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: invalid JSON ({exc.msg}); each line must be an object with a 'text' field") from None
+            row = parse_json_line(line, f"{path}:{number}", "each line must be an object with a 'text' field")
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise InputError(f"{path}:{number}: no 'text' string field; each line must look like {{\"text\": \"...\"}}")
+            if not is_unicode(row["text"]):
+                raise InputError(f"{path}:{number}: 'text' holds a lone surrogate escape (such as \\ud800), which is not "
+                                 "Unicode text; fix the line")
             texts.append(row["text"])
         else:
             texts.append(line)
     if not texts:
-        raise InputError(f"corpus file '{path}' has no texts; give one text per line (.txt) or a 'text' field per line (.jsonl)")
+        raise InputError(f"{what} '{path}' has no texts; give one text per line (.txt) or a 'text' field per line (.jsonl)")
     return texts

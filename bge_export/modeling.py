@@ -115,8 +115,10 @@ def load_embedding_module(
             encoder = AutoModel.from_pretrained(str(source.folder), add_pooling_layer=False, **kwargs)
         except TypeError:
             encoder = AutoModel.from_pretrained(str(source.folder), **kwargs)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load the encoder of '{source.reference}': {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # transformers and safetensors raise many types for damaged files
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise InputError(f"cannot load the encoder of '{source.reference}' ({type(exc).__name__}: {first}); "
+                         "the model's files look damaged or inconsistent, download them again") from None
     dense = [_load_dense(source, layer) for layer in spec.dense]
     module = EmbeddingModule(encoder, spec, dense)
     module.eval()
@@ -140,7 +142,13 @@ def _read_state_dict(folder: Path, source: ModelSource) -> dict[str, Tensor]:
     if safe.is_file():
         from safetensors.torch import load_file
 
-        return load_file(str(safe))
+        from bge_export.source import check_safetensors_file
+
+        check_safetensors_file(safe)
+        try:
+            return load_file(str(safe))
+        except Exception as exc:  # SafetensorError and friends
+            raise InputError(f"cannot read {safe} ({exc}); download the model again") from None
     pickled = folder / "pytorch_model.bin"
     if pickled.is_file():
         if not source.allow_pickle:

@@ -1,50 +1,256 @@
-"""Output folders appear whole or not at all: everything is written into a hidden sibling, then renamed."""
+"""Output folders appear whole or not at all, and never at the cost of files bge-export did not write.
+
+Everything is written into a hidden sibling (`.NAME.partial-<pid>-<random>`), then renamed into place. The
+decision to place it is taken at the rename itself: a plain rename fails when someone else's folder with
+files in it appeared there meanwhile, and `--force` replaces only a folder that is recognisably a previous
+export (its manifest lists every file in it), never the current folder, the model being exported, or a folder
+that holds either. Partials left by a killed run are recognised by the dead pid in their name and removed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import shutil
+import signal
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from bge_export.errors import InputError
 
+# Files an export folder may hold besides those its manifest lists: the manifest itself and the reports that
+# `validate` and `bench` write into it.
+_OWN_EXTRA_FILES = frozenset({"manifest.json", "report.json", "report.md", "report.html", "bench.json", "bench.md"})
+# Folders written before manifests listed their files (schema 1 without "files"): what an export writes.
+_LEGACY_EXPORT_PATTERN = re.compile(
+    r"(onnx|tensorrt|coreml|\d+_[A-Za-z]+)/.+|tokenizer.*|vocab\..+|merges\.txt|special_tokens_map\.json|"
+    r"added_tokens\.json|config\.json|config_sentence_transformers\.json|modules\.json|sentence_bert_config\.json|"
+    r"sentencepiece\.bpe\.model|spiece\.model"
+)
 
-def check_output_location(output: str | Path, force: bool) -> Path:
-    """Refuse, before any work starts, an output that would clobber something."""
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where an export goes, decided (and checked) before any work starts."""
+
+    final: Path  # absolute
+    replace_previous_export: bool  # --force onto a previous export
+    previous_manifest_sha256: str | None  # the manifest seen at planning time: it must still be there at the rename
+    missing_ancestors: tuple[Path, ...] = field(default=())  # parents to create, outermost first
+
+
+def plan_output(output: str | Path, force: bool, protected: Sequence[str | Path] = ()) -> OutputPlan:
+    """Refuse, before any work starts, an output that would clobber something; creates nothing."""
     path = Path(output).expanduser()
-    if path.exists() and not path.is_dir():
+    final = Path(os.path.abspath(path))
+    for ancestor in reversed(final.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise InputError(f"output '{output}' lies under '{ancestor}', which is a file; choose another output folder")
+    if final.exists() and not final.is_dir():
         raise InputError(f"output '{output}' is a file; pass a folder path (it will be created)")
-    if path.is_dir() and any(path.iterdir()) and not force:
+    _refuse_protected(final, output, protected)
+    missing = tuple(p for p in reversed(final.parents) if not p.exists())
+    writable_parent = next((p for p in final.parents if p.exists()), final.parent)
+    if not os.access(writable_parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into '{writable_parent}'; choose an output folder you can write to")
+    if not final.is_dir() or not any(final.iterdir()):
+        return OutputPlan(final, False, None, missing)
+    if not force:
         raise InputError(f"output folder '{output}' already exists; pass --force to replace it, or choose another folder")
-    parent = path.resolve().parent
-    if not parent.exists():
-        parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write into '{parent}'; choose an output folder you can write to")
-    return path
+    foreign = foreign_files(final)
+    if foreign is None:
+        raise InputError(
+            f"output folder '{output}' is not a previous bge-export export (no readable manifest.json); "
+            "--force replaces only a previous export: choose another folder"
+        )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(
+            f"output folder '{output}' holds files bge-export did not write ({shown}); --force replaces only a "
+            "previous export: move those files, or choose another folder"
+        )
+    return OutputPlan(final, True, _sha256(final / "manifest.json"), missing)
+
+
+def _refuse_protected(final: Path, output: str | Path, protected: Sequence[str | Path]) -> None:
+    guarded = [(Path.cwd(), "the current folder")] + [(Path(p), f"the model folder '{p}'") for p in protected]
+    for folder, what in guarded:
+        folder = Path(os.path.realpath(folder))
+        real = Path(os.path.realpath(final))
+        if real == folder or real in folder.parents:
+            relation = "is" if real == folder else "contains"
+            raise InputError(f"output '{output}' {relation} {what}; choose a new folder for the export")
+
+
+def foreign_files(folder: Path) -> list[str] | None:
+    """Files in `folder` that its export did not write; None when it is not an export at all."""
+    manifest_path = folder / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list) or "model" not in manifest:
+        return None
+    listed = manifest.get("files")
+    foreign = []
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink()):
+        relative = file.relative_to(folder).as_posix()
+        if relative in _OWN_EXTRA_FILES or _is_own_temp_file(relative):
+            continue
+        if isinstance(listed, dict) and listed:
+            if relative not in listed:
+                foreign.append(relative)
+        elif not _LEGACY_EXPORT_PATTERN.fullmatch(relative):
+            foreign.append(relative)
+    return foreign
+
+
+def _is_own_temp_file(relative: str) -> bool:
+    """Left by an interrupted atomic write of a manifest or report: `.report.json.abc123`."""
+    name = relative.rsplit("/", 1)[-1]
+    return any(name.startswith(f".{own}.") for own in _OWN_EXTRA_FILES)
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- staging
+
+
+def _staging_name(final: Path) -> str:
+    return f".{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_partials(final: Path) -> list[Path]:
+    """Hidden siblings left by runs that were killed (their pid is gone); returns what was removed."""
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(partial|old)-(\d+)-[0-9a-f]{{8}}")
+    if not final.parent.is_dir():
+        return removed
+    for candidate in final.parent.iterdir():
+        match = pattern.fullmatch(candidate.name)
+        if not match or _pid_alive(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not final.exists():
+            continue  # a retired previous export whose replacement never arrived: the user's only copy
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager
-def staged_folder(output: str | Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary folder next to `output`; on success it replaces `output` atomically-enough.
+def staged_folder(plan: OutputPlan) -> Iterator[Path]:
+    """Yield a temporary folder next to the output; on success it takes the output's place.
 
-    On any error the temporary folder is removed and `output` is left exactly as it was.
+    On any error (SIGTERM included, once the CLI turns it into an exception) the temporary folder and the
+    parent folders this run created are removed, and the output is left exactly as it was.
     """
-    final = check_output_location(output, force).resolve()
-    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    final = plan.final
+    remove_stale_partials(final)
+    created: list[Path] = []
+    try:
+        for ancestor in plan.missing_ancestors:
+            if not ancestor.exists():
+                ancestor.mkdir()
+                created.append(ancestor)
+        staging = final.parent / _staging_name(final)
+        staging.mkdir()
+    except OSError as exc:
+        _remove_empty(created)
+        raise InputError(f"cannot create the output folder '{final}': {exc.strerror}; choose another output folder") from None
     try:
         yield staging
+        _place(staging, plan)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
         raise
-    retired = None
-    if final.exists():
-        retired = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, retired)
-    os.replace(staging, final)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _place(staging: Path, plan: OutputPlan) -> None:
+    """The one decision point: rename into place, refusing whatever appeared at the output meanwhile."""
+    final = plan.final
+    if not plan.replace_previous_export:
+        try:
+            os.rename(staging, final)  # fails when a non-empty folder is there: someone else's, keep it
+        except OSError:
+            raise InputError(
+                f"output folder '{final}' appeared during the export (another export, or someone else's folder); "
+                "it was left as it is and this export was discarded: choose another folder"
+            ) from None
+        return
+    if _sha256(final / "manifest.json") != plan.previous_manifest_sha256 or foreign_files(final):
+        raise InputError(
+            f"output folder '{final}' changed during the export (another export, or new files); "
+            "it was left as it is and this export was discarded: run again"
+        )
+    retired = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.rename(final, retired)
+    try:
+        os.rename(staging, final)
+    except OSError:
+        os.rename(retired, final)
+        raise InputError(
+            f"output folder '{final}' was recreated by someone else during the export; "
+            "it was left as it is and this export was discarded: run again"
+        ) from None
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+# --------------------------------------------------------------------------- termination
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP turned into an exception, so the same clean-up as Ctrl-C runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While active, SIGTERM and SIGHUP raise `Terminated` in the main thread (default: die without clean-up)."""
+    def raise_terminated(signum: int, _frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            try:
+                previous[signum] = signal.signal(signum, raise_terminated)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -138,9 +138,49 @@ def _find_weights(folder: Path, model: str, allow_pickle: bool) -> tuple[tuple[P
 
 def _expand_index(folder: Path, name: str) -> tuple[Path, ...]:
     if not name.endswith(".index.json"):
-        return (folder / name,)
-    index = _read_json(folder / name)
-    return tuple(folder / shard for shard in sorted(set(index["weight_map"].values())))
+        files: tuple[Path, ...] = (folder / name,)
+    else:
+        index = _read_json(folder / name)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+            raise InputError(f"{folder / name} has no 'weight_map' of tensor names to shard files; download the model again")
+        files = tuple(folder / shard for shard in sorted(set(weight_map.values())))
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"{folder / name} lists shards that are missing ({', '.join(missing[:3])}); download the model again")
+    if name.startswith("model.safetensors"):
+        for path in files:
+            check_safetensors_file(path)
+    return files
+
+
+def check_safetensors_file(path: Path) -> None:
+    """The header must parse and the tensors must end exactly at the end of the file: a truncated download or a
+    random file fails here in one line, not deep inside the loader. Reads only the header."""
+    problem = f"{path} is not a complete safetensors file"
+    fix = "download the model's weights again"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if length <= 0 or length > min(size - 8, 100_000_000):
+                raise InputError(f"{problem} (no valid header); {fix}")
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"{problem} (its header is not JSON); {fix}") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{problem} (its header is not a JSON object); {fix}")
+    ends = [
+        entry["data_offsets"][1] for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list)
+        and len(entry["data_offsets"]) == 2 and isinstance(entry["data_offsets"][1], int)
+    ]
+    if len(ends) != len([k for k in header if k != "__metadata__"]):
+        raise InputError(f"{problem} (a tensor entry has no valid data_offsets); {fix}")
+    expected = 8 + length + max(ends, default=0)
+    if expected != size:
+        raise InputError(f"{problem} (the header needs {expected} bytes, the file has {size}); {fix}")
 
 
 def _read_json(path: Path) -> Any:
@@ -154,6 +194,32 @@ def _optional_json(path: Path) -> Any:
     return _read_json(path) if path.is_file() else None
 
 
+def _json_object(path: Path, required: bool = True) -> dict[str, Any]:
+    """A JSON file that must hold an object (config files); {} when optional and absent."""
+    if not path.is_file():
+        if required:
+            raise InputError(f"{path} is missing; the model folder is incomplete, download it again")
+        return {}
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path} holds a JSON {_json_kind(data)}, not an object; the model folder looks damaged, download it again")
+    return data
+
+
+def _json_kind(data: Any) -> str:
+    return {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(type(data), "value")
+
+
+def _config_int(config: dict[str, Any], key: str, where: Path, default: int | None = None, minimum: int = 1) -> int:
+    """An integer setting, refusing "big", 3.5, true and the like with the file and key named."""
+    value = config.get(key, default)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InputError(f"{where}: '{key}' must be a whole number >= {minimum}, got {value!r}; fix the file or download the model again")
+    return value
+
+
 def read_spec(
     source: ModelSource,
     pooling: str | None = None,
@@ -161,20 +227,31 @@ def read_spec(
 ) -> EmbeddingSpec:
     """Read the model's sentence-transformers description (or fall back as sentence-transformers does)."""
     folder = source.folder
-    config = _read_json(folder / "config.json")
+    config = _json_object(folder / "config.json")
     model_type = config.get("model_type", "")
+    if not isinstance(model_type, str):
+        raise InputError(f"{folder / 'config.json'}: 'model_type' must be a string, got {model_type!r}")
     if config.get("auto_map") and not trust_remote_code:
         raise InputError(
             f"'{source.reference}' needs custom code from its repository (auto_map in config.json); "
             "read that code, then pass --trust-remote-code to run it"
         )
     arch = architecture_for(model_type)
-    hidden = int(config.get("hidden_size") or config.get("dim") or 0)
+    architectures = config.get("architectures")
+    if architectures is not None and (not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures)):
+        raise InputError(f"{folder / 'config.json'}: 'architectures' must be a list of class names, got {architectures!r}")
+    hidden_key = "hidden_size" if "hidden_size" in config or "dim" not in config else "dim"
+    hidden = _config_int(config, hidden_key, folder / "config.json")
+    heads_key = "num_attention_heads" if "num_attention_heads" in config or "n_heads" not in config else "n_heads"
+    heads = _config_int(config, heads_key, folder / "config.json")
+    if hidden % heads:
+        raise InputError(f"{folder / 'config.json'}: hidden size {hidden} is not a multiple of {heads} attention heads; "
+                         "the config is damaged, download the model again")
     modules = _read_modules(folder)
 
     pooling_modes, pooling_source, embedding_dim = _read_pooling(folder, modules, hidden)
     if pooling is not None:
-        pooling_modes, pooling_source = _parse_pooling_override(pooling), "--pooling override"
+        pooling_modes, pooling_source = parse_pooling_override(pooling), "--pooling override"
         embedding_dim = hidden * len(pooling_modes)
 
     dense = tuple(_read_dense(folder, m["path"]) for m in modules if m["kind"] == "dense")
@@ -187,10 +264,13 @@ def read_spec(
         embedding_dim = layer.out_features
     normalize = any(m["kind"] == "normalize" for m in modules)
 
-    sbert = _optional_json(folder / "sentence_bert_config.json") or {}
-    tokenizer_config = _optional_json(folder / "tokenizer_config.json") or {}
-    st_config = _optional_json(folder / "config_sentence_transformers.json") or {}
-    prompts = {k: v for k, v in (st_config.get("prompts") or {}).items() if isinstance(v, str)}
+    sbert = _json_object(folder / "sentence_bert_config.json", required=False)
+    tokenizer_config = _json_object(folder / "tokenizer_config.json", required=False)
+    st_config = _json_object(folder / "config_sentence_transformers.json", required=False)
+    raw_prompts = st_config.get("prompts") or {}
+    if not isinstance(raw_prompts, dict):
+        raise InputError(f"{folder / 'config_sentence_transformers.json'}: 'prompts' must be an object of name -> text")
+    prompts = {k: v for k, v in raw_prompts.items() if isinstance(v, str)}
     if not prompts.get("query"):
         known = _known_query_prompt(source.reference)
         if known:
@@ -202,7 +282,7 @@ def read_spec(
         embedding_dim=embedding_dim,
         pooling_modes=pooling_modes,
         normalize=normalize,
-        max_seq_length=_max_seq_length(sbert, tokenizer_config, config),
+        max_seq_length=_max_seq_length(sbert, tokenizer_config, config, folder),
         input_names=("input_ids", "attention_mask", "token_type_ids") if arch.uses_token_type_ids
         else ("input_ids", "attention_mask"),
         do_lower_case=bool(sbert.get("do_lower_case", False)),
@@ -211,7 +291,7 @@ def read_spec(
         default_prompt_name=st_config.get("default_prompt_name"),
         similarity_fn_name=st_config.get("similarity_fn_name"),
         pad_token=_token_text(tokenizer_config.get("pad_token")),
-        num_attention_heads=int(config.get("num_attention_heads") or config.get("n_heads") or 0),
+        num_attention_heads=heads,
         pooling_source=pooling_source,
     )
 
@@ -227,8 +307,13 @@ def _read_modules(folder: Path) -> list[dict[str, str]]:
     raw = _optional_json(folder / "modules.json")
     if raw is None:
         return [{"kind": "transformer", "path": ""}, {"kind": "pooling", "path": ""}]
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        raise InputError(f"{folder / 'modules.json'} must hold a JSON list of modules (objects with 'type' and 'path'); "
+                         f"it holds a {_json_kind(raw) if not isinstance(raw, list) else 'list with non-objects'}")
     modules = []
     for entry in raw:
+        if not isinstance(entry.get("path", ""), str):
+            raise InputError(f"{folder / 'modules.json'}: a module's 'path' must be a string, got {entry.get('path')!r}")
         class_name = str(entry.get("type", "")).rsplit(".", 1)[-1]
         kind = _MODULE_KINDS.get(class_name)
         if kind is None:
@@ -250,10 +335,12 @@ def _read_pooling(folder: Path, modules: list[dict[str, str]], hidden: int) -> t
     if config_path is None or not config_path.is_file():
         # sentence-transformers builds mean pooling for a plain transformers folder.
         return ("mean",), "fallback: no sentence-transformers pooling config (mean, as sentence-transformers does)", hidden
-    config = _read_json(config_path)
+    config = _json_object(config_path)
     relative = config_path.relative_to(folder).as_posix()
     if "pooling_mode" in config:
         raw = config["pooling_mode"]
+        if not isinstance(raw, (str, list)) or (isinstance(raw, list) and not all(isinstance(m, str) for m in raw)):
+            raise InputError(f"{relative}: 'pooling_mode' must be a mode name or a list of them, got {raw!r}")
         modes = (raw,) if isinstance(raw, str) else tuple(raw)
     else:
         modes = tuple(mode for key, mode in _LEGACY_POOLING_FLAGS if config.get(key, False)) or ("mean",)
@@ -265,13 +352,14 @@ def _read_pooling(folder: Path, modules: list[dict[str, str]], hidden: int) -> t
             f"{relative} sets include_prompt=false (prompt tokens left out of pooling), which one ONNX graph cannot "
             "reproduce; export with --pooling to pool over all tokens if that is acceptable"
         )
-    width = int(config.get("embedding_dimension") or config.get("word_embedding_dimension") or hidden)
+    width_key = "embedding_dimension" if "embedding_dimension" in config else "word_embedding_dimension"
+    width = _config_int(config, width_key, config_path, default=hidden)
     if width != hidden:
         raise UnsupportedModelError(f"{relative} says the token width is {width} but config.json says {hidden}")
     return modes, relative, hidden * len(modes)
 
 
-def _parse_pooling_override(pooling: str) -> tuple[str, ...]:
+def parse_pooling_override(pooling: str) -> tuple[str, ...]:
     modes = tuple(part.strip() for part in pooling.split("+") if part.strip())
     for mode in modes or ("",):
         if mode not in POOLING_MODES:
@@ -280,7 +368,8 @@ def _parse_pooling_override(pooling: str) -> tuple[str, ...]:
 
 
 def _read_dense(folder: Path, relative: str) -> DenseSpec:
-    config = _read_json(folder / relative / "config.json")
+    path = folder / relative / "config.json"
+    config = _json_object(path)
     activation_name = str(config.get("activation_function") or "torch.nn.modules.linear.Identity")
     activation = activation_name.rsplit(".", 1)[-1].lower()
     if activation not in DENSE_ACTIVATIONS:
@@ -290,17 +379,21 @@ def _read_dense(folder: Path, relative: str) -> DenseSpec:
         )
     return DenseSpec(
         folder=relative,
-        in_features=int(config["in_features"]),
-        out_features=int(config["out_features"]),
+        in_features=_config_int(config, "in_features", path),
+        out_features=_config_int(config, "out_features", path),
         bias=bool(config.get("bias", True)),
         activation=activation,
         use_residual=bool(config.get("use_residual", False)),
     )
 
 
-def _max_seq_length(sbert: dict[str, Any], tokenizer_config: dict[str, Any], config: dict[str, Any]) -> int:
+def _max_seq_length(sbert: dict[str, Any], tokenizer_config: dict[str, Any], config: dict[str, Any], folder: Path) -> int:
     """sentence_bert_config's max_seq_length wins; else the tokenizer's limit; both capped like ST does."""
     value = sbert.get("max_seq_length")
+    if value is not None:
+        value = _config_int(sbert, "max_seq_length", folder / "sentence_bert_config.json", minimum=2)
+    if config.get("max_position_embeddings") is not None:
+        _config_int(config, "max_position_embeddings", folder / "config.json", minimum=2)
     if value is None:
         tok_limit = tokenizer_config.get("model_max_length")
         value = tok_limit if isinstance(tok_limit, int) and tok_limit < 1_000_000 else None

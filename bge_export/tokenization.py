@@ -50,7 +50,15 @@ class TextTokenizer:
         path = Path(folder) / "tokenizer.json"
         if not path.is_file():
             raise InputError(f"'{folder}' has no tokenizer.json; re-run the export that made this folder")
-        return cls(Tokenizer.from_file(str(path)), spec)
+        try:
+            backend = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
+            raise InputError(f"{path} cannot be read ({str(exc).splitlines()[0][:120]}); re-run the export") from None
+        return cls(backend, spec)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._backend.get_vocab_size(with_added_tokens=True))
 
     def save(self, folder: str | Path) -> None:
         self._backend.save(str(Path(folder) / "tokenizer.json"))
@@ -90,13 +98,49 @@ class TextTokenizer:
             yield TokenizedBatch(chosen, self.pad([sequences[i] for i in chosen]))
 
 
-def _backend_via_transformers(folder: Path) -> "object":
+# A folder needs one of these for transformers to load the model's real vocabulary; without them it builds a
+# near-empty tokenizer from config.json alone, and every text becomes [CLS] [UNK]... [SEP].
+_TOKENIZER_SOURCES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
+                      "tokenizer.model")
+# Embedding tables are often padded past the vocabulary (to a multiple of 8 or 64); a tokenizer covering less
+# than this share of the table belongs to another model, or lost its files.
+_MIN_VOCAB_COVERAGE = 0.9
+
+
+def _load_transformers_tokenizer(folder: Path) -> "object":
     from transformers import AutoTokenizer
 
+    if not any((folder / name).is_file() for name in _TOKENIZER_SOURCES):
+        raise InputError(
+            f"'{folder}' has no tokenizer files (none of {', '.join(_TOKENIZER_SOURCES)}); copy the model's own "
+            "tokenizer files into the folder"
+        )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load the tokenizer in '{folder}': {str(exc).splitlines()[0]}") from None
+        return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, TypeError... for broken files
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"cannot load the tokenizer in '{folder}': {first}; the tokenizer files are damaged") from None
+
+
+def check_tokenizer_matches_model(tokenizer: "TextTokenizer", module: "object", reference: str) -> None:
+    """Refuse a tokenizer whose ids do not index the model's embedding table as the model was trained to."""
+    embeddings = module.encoder.get_input_embeddings()  # type: ignore[attr-defined]
+    rows = int(embeddings.weight.shape[0])
+    size = int(tokenizer.vocab_size)
+    if size > rows:
+        raise InputError(
+            f"the tokenizer of '{reference}' has {size} tokens but the model's embedding table only {rows} rows: "
+            "the tokenizer belongs to another model; use the model's own tokenizer files"
+        )
+    if size < _MIN_VOCAB_COVERAGE * rows:
+        raise InputError(
+            f"the tokenizer of '{reference}' has {size} tokens but the model's embedding table {rows} rows: "
+            "its tokenizer files are missing or belong to another model; use the model's own tokenizer files"
+        )
+
+
+def _backend_via_transformers(folder: Path) -> "object":
+    tokenizer = _load_transformers_tokenizer(folder)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise InputError(f"the tokenizer in '{folder}' has no fast (tokenizers) version; bge-export needs one")
@@ -105,9 +149,7 @@ def _backend_via_transformers(folder: Path) -> "object":
 
 def save_tokenizer_files(model_folder: str | Path, output: str | Path) -> None:
     """Write the model's tokenizer (tokenizer.json and its configs) so the output folder is self-contained."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_folder), use_fast=True)
+    tokenizer = _load_transformers_tokenizer(Path(model_folder))
     tokenizer.save_pretrained(str(output))
     # Vocabulary files too, for tools that rebuild a slow tokenizer from them.
     for name in _VOCAB_FILES:

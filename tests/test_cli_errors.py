@@ -95,9 +95,18 @@ def test_existing_output_needs_force(capsys, tmp_path, tiny_model):
     assert code == 2
     assert_one_line_error(err, "already exists", "--force")
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
-    code, _, _ = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--force")
+    # --force replaces only a previous export: a folder holding the user's files is refused, untouched
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--force")
+    assert code == 2
+    assert_one_line_error(err, "not a previous bge-export export")
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    # ... while a previous export is replaced
+    (out / "precious.txt").unlink()
+    assert run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q")[0] == 0
+    first = (out / "manifest.json").read_text()
+    code, _, _ = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--force", "--optimize")
     assert code == 0
-    assert (out / "onnx" / "model.onnx").is_file() and not (out / "precious.txt").exists()
+    assert (out / "onnx" / "model_optimized.onnx").is_file() and (out / "manifest.json").read_text() != first
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 

@@ -31,7 +31,12 @@ class Encoder(ABC):
 
     def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str:
         """sentence-transformers' rule: an explicit prompt wins, then prompt_name, then the default prompt."""
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string (the text put before each input), got {type(prompt).__name__}")
+        if prompt_name is not None and not isinstance(prompt_name, str):
+            raise InputError(f"prompt_name must be the name of one of the model's prompts, got {type(prompt_name).__name__}")
         if prompt is not None:
+            _check_text(prompt, "prompt")
             return prompt
         name = prompt_name or self.spec.default_prompt_name
         if name is None:
@@ -49,8 +54,9 @@ class Encoder(ABC):
         prompt_name: str | None = None,
         progress: bool = False,
     ) -> np.ndarray:
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = checked_texts(texts)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
         prefix = self.resolve_prompt(prompt, prompt_name)
         if prefix:
             texts = [prefix + text for text in texts]
@@ -66,3 +72,32 @@ class Encoder(ABC):
         for batch in batches:
             output[batch.indices] = self.run(batch.features)
         return output
+
+
+def checked_texts(texts: object) -> list[str]:
+    """A str, or any iterable of str (list, tuple, generator, numpy array of str), as a list; else InputError."""
+    if isinstance(texts, str):
+        return [_check_text(texts, "texts")]
+    if texts is None or isinstance(texts, (bytes, bytearray)) or not hasattr(texts, "__iter__"):
+        hint = "; decode it first, e.g. data.decode('utf-8')" if isinstance(texts, (bytes, bytearray)) else ""
+        raise InputError(f"texts must be a string or a list of strings, got {type(texts).__name__}{hint}")
+    items = list(texts)  # type: ignore[call-overload]
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            _check_text(item, f"texts[{index}]")
+            continue
+        if type(item).__name__ == "str_":  # numpy's str scalar
+            items[index] = str(item)
+            continue
+        hint = "; decode it first, e.g. item.decode('utf-8')" if isinstance(item, (bytes, bytearray)) else ""
+        raise InputError(f"texts[{index}] must be a string, got {type(item).__name__}{hint}")
+    return items
+
+
+def _check_text(text: str, name: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{name} is not valid Unicode (a lone surrogate at character {exc.start}); "
+                         "decode the source with errors='replace' or fix its encoding") from None
+    return text
