@@ -148,11 +148,14 @@ def _artifact_entry(stage: Path, relative: str, precision: str, options: dict[st
 
 
 class _Checker:
-    """The built-in check: baseline embeddings computed once, every artifact compared with them."""
+    """The built-in check: baseline embeddings computed once, every artifact compared with them.
+
+    Two disjoint parts of the built-in corpus: the INT8 search chooses on `selection` texts, and the verdict is
+    given on `verdict` texts it never saw (validate's default corpus is the third part, `report`)."""
 
     def __init__(self, options: ExportOptions, module: Any, source_tokenizer: Any, artifact_tokenizer: Any,
                  progress: Progress) -> None:
-        from bge_export.corpus import builtin_check_texts
+        from bge_export.corpus import builtin_check_texts, builtin_texts
         from bge_export.runtime.torch_backend import TorchEncoder
 
         self.enabled = options.check
@@ -160,31 +163,65 @@ class _Checker:
         self.spec = module.spec
         self.tokenizer = artifact_tokenizer
         self.texts = builtin_check_texts(options.check_texts)
-        self._baseline: Any = None
+        self.selection_texts = builtin_texts("selection")
+        self.int8_bound = options.min_cosine
+        self._embeddings: dict[str, Any] = {}
         self._baseline_encoder = TorchEncoder(module, source_tokenizer)
+
+    def _baseline_of(self, name: str, texts: list[str]) -> Any:
+        if name not in self._embeddings:
+            self.progress.step(f"encoding {len(texts)} built-in {name} texts with the PyTorch fp32 baseline")
+            self._embeddings[name] = self._baseline_encoder.encode(texts, batch_size=16)
+        return self._embeddings[name]
 
     @property
     def baseline(self) -> Any:
-        """fp32 PyTorch embeddings of the check texts (computed on first use)."""
-        if self._baseline is None:
-            self.progress.step(f"encoding {len(self.texts)} built-in check texts with the PyTorch fp32 baseline")
-            self._baseline = self._baseline_encoder.encode(self.texts, batch_size=16)
-        return self._baseline
+        """fp32 PyTorch embeddings of the verdict texts (computed on first use)."""
+        return self._baseline_of("verdict", self.texts)
+
+    @property
+    def selection_baseline(self) -> Any:
+        """fp32 PyTorch embeddings of the INT8 search's selection texts (computed on first use)."""
+        return self._baseline_of("selection", self.selection_texts)
+
+    def floors(self, precision: str) -> Any:
+        """The table's floors; for INT8 the user's --min-cosine replaces the cosine floors (search and verdict alike)."""
+        from dataclasses import replace
+
+        from bge_export.validate.check import floors_for, precision_class
+
+        floors = floors_for(precision)
+        if self.int8_bound is not None and precision_class(precision) == "int8":
+            floors = replace(floors, min_cosine=self.int8_bound, min_mean_cosine=self.int8_bound)
+        return floors
 
     def check(self, stage: Path, entry: ArtifactEntry) -> ArtifactEntry:
+        floors = self.floors(entry.precision)
+        if floors != _table_floors(entry.precision):
+            entry.options["floors"] = {**floors.to_dict(), "source": "--min-cosine at export"}
         if not self.enabled:
             entry.set_status("unverified", "the built-in check was skipped (--no-check)")
             return entry
         from bge_export.runtime.onnx_backend import OnnxEncoder
-        from bge_export.validate.check import check_against_baseline, floors_for
+        from bge_export.validate.check import check_against_baseline
 
         encoder = OnnxEncoder(stage / entry.path, self.spec, self.tokenizer)
-        result = check_against_baseline(self.baseline, encoder, self.texts, floors_for(entry.precision),
+        result = check_against_baseline(self.baseline, encoder, self.texts, floors,
                                         backend_label=f"onnxruntime {encoder.providers[0]}")
-        entry.validation = {"builtin_check": result.to_dict()}
+        entry.validation = {"builtin_check": {**result.to_dict(), "text_set": VERDICT_TEXT_SET}}
         entry.set_status("pass" if result.passed else "fail", result.reason)
         self.progress.step(f"{entry.path}: {entry.status} ({result.reason})")
         return entry
+
+
+VERDICT_TEXT_SET = ("the verdict part of the built-in corpus: disjoint from the INT8 search's selection texts "
+                    "and from validate's report texts")
+
+
+def _table_floors(precision: str) -> Any:
+    from bge_export.validate.check import floors_for
+
+    return floors_for(precision)
 
 
 def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,
@@ -218,7 +255,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         relative = f"onnx/model_qint8_{preset.name}.onnx"
         plan = quantize_dynamic_accuracy_aware(
             plain, stage / relative, preset, spec, checker.tokenizer, calibration_texts,
-            validation_texts=checker.texts, validation_baseline=checker.baseline,
+            validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
             min_cosine=options.min_cosine, progress=progress,
         )
         entries.append(_artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
@@ -227,8 +264,8 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
 
         plan = quantize_static_accuracy_aware(
             plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, calibration_texts,
-            method=options.calibration_method, validation_texts=checker.texts,
-            validation_baseline=checker.baseline, min_cosine=options.min_cosine, progress=progress,
+            method=options.calibration_method, validation_texts=checker.selection_texts,
+            validation_baseline=checker.selection_baseline, min_cosine=options.min_cosine, progress=progress,
         )
         entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
     return entries
@@ -243,7 +280,7 @@ def check_export_options(options: ExportOptions) -> list[str]:
     """Every option checked before any work starts (seconds, not minutes, to a clear error).
 
     Returns the calibration texts (read now, so a bad file fails here and not after the export)."""
-    from bge_export.corpus import builtin_calibration_texts, read_corpus_file
+    from bge_export.corpus import builtin_calibration_texts, builtin_split, read_corpus_file
     from bge_export.optimizers.int8 import PRESETS
 
     if not isinstance(options, ExportOptions):
@@ -261,8 +298,10 @@ def check_export_options(options: ExportOptions) -> list[str]:
             raise InputError(f"{name} must be True or False, got {getattr(options, name)!r}")
     if not _is_int(options.opset) or not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
         raise InputError(f"opset {options.opset!r} is not supported; choose {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (default 17)")
-    if not _is_int(options.check_texts) or options.check_texts < 1:
-        raise InputError(f"check_texts must be a whole number of at least 1, got {options.check_texts!r}")
+    verdict_texts = len(builtin_split()["verdict"])
+    if not _is_int(options.check_texts) or not 1 <= options.check_texts <= verdict_texts:
+        raise InputError(f"check_texts must be a whole number from 1 to {verdict_texts} (the built-in verdict texts), "
+                         f"got {options.check_texts!r}")
     if options.quantize not in (None, *QUANTIZE_CHOICES):
         raise InputError(f"unknown quantization '{options.quantize}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
     if options.int8_preset is not None and options.int8_preset not in PRESETS:

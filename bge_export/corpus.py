@@ -39,17 +39,45 @@ def builtin_calibration_texts() -> list[str]:
     return [line for line in data.splitlines() if line.strip()]
 
 
-def builtin_check_texts(count: int = 96) -> list[str]:
-    """A deterministic slice of the corpus for the quick check after every export: every kind, round-robin."""
+# The built-in corpus is cut into three disjoint parts, so no verdict is given on text that chose the artifact:
+# "selection" for the INT8 search's accuracy trials, "verdict" for the export's built-in check, "report" for
+# `validate`. Near-duplicate pairs stay in one part (a text's twin would leak it), and every kind is in every part.
+CORPUS_ROLES = ("selection", "verdict", "report")
+_ROLE_EVERY = 10  # per kind, group 0 of every 10 goes to selection, group 1 to verdict, the rest to report
+
+
+@lru_cache(maxsize=1)
+def builtin_split() -> dict[str, tuple[CorpusText, ...]]:
+    """The corpus's three disjoint parts (see CORPUS_ROLES), deterministic."""
+    groups: dict[str, dict[str, list[CorpusText]]] = {}
+    for position, item in enumerate(builtin_corpus()):
+        key = item.pair or f"#{position}"
+        groups.setdefault(item.kind, {}).setdefault(key, []).append(item)
+    parts: dict[str, list[CorpusText]] = {role: [] for role in CORPUS_ROLES}
+    for by_key in groups.values():
+        for number, members in enumerate(by_key.values()):
+            role = CORPUS_ROLES[min(number % _ROLE_EVERY, 2)]
+            parts[role].extend(members)
+    return {role: tuple(items) for role, items in parts.items()}
+
+
+def builtin_texts(role: str, count: int | None = None) -> list[str]:
+    """`count` texts of one part of the corpus, spread over every kind (round-robin); all of them by default."""
+    if role not in CORPUS_ROLES:
+        raise ValueError(f"role must be one of {CORPUS_ROLES}")
+    items = builtin_split()[role]
+    if count is not None and not 1 <= count <= len(items):
+        raise InputError(f"the built-in {role} texts number {len(items)}; ask for 1 to {len(items)}, not {count}")
     by_kind: dict[str, list[str]] = {}
-    for item in builtin_corpus():
+    for item in items:
         by_kind.setdefault(item.kind, []).append(item.text)
-    spread = [texts[:: max(1, len(texts) // count)] for texts in by_kind.values()]
-    picked = [text for row in zip_longest(*spread) for text in row if text is not None]
-    return picked[:count]
+    picked = [text for row in zip_longest(*by_kind.values()) for text in row if text is not None]
+    return picked[:count] if count is not None else picked
 
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+def builtin_check_texts(count: int = 96) -> list[str]:
+    """The export's built-in check: `count` texts of the verdict part, every kind represented."""
+    return builtin_texts("verdict", count)
 
 
 def read_utf8_lines(path: str | Path, what: str = "file") -> list[str]:
