@@ -80,6 +80,9 @@ def builtin_check_texts(count: int = 96) -> list[str]:
     return builtin_texts("verdict", count)
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def read_utf8_lines(path: str | Path, what: str = "file") -> list[str]:
     """The file's lines, or one error naming the first line that is not UTF-8.
 

@@ -6,13 +6,12 @@ silently skipped row would change the metric without anyone noticing.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bge_export.corpus import read_utf8_lines
+from bge_export.corpus import is_unicode, parse_json_line, read_utf8_lines, shown
 from bge_export.errors import InputError
 
 STS_FORMAT = "score<TAB>sentence1<TAB>sentence2 (an optional header line first)"
@@ -62,7 +61,7 @@ def read_sts_tsv(path: str | Path) -> StsDataset:
         if score is None:
             if is_first_row:
                 continue  # the header
-            raise InputError(f"{path}:{number}: score '{fields[0][:40]}' is not a number; each row must be {STS_FORMAT}")
+            raise InputError(f"{path}:{number}: score '{shown(fields[0])}' is not a number; each row must be {STS_FORMAT}")
         if not fields[1].strip() or not fields[2].strip():
             raise InputError(f"{path}:{number}: empty sentence; each row must be {STS_FORMAT}")
         gold.append(score)
@@ -102,10 +101,7 @@ def _read_jsonl_records(path: Path, what: str, needs_title: bool) -> dict[str, s
     for number, line in enumerate(read_utf8_lines(path, f"BEIR {what} file"), start=1):
         if not line.strip():
             continue
-        try:
-            row: Any = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: invalid JSON ({exc.msg}); each line must be an object with '_id' and 'text'") from None
+        row: Any = parse_json_line(line, f"{path}:{number}", "each line must be an object with '_id' and 'text'")
         if not isinstance(row, dict):
             raise InputError(f"{path}:{number}: a JSON object with '_id' and 'text' is expected, found {type(row).__name__}")
         raw_id = row.get("_id")
@@ -114,9 +110,12 @@ def _read_jsonl_records(path: Path, what: str, needs_title: bool) -> dict[str, s
         text, title = row.get("text"), row.get("title") or ""
         if not isinstance(text, str) or not isinstance(title, str):
             raise InputError(f"{path}:{number}: 'text' (and 'title' if present) must be strings")
+        if not is_unicode(text) or not is_unicode(title):
+            raise InputError(f"{path}:{number}: 'text' or 'title' holds a lone surrogate escape (such as \\ud800), "
+                             "which is not Unicode text; fix the line")
         item_id = str(raw_id)
         if item_id in records:
-            raise InputError(f"{path}:{number}: duplicate _id '{item_id}'")
+            raise InputError(f"{path}:{number}: duplicate _id '{shown(item_id)}'")
         records[item_id] = f"{title} {text}".strip() if needs_title and title else text
     if not records:
         raise InputError(f"{path}: no {what}; the file is empty")
@@ -140,11 +139,11 @@ def _read_qrels(path: Path, doc_ids: set[str], query_ids: set[str]) -> dict[str,
         if score is None:
             if is_first_row:
                 continue  # the header
-            raise InputError(f"{path}:{number}: score '{raw_score[:40]}' is not an integer")
+            raise InputError(f"{path}:{number}: score '{shown(raw_score)}' is not an integer")
         if query_id not in query_ids:
-            raise InputError(f"{path}:{number}: query-id '{query_id}' is not in queries.jsonl")
+            raise InputError(f"{path}:{number}: query-id '{shown(query_id)}' is not in queries.jsonl")
         if doc_id not in doc_ids:
-            raise InputError(f"{path}:{number}: corpus-id '{doc_id}' is not in corpus.jsonl")
+            raise InputError(f"{path}:{number}: corpus-id '{shown(doc_id)}' is not in corpus.jsonl")
         qrels.setdefault(query_id, {})[doc_id] = score
     if not qrels:
         raise InputError(f"{path}: no judgements; the file is empty")
