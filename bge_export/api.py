@@ -69,6 +69,7 @@ def export(options: ExportOptions) -> ExportResult:
     from bge_export.exporters.onnx_exporter import export_onnx
     from bge_export.modeling import load_embedding_module
     from bge_export.output import plan_output, staged_folder
+    from bge_export.recommend import recommend
     from bge_export.source import read_spec, resolve_model
     from bge_export.tokenization import check_tokenizer_matches_model
     from bge_export.st_files import write_st_files
@@ -118,6 +119,7 @@ def export(options: ExportOptions) -> ExportResult:
         manifest.add(checker.check(stage, entry))
         for entry in _derived_artifacts(options, stage, spec, checker, calibration_texts, progress):
             manifest.add(checker.check(stage, entry))
+        manifest.recommended = recommend(manifest)
         manifest.files = hash_files(stage)
         manifest.write(stage)
 
@@ -210,8 +212,24 @@ class _Checker:
                                         backend_label=f"onnxruntime {encoder.providers[0]}")
         entry.validation = {"builtin_check": {**result.to_dict(), "text_set": VERDICT_TEXT_SET}}
         entry.set_status("pass" if result.passed else "fail", result.reason)
-        self.progress.step(f"{entry.path}: {entry.status} ({result.reason})")
+        if entry.precision == "fp16" and result.passed:
+            self._check_fp16_rounding(stage, entry)
+        self.progress.step(f"{entry.path}: {entry.status} ({entry.status_reason})")
         return entry
+
+    def _check_fp16_rounding(self, stage: Path, entry: ArtifactEntry) -> None:
+        """onnxruntime's CPU provider computes fp16 graphs in fp32; judge the arithmetic with real fp16 rounding too."""
+        from bge_export.validate.fp16_reference import fp16_reference_check
+
+        self.progress.step(f"{entry.path}: evaluating with every fp16 tensor rounded (numpy reference)")
+        reference = fp16_reference_check(stage / entry.path, self.spec, self.tokenizer, self.texts, self.baseline)
+        entry.validation["fp16_reference"] = reference
+        entry.options["numerics_check"] = reference["numerics_check"]
+        if not reference["passed"]:
+            entry.set_status("fail", f"with real fp16 rounding: {reference['reason']}")
+        else:
+            entry.set_status("pass", f"{entry.status_reason}; with real fp16 rounding (numpy reference): "
+                                     f"min {reference['cosine_min']:.6f}, mean {reference['cosine_mean']:.6f}")
 
 
 VERDICT_TEXT_SET = ("the verdict part of the built-in corpus: disjoint from the INT8 search's selection texts "
@@ -244,7 +262,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         from bge_export.optimizers.fp16 import convert_fp16
 
         source = fused if options.optimize else plain
-        progress.step(f"converting {source.name} to FP16 (LayerNorm, softmax, pooling and normalize kept in fp32)")
+        progress.step(f"converting {source.name} to FP16 (attention cores, LayerNorm, pooling and normalize kept in fp32)")
         report = convert_fp16(source, stage / FP16_PATH)
         entries.append(_artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
     if options.quantize == "int8":

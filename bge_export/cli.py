@@ -41,7 +41,7 @@ def cli() -> None:
               help="Override the model's pooling: cls, mean, max, mean_sqrt_len_tokens, weightedmean, "
                    "lasttoken (combine with '+'). Default: the model's 1_Pooling config, else mean.")
 @click.option("--optimize", is_flag=True, help="Also write onnx/model_optimized.onnx: fused attention, embeddings and GELU; per-token work skips the padding.")
-@click.option("--fp16", is_flag=True, help="Also write onnx/model_fp16.onnx (LayerNorm, softmax, pooling, normalize stay fp32).")
+@click.option("--fp16", is_flag=True, help="Also write onnx/model_fp16.onnx (attention cores with their softmax, LayerNorm, pooling and normalize stay fp32; checked with real fp16 rounding).")
 @click.option("--quantize", type=click.Choice(["int8", "int8-static"]), default=None,
               help="int8: dynamic, accuracy-aware, fastest on CPU -> onnx/model_qint8_<preset>.onnx; "
                    "int8-static: QDQ with calibration (TensorRT & co) -> onnx/model_qint8_static.onnx.")

@@ -66,6 +66,8 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     toolkit_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    # Which artifact to deploy, per runtime (bge_export/recommend.py): written by the export, rewritten by validate.
+    recommended: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spec(self) -> EmbeddingSpec:
@@ -95,6 +97,7 @@ class Manifest:
             "model": self.model,
             "artifacts": [asdict(e) for e in self.artifacts],
             "files": self.files,
+            "recommended": self.recommended,
         }
 
     def write(self, folder: str | Path) -> Path:
@@ -126,8 +129,11 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise InputError(f"{damaged} (its 'model' entry or the model's 'spec' is missing); re-run the export")
     artifacts = data.get("artifacts", [])
     files = data.get("files", {})
+    recommended = data.get("recommended", {})
     if not isinstance(artifacts, list) or not all(isinstance(a, dict) for a in artifacts) or not isinstance(files, dict):
         raise InputError(f"{damaged} ('artifacts' must be a list of objects, 'files' an object); re-run the export")
+    if not isinstance(recommended, dict):
+        raise InputError(f"{damaged} ('recommended' must be an object); re-run the export")
     try:
         manifest = Manifest(
             model=model,
@@ -136,6 +142,7 @@ def read_manifest(folder: str | Path) -> Manifest:
             schema_version=schema or SCHEMA_VERSION,
             toolkit_version=str(data.get("toolkit_version", "unknown")),
             created=str(data.get("created", "")),
+            recommended=recommended,
         )
         manifest.spec  # noqa: B018 - parse it now, so a damaged spec is reported here and not mid-run
     except (TypeError, KeyError, ValueError) as exc:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import numbers
+import os
 from pathlib import Path
 
 from bge_export.errors import InputError
 from bge_export.runtime.base import Encoder
 
 __all__ = ["Encoder", "load_encoder", "load_baseline"]
+
+logger = logging.getLogger("bge_export")
 
 
 def load_baseline(
@@ -36,18 +41,60 @@ def load_encoder(
     threads: int | None = None,
     providers: list[str] | None = None,
 ) -> Encoder:
-    """An encoder for one artifact of a bge-export output folder (default: onnx/model.onnx)."""
+    """An encoder for one artifact of a bge-export output folder.
+
+    With no `artifact`, the folder's recommendation for this machine (bge_export/recommend.py): the gpu one
+    when onnxruntime has the CUDA provider (given `providers`, or available here) and it is an ONNX file,
+    else the onnxruntime-cpu one; onnx/model.onnx when nothing passed. The encoder says what it loaded and
+    why: `encoder.artifact` (path relative to the folder) and `encoder.selection` (one line), also logged
+    at INFO on the "bge_export" logger.
+    """
     from bge_export.manifest import read_manifest
     from bge_export.tokenization import TextTokenizer
 
+    _check_threads(threads)
+    providers = _check_providers(providers)
+    if artifact is not None and not isinstance(artifact, (str, os.PathLike)):
+        raise InputError(f"artifact must be a path relative to the folder, e.g. 'onnx/model.onnx', got {type(artifact).__name__}")
     folder = Path(path)
     manifest = read_manifest(folder)
-    relative = artifact or manifest.default_artifact()
+    if artifact is None:
+        from bge_export.recommend import choose_for_machine
+
+        relative, selection = choose_for_machine(manifest, providers)
+    else:
+        relative, selection = Path(artifact).as_posix(), "named by the caller (artifact=...)"
     entry = manifest.find(relative)
     spec = manifest.spec
     tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
-    if entry.format == "onnx":
-        from bge_export.runtime.onnx_backend import OnnxEncoder
+    if entry.format != "onnx":
+        raise InputError(f"artifact '{relative}' has format '{entry.format}', which has no runtime backend here")
+    from bge_export.runtime.onnx_backend import OnnxEncoder
 
-        return OnnxEncoder(folder / entry.path, spec, tokenizer, threads=threads, providers=providers)
-    raise InputError(f"artifact '{relative}' has format '{entry.format}', which has no runtime backend here")
+    encoder = OnnxEncoder(folder / entry.path, spec, tokenizer, threads=threads, providers=providers)
+    encoder.artifact = entry.path
+    encoder.selection = selection
+    logger.info("load_encoder: %s (%s): %s", entry.path, entry.status, selection)
+    return encoder
+
+
+def _check_threads(threads: object) -> None:
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise InputError(f"threads must be a positive whole number (or None for every core), got {threads!r}")
+
+
+def _check_providers(providers: object) -> list[str] | None:
+    if providers is None:
+        return None
+    if isinstance(providers, (str, bytes)) or not isinstance(providers, (list, tuple)) or not providers:
+        raise InputError(f"providers must be a non-empty list of onnxruntime provider names, e.g. "
+                         f"['CPUExecutionProvider'], got {providers!r}")
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    for provider in providers:
+        if not isinstance(provider, str) or provider not in available:
+            raise InputError(f"providers: unknown onnxruntime provider {provider!r}; available here: {', '.join(available)}")
+    return list(providers)
