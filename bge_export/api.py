@@ -203,6 +203,7 @@ class _Checker:
             entry.options["floors"] = {**floors.to_dict(), "source": "--min-cosine at export"}
         if not self.enabled:
             entry.set_status("unverified", "the built-in check was skipped (--no-check)")
+            self._apply_search_verdict(entry)
             return entry
         from bge_export.runtime.onnx_backend import OnnxEncoder
         from bge_export.validate.check import check_against_baseline
@@ -214,8 +215,16 @@ class _Checker:
         entry.set_status("pass" if result.passed else "fail", result.reason)
         if entry.precision == "fp16" and result.passed:
             self._check_fp16_rounding(stage, entry)
+        self._apply_search_verdict(entry)
         self.progress.step(f"{entry.path}: {entry.status} ({entry.status_reason})")
         return entry
+
+    @staticmethod
+    def _apply_search_verdict(entry: ArtifactEntry) -> None:
+        """An INT8 search that found no configuration meeting its bound kept the closest trial: that is a fail,
+        whatever the verdict texts say (the file stays in the folder, for inspection)."""
+        if entry.options.get("meets_bound") is False:
+            entry.set_status("fail", str(entry.options.get("reason") or "the INT8 search missed its bound"))
 
     def _check_fp16_rounding(self, stage: Path, entry: ArtifactEntry) -> None:
         """onnxruntime's CPU provider computes fp16 graphs in fp32; judge the arithmetic with real fp16 rounding too."""

@@ -62,7 +62,7 @@ def test_the_export_records_its_text_sets(tiny_model, tmp_path):
     (entry,) = [e for e in result.manifest.artifacts if e.precision == "int8-dynamic"]
     check = entry.validation["builtin_check"]
     assert check["texts"] == 96 and "verdict part" in check["text_set"]
-    assert entry.options["validation_texts"] == len(builtin_split()["selection"])
+    assert entry.options["selection_texts"] == len(builtin_split()["selection"])
     # the user's --min-cosine is the INT8 artifact's floor, recorded as such, not overridden by the table
     assert entry.options["floors"]["min_cosine"] == 0.5 and entry.options["floors"]["source"] == "--min-cosine at export"
     assert check["min_cosine_required"] == 0.5 and entry.status == "pass"

@@ -15,24 +15,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from bge_export.optimizers.graph import MICROSOFT_DOMAIN, GraphIndex, ensure_opset, expand_nodes, prune_dead_nodes
+
 
 def fuse_attention_cores(model: Any, num_heads: int) -> int:
     """Rewrite every recognised attention core in place; returns how many became MultiHeadAttention."""
     from onnx import helper
 
-    from bge_export.optimizers.graph_edit import constant_values, consumers, prune_dead_nodes
-
     if num_heads < 1:
         return 0
-    producers = {out: node for node in model.graph.node for out in node.output}
-    users = consumers(model)
-    constants = constant_values(model)
+    graph = GraphIndex.of(model)
     replacements: dict[str, list[Any]] = {}
     removed: set[str] = set()
     shared_bias: dict[tuple[str, ...], str] = {}
     count = 0
     for softmax in [n for n in model.graph.node if n.op_type == "Softmax"]:
-        match = _match_core(softmax, producers, users, constants)
+        match = _match_core(softmax, graph)
         if match is None or len(match[5]) > 2:
             continue
         q, k, v, out, scale, terms, core_nodes = match
@@ -46,30 +44,24 @@ def fuse_attention_cores(model: Any, num_heads: int) -> int:
             bias = shared_bias[key]
         new_nodes.append(helper.make_node(
             "MultiHeadAttention", [q, k, v, "", "", bias], [out],
-            name=softmax.name + "_mha", domain="com.microsoft", num_heads=num_heads, scale=scale,
+            name=softmax.name + "_mha", domain=MICROSOFT_DOMAIN, num_heads=num_heads, scale=scale,
         ))
-        anchor = producers[out]
+        anchor = graph.producers[out]
         replacements[anchor.name] = new_nodes
         removed |= {n.name for n in core_nodes}
         count += 1
     if not count:
         return 0
-    nodes = []
-    for node in model.graph.node:
-        if node.name in replacements:
-            nodes.extend(replacements[node.name])
-        elif node.name not in removed:
-            nodes.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    expand_nodes(model, lambda node: replacements.get(node.name, [] if node.name in removed else [node]))
     prune_dead_nodes(model)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    ensure_opset(model, MICROSOFT_DOMAIN)
     return count
 
 
-def _match_core(softmax: Any, producers: dict, users: dict, constants: dict) -> tuple | None:
+def _match_core(softmax: Any, graph: GraphIndex) -> tuple | None:
     """(q, k, v, output, scale, additive terms, nodes to drop) for the eager attention pattern, else None."""
+    producers, users, constants = graph.producers, graph.consumers, graph.constants
+
     def producer(name: str, op: str) -> Any:
         node = producers.get(name)
         return node if node is not None and node.op_type == op else None
@@ -93,10 +85,11 @@ def _match_core(softmax: Any, producers: dict, users: dict, constants: dict) -> 
         node = producers.get(upstream)
     scale = 1.0
     if node is not None and node.op_type in ("Mul", "Div"):
-        value = constants.get(node.input[1])
-        if value is None or value.size != 1:
+        constant = constants.get(node.input[1])
+        if constant is None or constant.size != 1:
             return None
-        scale = float(value.reshape(())) if node.op_type == "Mul" else 1.0 / float(value.reshape(()))
+        value = float(constant.array().reshape(()))
+        scale = value if node.op_type == "Mul" else 1.0 / value
         core.append(node)
         node = producers.get(node.input[0])
     if node is None or node.op_type != "MatMul":

@@ -12,45 +12,26 @@ and the float paths:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-
-def initializers(model: "object") -> dict[str, "object"]:
-    return {init.name: init for init in model.graph.initializer}
-
-
-def consumers(model: "object") -> dict[str, list["object"]]:
-    found: dict[str, list[object]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            found.setdefault(name, []).append(node)
-    return found
-
-
-def weight_matmuls(model: "object") -> list["object"]:
-    """MatMul nodes whose weight is a 2-D float initializer (the quantizable ones)."""
-    import onnx
-
-    inits = initializers(model)
-    return [
-        n for n in model.graph.node
-        if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
-        and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
-    ]
+from bge_export.optimizers.graph import (
+    GraphIndex,
+    add_initializer,
+    bias_add,
+    consumers,  # also imported from here by fp16.py
+    expand_nodes,
+    initializers,
+    overwrite_initializer,
+    prune_initializers,
+    store_large_tables_as_fp16,  # noqa: F401  (imported from here by fp16.py)
+    weight_matmuls,
+    weight_matmuls_by_input,
+)
 
 
-def bias_add(node: "object", users: dict[str, list["object"]], inits: dict[str, "object"]) -> "object | None":
-    """The lone Add with a 1-D initializer that consumes `node`'s output (the layer's bias), if any."""
-    following = users.get(node.output[0], [])
-    if len(following) == 1 and following[0].op_type == "Add":
-        if any(name in inits and len(inits[name].dims) == 1 for name in following[0].input):
-            return following[0]
-    return None
-
-
-def capture(model: "object", tensors: Sequence[str], batches: Sequence[dict[str, np.ndarray]],
+def capture(model: Any, tensors: Sequence[str], batches: Sequence[dict[str, np.ndarray]],
             visit: Callable[[str, np.ndarray, dict[str, np.ndarray]], None], threads: int | None = None) -> None:
     """Run the graph on `batches` and hand each named intermediate tensor to `visit(name, value, batch)`."""
     import onnx
@@ -73,7 +54,7 @@ def capture(model: "object", tensors: Sequence[str], batches: Sequence[dict[str,
             visit(name, value, batch)
 
 
-def channel_abs_max(model: "object", batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def channel_abs_max(model: Any, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per-channel max |x| of every weight MatMul input, padding rows included (the run-time quantizer sees them)."""
     tensors = sorted({n.input[0] for n in weight_matmuls(model)})
     result: dict[str, np.ndarray] = {}
@@ -86,39 +67,35 @@ def channel_abs_max(model: "object", batches: Sequence[dict[str, np.ndarray]]) -
     return result
 
 
-def merge_shared_input_matmuls(model: "object") -> int:
+def merge_shared_input_matmuls(model: Any) -> int:
     """MatMuls (+ bias Adds) reading one tensor become one MatMul + Add + Split. Returns how many groups merged."""
     from onnx import helper, numpy_helper
 
     inits, users = initializers(model), consumers(model)
-    groups: dict[str, list[object]] = {}
-    for node in weight_matmuls(model):
-        groups.setdefault(node.input[0], []).append(node)
     replaced: set[str] = set()
-    insert_before: dict[str, list[object]] = {}
+    insert_before: dict[str, list[Any]] = {}
     merged = 0
-    for source, nodes in groups.items():
+    for source, nodes in weight_matmuls_by_input(model).items():
         if len(nodes) < 2:
             continue
         adds = [bias_add(n, users, inits) for n in nodes]
         weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
         stem = nodes[0].name + "_merged"
-        model.graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), stem + "_W"))
+        add_initializer(model, stem + "_W", np.concatenate(weights, axis=1))
         new_nodes = [helper.make_node("MatMul", [source, stem + "_W"], [stem + "_mm"], name=stem)]
         result, outputs = stem + "_mm", [n.output[0] for n in nodes]
         if all(a is not None for a in adds):
             biases = [numpy_helper.to_array(inits[next(i for i in a.input if i in inits)]) for a in adds]
-            model.graph.initializer.append(numpy_helper.from_array(np.concatenate(biases), stem + "_B"))
+            add_initializer(model, stem + "_B", np.concatenate(biases))
             new_nodes.append(helper.make_node("Add", [result, stem + "_B"], [stem + "_biased"], name=stem + "_bias"))
             result, outputs = stem + "_biased", [a.output[0] for a in adds]
             replaced |= {a.name for a in adds}
-        sizes = numpy_helper.from_array(np.array([w.shape[1] for w in weights], dtype=np.int64), stem + "_sizes")
-        model.graph.initializer.append(sizes)
-        new_nodes.append(helper.make_node("Split", [result, sizes.name], outputs, name=stem + "_split", axis=-1))
+        sizes = add_initializer(model, stem + "_sizes", np.array([w.shape[1] for w in weights], dtype=np.int64))
+        new_nodes.append(helper.make_node("Split", [result, sizes], outputs, name=stem + "_split", axis=-1))
         replaced |= {n.name for n in nodes}
         insert_before[nodes[0].name] = new_nodes
         merged += 1
-    _rebuild(model, lambda node: insert_before.get(node.name, []) + ([] if node.name in replaced else [node]))
+    expand_nodes(model, lambda node: insert_before.get(node.name, []) + ([] if node.name in replaced else [node]))
     prune_initializers(model)
     return merged
 
@@ -137,7 +114,7 @@ class OutlierFix:
     fix: str  # "smoothed" or "float side path"
 
 
-def tame_outlier_channels(model: "object", channel_max: dict[str, np.ndarray], ratio: float = 4.0,
+def tame_outlier_channels(model: Any, channel_max: dict[str, np.ndarray], ratio: float = 4.0,
                           max_channels: int = 16) -> list[OutlierFix]:
     """Shrink the channels of MatMul inputs whose max |x| exceeds `ratio` x the median channel's. Exact in float.
 
@@ -150,17 +127,12 @@ def tame_outlier_channels(model: "object", channel_max: dict[str, np.ndarray], r
     Measured on all-mpnet-base-v2 (400 texts): cosine mean 0.884 -> 0.997, min 0.739 -> 0.994, at 0.98x the
     speed of the same graph without fixes; the earlier LLM.int8()-style split cost 0.90x.
     """
-    inits, users = initializers(model), consumers(model)
-    producers = {out: node for node in model.graph.node for out in node.output}
-    constants = constant_values(model)
+    graph = GraphIndex.of(model)
     position = {node.name: index for index, node in enumerate(model.graph.node)}
-    groups: dict[str, list[object]] = {}
-    for node in weight_matmuls(model):
-        groups.setdefault(node.input[0], []).append(node)
-    after: dict[str, list[object]] = {}
-    head: list[object] = []
+    after: dict[str, list[Any]] = {}
+    head: list[Any] = []
     fixes: list[OutlierFix] = []
-    for source, nodes in groups.items():
+    for source, nodes in weight_matmuls_by_input(model).items():
         peaks = channel_max.get(source)
         if peaks is None:
             continue
@@ -168,21 +140,31 @@ def tame_outlier_channels(model: "object", channel_max: dict[str, np.ndarray], r
         channels = sorted(int(c) for c in np.argsort(-peaks)[:max_channels] if peaks[c] > threshold)
         if not channels:
             continue
-        chain = _activation_chain(source, nodes, producers, users, inits, constants, position)
+        chain = _activation_chain(source, nodes, graph, position)
         if chain is not None:
-            _route_through_float(model, source, nodes, channels, chain, inits, users, after)
+            _route_through_float(model, source, nodes, channels, chain, graph, after)
             fixes.append(OutlierFix(source, channels, "float side path"))
         else:
-            _smooth(model, source, nodes, peaks, inits, producers, after, head)
+            _smooth(model, source, nodes, peaks, graph, after, head)
             fixes.append(OutlierFix(source, channels, "smoothed"))
-    _rebuild(model, lambda node: [node] + after.get(node.name, []), head)
+    expand_nodes(model, lambda node: [node] + after.get(node.name, []), head)
     return fixes
 
 
-def _activation_chain(source: str, nodes: list["object"], producers: dict, users: dict, inits: dict,
-                      constants: dict, position: dict[str, int]) -> tuple[list["object"], "object", "object"] | None:
-    """(elementwise nodes, bias Add, weight MatMul) when `source` = act(x @ W1 + b1) feeds only `nodes`."""
-    chain: list[object] = []
+@dataclass(frozen=True)
+class _ActivationChain:
+    """source = act(x @ W1 + b1): the elementwise nodes of act (graph order), the bias Add and the MatMul."""
+
+    elementwise: list[Any]
+    bias_add: Any
+    matmul: Any
+
+
+def _activation_chain(source: str, nodes: list[Any], graph: GraphIndex,
+                      position: dict[str, int]) -> _ActivationChain | None:
+    """The chain that computes `source` from a weight MatMul, when its tensors feed only `nodes`."""
+    inits, producers, users = graph.initializers, graph.producers, graph.consumers
+    chain: list[Any] = []
     pending, seen, start = [source], set(), None
     while pending:
         tensor = pending.pop()
@@ -201,7 +183,7 @@ def _activation_chain(source: str, nodes: list["object"], producers: dict, users
             return None
         seen.add(node.name)
         chain.append(node)
-        pending.extend(i for i in node.input if i and i not in constants)
+        pending.extend(i for i in node.input if i and i not in graph.constants)
     if start is None or not chain:
         return None
     inside = {n.name for n in chain} | {n.name for n in nodes}
@@ -211,26 +193,27 @@ def _activation_chain(source: str, nodes: list["object"], producers: dict, users
     for tensor in [start.output[0]] + [out for n in chain for out in n.output]:
         if any(u.name not in inside for u in users.get(tensor, [])):
             return None
-    return sorted(chain, key=lambda n: position[n.name]), start, matmul
+    return _ActivationChain(sorted(chain, key=lambda n: position[n.name]), start, matmul)
 
 
-def _route_through_float(model: "object", source: str, nodes: list["object"], channels: list[int],
-                         chain: tuple, inits: dict, users: dict, after: dict) -> None:
+def _route_through_float(model: Any, source: str, nodes: list[Any], channels: list[int], chain: _ActivationChain,
+                         graph: GraphIndex, after: dict[str, list[Any]]) -> None:
     from onnx import helper, numpy_helper
 
-    elementwise, bias_node, matmul = chain
-    bias_name = next(i for i in bias_node.input if i in inits)
-    w1, b1 = numpy_helper.to_array(inits[matmul.input[1]]).copy(), numpy_helper.to_array(inits[bias_name]).copy()
+    inits = graph.initializers
+    bias_name = next(i for i in chain.bias_add.input if i in inits)
+    w1_name = chain.matmul.input[1]
+    w1, b1 = numpy_helper.to_array(inits[w1_name]).copy(), numpy_helper.to_array(inits[bias_name]).copy()
     stem = source + "_outliers"
-    model.graph.initializer.extend([numpy_helper.from_array(w1[:, channels].copy(), stem + "_W_in"),
-                                    numpy_helper.from_array(b1[channels].copy(), stem + "_B_in")])
+    add_initializer(model, stem + "_W_in", w1[:, channels].copy())
+    add_initializer(model, stem + "_B_in", b1[channels].copy())
     w1[:, channels], b1[channels] = 0.0, 0.0
-    inits[matmul.input[1]].CopyFrom(numpy_helper.from_array(w1, matmul.input[1]))
-    inits[bias_name].CopyFrom(numpy_helper.from_array(b1, bias_name))
-    renamed = {bias_node.output[0]: stem + "_pre"}
-    side = [helper.make_node("MatMul", [matmul.input[0], stem + "_W_in"], [stem + "_mm"], name=stem + "_in"),
+    overwrite_initializer(inits[w1_name], w1)
+    overwrite_initializer(inits[bias_name], b1)
+    renamed = {chain.bias_add.output[0]: stem + "_pre"}
+    side = [helper.make_node("MatMul", [chain.matmul.input[0], stem + "_W_in"], [stem + "_mm"], name=stem + "_in"),
             helper.make_node("Add", [stem + "_mm", stem + "_B_in"], [stem + "_pre"], name=stem + "_bias")]
-    for node in elementwise:  # the same activation, on the outlier channels only
+    for node in chain.elementwise:  # the same activation, on the outlier channels only
         copy = helper.make_node(node.op_type, [renamed.get(i, i) for i in node.input],
                                 [stem + "/" + o for o in node.output], name=stem + "/" + node.name, domain=node.domain)
         copy.attribute.extend(node.attribute)
@@ -238,11 +221,10 @@ def _route_through_float(model: "object", source: str, nodes: list["object"], ch
         side.append(copy)
     for node in nodes:
         weight = numpy_helper.to_array(inits[node.input[1]]).copy()
-        rows = node.input[1] + "_outlier_rows"
-        model.graph.initializer.append(numpy_helper.from_array(weight[channels, :].copy(), rows))
+        rows = add_initializer(model, node.input[1] + "_outlier_rows", weight[channels, :].copy())
         weight[channels, :] = 0.0
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(weight, node.input[1]))
-        anchor = bias_add(node, users, inits) or node
+        overwrite_initializer(inits[node.input[1]], weight)
+        anchor = bias_add(node, graph.consumers, inits) or node
         final = anchor.output[0]
         anchor.output[0] = final + "_inliers"
         after.setdefault(anchor.name, []).extend(side + [
@@ -252,94 +234,22 @@ def _route_through_float(model: "object", source: str, nodes: list["object"], ch
         side = []
 
 
-def _smooth(model: "object", source: str, nodes: list["object"], peaks: np.ndarray, inits: dict, producers: dict,
-            after: dict, head: list["object"]) -> None:
+def _smooth(model: Any, source: str, nodes: list[Any], peaks: np.ndarray, graph: GraphIndex,
+            after: dict[str, list[Any]], head: list[Any]) -> None:
     from onnx import helper, numpy_helper
 
+    inits = graph.initializers
     weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
     weight_peak = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
     scale = (np.maximum(peaks, 1e-5) ** SMOOTHING_ALPHA / np.maximum(weight_peak, 1e-5) ** (1 - SMOOTHING_ALPHA))
     scale = scale.astype(np.float32)
     for node, weight in zip(nodes, weights):
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), node.input[1]))
+        overwrite_initializer(inits[node.input[1]], (weight * scale[:, None]).astype(np.float32))
         node.input[0] = source + "_smoothed"
-    model.graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), source + "_smoothing"))
+    add_initializer(model, source + "_smoothing", (1.0 / scale).astype(np.float32))
     mul = helper.make_node("Mul", [source, source + "_smoothing"], [source + "_smoothed"], name=source + "_smooth")
-    producer = producers.get(source)
+    producer = graph.producers.get(source)
     if producer is None:
         head.append(mul)
     else:
         after.setdefault(producer.name, []).insert(0, mul)
-
-
-def constant_values(model: "object") -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs: values of scalars and 1-D ones, an empty array for the rest.
-
-    Callers need to know what is constant, and the value only of small ones (scales, biases); decoding every
-    weight matrix here would cost seconds per call on a base-size model.
-    """
-    from onnx import numpy_helper
-
-    values = {init.name: init for init in model.graph.initializer}
-    found: dict[str, np.ndarray] = {}
-    for name, init in values.items():
-        found[name] = numpy_helper.to_array(init) if len(init.dims) <= 1 else np.empty(0)
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            tensor = next((a.t for a in node.attribute if a.name == "value"), None)
-            found[node.output[0]] = numpy_helper.to_array(tensor) if tensor is not None else np.empty(0)
-    return found
-
-
-def prune_dead_nodes(model: "object") -> None:
-    """Drop nodes whose outputs nothing reads (left behind by rewrites), then unused initializers."""
-    outputs = {o.name for o in model.graph.output}
-    nodes = list(model.graph.node)
-    while True:
-        used = {name for node in nodes for name in node.input} | outputs
-        kept = [node for node in nodes if any(out in used for out in node.output)]
-        if len(kept) == len(nodes):
-            break
-        nodes = kept
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    prune_initializers(model)
-
-
-def store_large_tables_as_fp16(model: "object", min_elements: int = 1 << 20) -> int:
-    """Store big fp32 initializers still left (embedding tables) in fp16 behind a Cast; returns how many.
-
-    onnxruntime folds Cast(initializer) once at session start, so the file shrinks and the run time does not
-    change; the tables feed LayerNorm-ed embeddings, where fp16 storage rounding (2^-11) is far below INT8 noise.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    casts = []
-    for index, init in enumerate(model.graph.initializer):
-        elements = int(np.prod(init.dims)) if init.dims else 1
-        if init.data_type != onnx.TensorProto.FLOAT or elements < min_elements:
-            continue
-        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
-        casts.append(onnx.helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT,
-                                           name=init.name + "_to_fp32"))
-        model.graph.initializer[index].CopyFrom(half)
-    for node in reversed(casts):
-        model.graph.node.insert(0, node)
-    return len(casts)
-
-
-def prune_initializers(model: "object") -> None:
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-
-
-def _rebuild(model: "object", expand: Callable[["object"], list["object"]], head: Sequence["object"] = ()) -> None:
-    """Replace the node list, keeping topological order (new nodes go where `expand` puts them)."""
-    nodes = list(head)
-    for node in list(model.graph.node):
-        nodes.extend(expand(node))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)

@@ -7,14 +7,29 @@ stay in float is decided by the accuracy-aware search (accuracy_aware.py), not h
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from bge_export.errors import InputError
+from bge_export.optimizers.graph import (
+    MICROSOFT_DOMAIN,
+    add_initializer,
+    bias_add,
+    consumers,
+    ensure_opset,
+    initializers,
+    producers,
+    prune_dead_nodes,
+    prune_initializers,
+    quantize_weight,
+    replace_nodes,
+)
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -26,6 +41,11 @@ class Int8Preset:
     per_channel: bool
     reduce_range: bool
     why: str
+
+    @property
+    def signed_weights(self) -> bool:
+        """Symmetric s8 weights (QInt8); otherwise asymmetric u8 with zero points."""
+        return self.weight_type == "QInt8"
 
 
 PRESETS: dict[str, Int8Preset] = {
@@ -56,7 +76,7 @@ def preset_for(name: str | None) -> Int8Preset:
     return PRESETS[chosen]
 
 
-def quantize_matmuls_dynamic(model: "object", node_names: Iterable[str], preset: Int8Preset) -> int:
+def quantize_matmuls_dynamic(model: Any, node_names: Iterable[str], preset: Int8Preset) -> int:
     """Replace MatMul (+ its bias Add) with com.microsoft DynamicQuantizeMatMul, in place; returns the count.
 
     Weights are quantized once here, per output column (symmetric s8, or asymmetric u8 for the avx2 preset);
@@ -65,8 +85,6 @@ def quantize_matmuls_dynamic(model: "object", node_names: Iterable[str], preset:
     """
     from onnx import helper, numpy_helper
 
-    from bge_export.optimizers.graph_edit import bias_add, consumers, initializers, prune_initializers
-
     inits, users = initializers(model), consumers(model)
     wanted = set(node_names)
     absorbed: set[str] = set()
@@ -74,14 +92,12 @@ def quantize_matmuls_dynamic(model: "object", node_names: Iterable[str], preset:
     for node in list(model.graph.node):
         if node.op_type != "MatMul" or node.name not in wanted:
             continue
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        stem = node.input[1] + ("_s8" if preset.weight_type == "QInt8" else "_u8")
-        quantized, scale, zero_point = _quantize_weight(weight, preset)
-        model.graph.initializer.extend([numpy_helper.from_array(quantized, stem), numpy_helper.from_array(scale, stem + "_scale")])
-        inputs = [node.input[0], stem, stem + "_scale", ""]
-        if zero_point is not None:
-            model.graph.initializer.append(numpy_helper.from_array(zero_point, stem + "_zero_point"))
-            inputs[3] = stem + "_zero_point"
+        weight = quantize_weight(numpy_helper.to_array(inits[node.input[1]]), preset.signed_weights, preset.per_channel)
+        stem = node.input[1] + ("_s8" if preset.signed_weights else "_u8")
+        inputs = [node.input[0], add_initializer(model, stem, weight.values),
+                  add_initializer(model, stem + "_scale", weight.scale), ""]
+        if weight.zero_point is not None:
+            inputs[3] = add_initializer(model, stem + "_zero_point", weight.zero_point)
         output = node.output[0]
         bias = bias_add(node, users, inits)
         if bias is not None:
@@ -89,28 +105,12 @@ def quantize_matmuls_dynamic(model: "object", node_names: Iterable[str], preset:
             output = bias.output[0]
             absorbed.add(bias.name)
         node.CopyFrom(helper.make_node("DynamicQuantizeMatMul", inputs, [output], name=node.name + "_int8",
-                                       domain="com.microsoft"))
+                                       domain=MICROSOFT_DOMAIN))
         count += 1
-    kept = [n for n in model.graph.node if n.name not in absorbed]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    replace_nodes(model, [n for n in model.graph.node if n.name not in absorbed])
+    ensure_opset(model, MICROSOFT_DOMAIN)
     prune_initializers(model)
     return count
-
-
-def _quantize_weight(weight: np.ndarray, preset: Int8Preset) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    if preset.weight_type == "QInt8":
-        peak = np.abs(weight).max(axis=0) if preset.per_channel else np.abs(weight).max(keepdims=True)
-        scale = np.maximum(peak / 127.0, 1e-12).astype(np.float32)
-        return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale, None
-    low = np.minimum(weight.min(axis=0) if preset.per_channel else weight.min(keepdims=True), 0.0)
-    high = np.maximum(weight.max(axis=0) if preset.per_channel else weight.max(keepdims=True), 0.0)
-    scale = np.maximum((high - low) / 255.0, 1e-12).astype(np.float32)
-    zero_point = np.clip(np.round(-low / scale), 0, 255).astype(np.uint8)
-    quantized = np.clip(np.round(weight / scale) + zero_point, 0, 255).astype(np.uint8)
-    return quantized, scale, zero_point
 
 
 class _TokenizedReader:
@@ -131,7 +131,7 @@ class _TokenizedReader:
 
 
 def quantize_static_qdq(
-    model: "object",
+    model: Any,
     target: str | Path,
     calibration_batches: Sequence[dict[str, np.ndarray]],
     input_names: Sequence[str],
@@ -147,26 +147,57 @@ def quantize_static_qdq(
 
     untouched = onnx.ModelProto()
     untouched.CopyFrom(model)  # onnxruntime moves the weights of the proto it gets into a temporary file
-    quantize_static(
-        untouched, str(target),
-        calibration_data_reader=_TokenizedReader(calibration_batches, input_names),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"],
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_quantize=list(nodes_to_quantize),
-        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                          "entropy": CalibrationMethod.Entropy}[method],
-        extra_options={"MatMulConstBOnly": True, "ActivationSymmetric": True, "WeightSymmetric": True,
-                       "CalibPercentile": 99.999, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
-    )
+    with _entropy_histogram_bins():
+        quantize_static(
+            untouched, str(target),
+            calibration_data_reader=_TokenizedReader(calibration_batches, input_names),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=list(nodes_to_quantize),
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                              "entropy": CalibrationMethod.Entropy}[method],
+            extra_options={"MatMulConstBOnly": True, "ActivationSymmetric": True, "WeightSymmetric": True,
+                           "CalibPercentile": 99.999, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
+        )
     quantized = onnx.load(str(target))
     keep_float_outside(quantized, set(nodes_to_quantize))
     onnx.save(quantized, str(target))
 
 
-def keep_float_outside(model: "object", quantized_matmuls: set[str]) -> int:
+ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128  # TensorRT's entropy calibrator uses the same histogram
+
+
+@contextmanager
+def _entropy_histogram_bins() -> Iterator[None]:
+    """onnxruntime's entropy calibrator defaults to 128 bins for 128 quantized bins, which leaves one candidate
+    threshold (the full range: entropy == minmax, measured), and quantize_static forwards no option for it. For the
+    duration of one call, its calibrator factory gets TensorRT's 2048 bins."""
+    import importlib
+
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not the function
+    original = getattr(ort_quantize, "create_calibrator", None)
+    if original is None:  # a future onnxruntime: nothing to adjust, and nothing we would silently get wrong
+        yield
+        return
+
+    def with_bins(*args: Any, **kwargs: Any) -> Any:
+        extra = dict(kwargs.get("extra_options") or {})
+        extra.setdefault("num_bins", ENTROPY_BINS)
+        extra.setdefault("num_quantized_bins", ENTROPY_QUANTIZED_BINS)
+        kwargs["extra_options"] = extra
+        return original(*args, **kwargs)
+
+    ort_quantize.create_calibrator = with_bins
+    try:
+        yield
+    finally:
+        ort_quantize.create_calibrator = original
+
+
+def keep_float_outside(model: Any, quantized_matmuls: set[str]) -> int:
     """Give every reader of a fake-quantized activation other than the quantized MatMuls the float tensor back.
 
     onnxruntime's QDQ quantizer rounds a tensor for all its readers once one of them is quantized: the residual
@@ -174,20 +205,17 @@ def keep_float_outside(model: "object", quantized_matmuls: set[str]) -> int:
     0.1 of minimum cosine), and MatMuls meant to stay float (kept by the search, or the outlier side paths)
     read a rounded input. Only the inputs of the quantized MatMuls are INT8 (the placement TensorRT expects).
     """
-    from bge_export.optimizers.graph_edit import prune_dead_nodes
-
-    producers = {out: node for node in model.graph.node for out in node.output}
-    initializer_names = {init.name for init in model.graph.initializer}
+    writers, inits = producers(model), initializers(model)
     rewired = 0
     for node in model.graph.node:
         if node.op_type == "MatMul" and node.name in quantized_matmuls:
             continue
         for index, name in enumerate(node.input):
-            dequantize = producers.get(name)
+            dequantize = writers.get(name)
             if dequantize is None or dequantize.op_type != "DequantizeLinear":
                 continue
-            quantize = producers.get(dequantize.input[0])
-            if quantize is None or quantize.op_type != "QuantizeLinear" or quantize.input[0] in initializer_names:
+            quantize = writers.get(dequantize.input[0])
+            if quantize is None or quantize.op_type != "QuantizeLinear" or quantize.input[0] in inits:
                 continue
             node.input[index] = quantize.input[0]
             rewired += 1

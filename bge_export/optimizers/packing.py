@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bge_export.optimizers.graph import MICROSOFT_DOMAIN, Constant, add_initializer, constants, replace_nodes
+
 ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow"})
 UNARY_OPS = frozenset({"Sqrt", "Erf", "Tanh", "Relu", "Sigmoid", "Gelu", "FastGelu", "QuickGelu", "Cast", "Identity"})
 PROJECTION_OPS = frozenset({"MatMul", "DynamicQuantizeMatMul", "MatMulNBits", "BiasGelu"})
@@ -40,23 +42,22 @@ class PackingReport:
 
 def pack_tokens(model: Any, mask_input: str = "attention_mask") -> PackingReport:
     """Rewrite `model` in place so per-token ops run on [tokens, features]; returns what moved."""
-    from onnx import TensorProto, helper, numpy_helper
-
     import numpy as np
+    from onnx import TensorProto, helper
 
     if mask_input not in {i.name for i in model.graph.input}:
         return PackingReport(0, 0)
     nodes_in = list(model.graph.node)
     start = next((i for i, n in enumerate(nodes_in) if n.op_type in PACK_STARTS), None)
-    mixing = {i for i, n in enumerate(nodes_in) if n.op_type in TOKEN_MIXING_OPS and n.domain == "com.microsoft"}
+    mixing = {i for i, n in enumerate(nodes_in) if n.op_type in TOKEN_MIXING_OPS and n.domain == MICROSOFT_DOMAIN}
     if start is None or not mixing:  # eager attention: packed rows could not come back after it
         return PackingReport(0, 0)
-    shapes = _constant_shapes(model)
+    constant_tensors = constants(model)
     packed: set[str] = {nodes_in[start].output[0]}
     sources: set[str] = set(packed)  # padded tensors gathered into the packed layout
     moved: set[int] = set()  # node positions (names may be empty or repeated)
     for position, node in enumerate(nodes_in):
-        if position != start and _works_per_token(node, packed, shapes):
+        if position != start and _works_per_token(node, packed, constant_tensors):
             moved.add(position)
             packed.update(o for o in node.output if o)
         elif position in mixing:
@@ -75,11 +76,9 @@ def pack_tokens(model: Any, mask_input: str = "attention_mask") -> PackingReport
             needs_padded.update(i for i in node.input if i in packed and i not in sources)
     prefix = "bge_export_packing/"
     const = {"flat": prefix + "minus_one", "zero": prefix + "zero", "one": prefix + "one"}
-    model.graph.initializer.extend([
-        numpy_helper.from_array(np.array([-1], dtype=np.int64), const["flat"]),
-        numpy_helper.from_array(np.array(0, dtype=np.int64), const["zero"]),
-        numpy_helper.from_array(np.array(1, dtype=np.int64), const["one"]),
-    ])
+    add_initializer(model, const["flat"], np.array([-1], dtype=np.int64))
+    add_initializer(model, const["zero"], np.array(0, dtype=np.int64))
+    add_initializer(model, const["one"], np.array(1, dtype=np.int64))
     head = [
         helper.make_node("Cast", [mask_input], [prefix + "mask"], to=TensorProto.INT64, name=prefix + "mask"),
         helper.make_node("Reshape", [prefix + "mask", const["flat"]], [prefix + "mask_flat"], name=prefix + "flat"),
@@ -128,37 +127,37 @@ def pack_tokens(model: Any, mask_input: str = "attention_mask") -> PackingReport
                     helper.make_node("Reshape", [original + "/padded_rows", prefix + "padded_shape"], [original],
                                      name=original + "/unpack_reshape"),
                 ]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    replace_nodes(model, nodes)
     return PackingReport(len(moved), regathers)
 
 
-def _works_per_token(node: Any, packed: set[str], shapes: dict[str, tuple[int, ...]]) -> bool:
+def _works_per_token(node: Any, packed: set[str], constant_tensors: dict[str, Constant]) -> bool:
     """True when `node` computes each token's row from that token's row alone (plus constants)."""
     inputs = [name for name in node.input if name]
     if not inputs or not any(name in packed for name in inputs):
         return False
     op = node.op_type
     if op in PROJECTION_OPS:
-        return inputs[0] in packed and all(name in shapes for name in inputs[1:]) and (
-            op != "MatMul" or len(shapes[inputs[1]]) == 2)
+        return inputs[0] in packed and all(name in constant_tensors for name in inputs[1:]) and (
+            op != "MatMul" or len(constant_tensors[inputs[1]].shape) == 2)
     if op in UNARY_OPS:
         return True
     if op in ELEMENTWISE_OPS:
-        return all(name in packed or _broadcasts_per_token(shapes.get(name)) for name in inputs)
+        return all(name in packed or _broadcasts_per_token(constant_tensors.get(name)) for name in inputs)
     if op in NORM_OPS:
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
         data = 2 if op.startswith("Skip") else 1
-        return axis in (-1, 2) and all(n in packed for n in inputs[:data]) and all(n in shapes for n in inputs[data:])
+        return (axis in (-1, 2) and all(n in packed for n in inputs[:data])
+                and all(n in constant_tensors for n in inputs[data:]))
     if op == "Split":
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        return axis in (-1, 2) and inputs[0] in packed and all(name in shapes for name in inputs[1:])
+        return axis in (-1, 2) and inputs[0] in packed and all(name in constant_tensors for name in inputs[1:])
     return False
 
 
-def _broadcasts_per_token(shape: tuple[int, ...] | None) -> bool:
+def _broadcasts_per_token(constant: Constant | None) -> bool:
     """A constant that broadcasts over [tokens, features] exactly as over [batch, sequence, features]."""
-    return shape is not None and (len(shape) <= 1 or (len(shape) == 2 and shape[0] == 1))
+    return constant is not None and (len(constant.shape) <= 1 or (len(constant.shape) == 2 and constant.shape[0] == 1))
 
 
 def _drop_leading_axis(node: Any) -> None:
@@ -166,16 +165,3 @@ def _drop_leading_axis(node: Any) -> None:
     for attribute in node.attribute:
         if attribute.name == "axis" and attribute.i > 0:
             attribute.i -= 1
-
-
-def _constant_shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    """Shapes of initializers, Constant outputs and Identity copies of them (the exporter shares equal weights)."""
-    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Identity" and node.input[0] in shapes:
-            shapes[node.output[0]] = shapes[node.input[0]]
-        elif node.op_type == "Constant":
-            tensor = next((a.t for a in node.attribute if a.name == "value"), None)
-            if tensor is not None:
-                shapes[node.output[0]] = tuple(tensor.dims)
-    return shapes

@@ -9,10 +9,12 @@ activations (the FFN output projection after GELU, in BERT-family models) rank f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from bge_export.optimizers.graph import initializers, quantize_weight
+from bge_export.optimizers.graph_edit import capture
 from bge_export.optimizers.int8 import Int8Preset
 
 MAX_ROWS_PER_NODE = 4096
@@ -26,7 +28,7 @@ class NodeSensitivity:
 
 
 def rank_nodes(
-    model: "object",
+    model: Any,
     nodes: Sequence[str],
     batches: Sequence[dict[str, np.ndarray]],
     preset: Int8Preset,
@@ -38,8 +40,6 @@ def rank_nodes(
     calibration text, which punishes wide-ranged inputs far more: `static` simulates that instead.
     """
     from onnx import numpy_helper
-
-    from bge_export.optimizers.graph_edit import capture, initializers
 
     inits = initializers(model)
     by_name = {node.name: node for node in model.graph.node}
@@ -78,7 +78,7 @@ def _range_row(rows: np.ndarray) -> np.ndarray:
 
 
 def _simulated_error(activations: list[np.ndarray], weight: np.ndarray, preset: Int8Preset, static: bool) -> float:
-    dequantized_weight = _fake_quantize_weight(weight, preset)
+    dequantized_weight = quantize_weight(weight, preset.signed_weights, preset.per_channel).dequantize()
     error = reference = 0.0
     static_scale = max(float(np.abs(a).max()) for a in activations) / 127.0
     for batch in activations:
@@ -94,15 +94,3 @@ def _simulated_error(activations: list[np.ndarray], weight: np.ndarray, preset: 
         error += float(np.square(x_q @ dequantized_weight - exact).sum())
         reference += float(np.square(exact).sum())
     return (error / max(reference, 1e-30)) ** 0.5
-
-
-def _fake_quantize_weight(weight: np.ndarray, preset: Int8Preset) -> np.ndarray:
-    axis_max = np.abs(weight).max(axis=0, keepdims=True) if preset.per_channel else np.abs(weight).max()
-    if preset.weight_type == "QInt8":
-        scale = np.maximum(axis_max, 1e-12) / 127.0
-        return np.clip(np.round(weight / scale), -127, 127) * scale
-    lo = np.minimum(weight.min(axis=0, keepdims=True) if preset.per_channel else weight.min(), 0.0)
-    hi = np.maximum(weight.max(axis=0, keepdims=True) if preset.per_channel else weight.max(), 0.0)
-    scale = np.maximum(hi - lo, 1e-12) / 255.0
-    zero_point = np.round(-lo / scale)
-    return (np.clip(np.round(weight / scale) + zero_point, 0, 255) - zero_point) * scale
