@@ -1,4 +1,4 @@
-"""`bge-export validate` and `bge-export bench`: thin click commands over validate/harness.py and validate/speed.py.
+"""`bge-export validate` and `bge-export bench`: thin click commands over validate/harness.py and validate/bench.py.
 
 Registered on the main group by cli.py (`cli.add_command`); every flag maps onto one options field.
 """
@@ -62,6 +62,8 @@ def _shared_speed_options(function: click.decorators.FC) -> click.decorators.FC:
               help="Override the minimum per-text cosine, for every artifact (0.97) or one precision (int8=0.97).")
 @click.option("--min-mean-cosine", multiple=True, metavar="[PRECISION=]X", help="Override the mean-cosine floor (same forms).")
 @click.option("--min-overlap", multiple=True, metavar="[PRECISION=]X", help="Override the top-10 neighbour-overlap floor (same forms).")
+@click.option("--min-cross-overlap", multiple=True, metavar="[PRECISION=]X",
+              help="Override the floor of the mixed-precision top-10 overlap (artifact queries, baseline documents; same forms).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size when encoding the corpus and labelled data.")
 @click.option("--speed/--no-speed", default=True, show_default=True, help="Measure speed (in the same run as the baseline).")
 @_shared_speed_options
@@ -72,14 +74,16 @@ def _shared_speed_options(function: click.decorators.FC) -> click.decorators.FC:
 def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None, corpus: str | None,
                      max_texts: int | None, sts: str | None, retrieval: str | None, retrieval_split: str,
                      min_cosine: tuple[str, ...], min_mean_cosine: tuple[str, ...], min_overlap: tuple[str, ...],
-                     batch_size: int, speed: bool, batch_sizes: list[int], seq_lens: list[int], repeats: int,
+                     min_cross_overlap: tuple[str, ...], batch_size: int, speed: bool, batch_sizes: list[int],
+                     seq_lens: list[int], repeats: int,
                      threads: int | None, report_dir: str | None, no_manifest_update: bool, as_json: bool,
                      quiet: bool) -> None:
     """Check FOLDER's artifacts against the model in PyTorch fp32.
 
     \b
     Per artifact: cosine to the baseline per text (mean, min, 1st percentile,
-    worst texts), top-10 neighbour overlap, norms; STS Spearman and BEIR
+    worst texts), top-10 neighbour overlap, the same search with artifact
+    queries in baseline documents (mixed precision), norms; STS Spearman and BEIR
     nDCG@10 / recall@100 when labelled data is given; speed as ratios to the
     baseline. Writes report.json, report.md and report.html.
     Exit 0: every artifact passed or is unverified; 1: any failed; 2: bad input.
@@ -93,6 +97,7 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
         min_cosine=parse_threshold_overrides(min_cosine, "--min-cosine"),
         min_mean_cosine=parse_threshold_overrides(min_mean_cosine, "--min-mean-cosine"),
         min_overlap=parse_threshold_overrides(min_overlap, "--min-overlap"),
+        min_cross_overlap=parse_threshold_overrides(min_cross_overlap, "--min-cross-overlap"),
         batch_size=batch_size, speed=speed, batch_sizes=batch_sizes, seq_lens=seq_lens, repeats=repeats,
         threads=threads, report_dir=report_dir, update_manifest=not no_manifest_update, quiet=quiet,
     )
@@ -102,9 +107,14 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
         click.echo(dumps(data))
     else:
         if not quiet:
-            from bge_export.validate.report import summary_rows
+            from bge_export.validate.report import machine_line, speed_warning, summary_rows
 
+            warning = speed_warning(data.get("speed"))
+            if warning:
+                click.echo(warning)
             click.echo(_plain_table(*summary_rows(data)))
+            if data.get("speed"):
+                click.echo(machine_line(data.get("machine")))
             click.echo("")
         for artifact in report.artifacts:
             click.echo(f"{artifact.status.upper():11s} {artifact.path}  ({artifact.reason})")
@@ -139,9 +149,12 @@ def bench_command(folder: str, artifacts: tuple[str, ...], model: str | None, ba
     on synthetic token ids (the same arrays for every backend), load time,
     peak memory, file size and end-to-end encode throughput; every backend on
     the same threads, repeats interleaved, results as ratios to the baseline.
+    Exit 0: every artifact measured or unverified; 1: an artifact's runtime
+    refused it (validate fails it too); 2: bad input, or a file changed since
+    the export.
     """
     from bge_export.validate.report import dumps, render_bench_markdown
-    from bge_export.validate.speed import BenchOptions, bench
+    from bge_export.validate.bench import BenchOptions, bench
 
     options = BenchOptions(
         folder=folder, artifacts=list(artifacts), model=model, batch_sizes=batch_sizes, seq_lens=seq_lens,
@@ -155,6 +168,10 @@ def bench_command(folder: str, artifacts: tuple[str, ...], model: str | None, ba
         click.echo(render_bench_markdown(report.to_dict()))
     for path, reason in report.unverified.items():
         click.echo(f"UNVERIFIED  {path}  ({reason})", err=as_json)
+    if report.failed:
+        names = ", ".join(report.failed)
+        raise CheckFailedError(f"{len(report.failed)} artifact(s) could not be run, as validate would fail them: {names}; "
+                               f"{next(iter(report.failed.values()))}")
 
 
 def _plain_table(header: list[str], rows: list[list[str]]) -> str:

@@ -141,3 +141,53 @@ def test_failed_check_exits_1_and_marks_the_artifact(capsys, tmp_path, tiny_mode
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["artifacts"][0]["status"] == "fail"
     assert "1.5" in manifest["artifacts"][0]["status_reason"]
+
+
+def test_one_exit_code_rule_for_an_artifact_its_runtime_refuses(capsys, tmp_path, tiny_model):
+    """A file that is what the export recorded (hash matches) but that onnxruntime refuses is a failed artifact:
+    exit 1 in validate and in bench alike; a file changed since the export is bad input: exit 2 in both."""
+    from bge_export.manifest import file_sha256, read_manifest
+
+    folder = tiny_model(pooling="mean")
+    out = tmp_path / "out"
+    assert run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--optimize")[0] == 0
+    broken = out / "onnx" / "model_optimized.onnx"
+    broken.write_bytes(b"not an onnx graph")
+    # changed since the export: bad input, named, nothing written
+    for command in ("validate", "bench"):
+        code, _, err = run_cli(capsys, command, str(out), "-q", "--batch-sizes", "1", "--seq-lens", "8", "--repeats", "1")
+        assert code == 2, (command, err)
+        assert_one_line_error(err, "onnx/model_optimized.onnx changed since the export")
+    assert not (out / "report.json").exists() and not (out / "bench.json").exists()
+    # the same bytes recorded as the export's: the artifact itself is broken, which is a failed check
+    manifest = read_manifest(out)
+    manifest.find("onnx/model_optimized.onnx").sha256 = file_sha256(broken)
+    manifest.files["onnx/model_optimized.onnx"] = file_sha256(broken)
+    manifest.write(out)
+    code, _, err = run_cli(capsys, "validate", str(out), "-q", "--no-speed", "--max-texts", "20")
+    assert code == 1, err
+    assert_one_line_error(err, "onnx/model_optimized.onnx")
+    assert read_manifest(out).find("onnx/model_optimized.onnx").status == "fail"
+    code, _, err = run_cli(capsys, "bench", str(out), "-q", "--batch-sizes", "1", "--seq-lens", "8", "--repeats", "1",
+                           "--encode-texts", "0")
+    assert code == 1, err
+    assert_one_line_error(err, "onnx/model_optimized.onnx", "could not be run")
+    assert json.loads((out / "bench.json").read_text())["failed"]["onnx/model_optimized.onnx"].startswith("cannot be loaded")
+
+
+def test_validate_keeps_the_floor_a_user_set_at_export(capsys, tmp_path, tiny_model):
+    """--min-cosine at export is the INT8 artifact's own floor: validate judges it against that, not the table."""
+    from bge_export.manifest import read_manifest
+
+    folder = tiny_model(pooling="mean")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--quantize", "int8",
+                           "--min-cosine", "0.5")
+    assert code == 0, err
+    int8 = [a for a in read_manifest(out).artifacts if a.precision == "int8-dynamic"][0]
+    code, _, err = run_cli(capsys, "validate", str(out), "-q", "--no-speed", "--max-texts", "30",
+                           "--artifact", int8.path)
+    assert code in (0, 1), err
+    data = json.loads((out / "report.json").read_text())
+    (result,) = data["artifacts"]
+    assert result["thresholds"]["min_cosine"] == 0.5 and result["thresholds"]["min_mean_cosine"] == 0.5

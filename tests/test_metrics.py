@@ -11,6 +11,7 @@ from bge_export.validate import metrics
 from bge_export.validate.metrics import (
     CosineSummary,
     cosine_per_row,
+    cross_topk_neighbour_overlap,
     ndcg_at_k,
     recall_at_k,
     retrieval_scores,
@@ -290,6 +291,44 @@ def test_overlap_chunking_matches_brute_force(monkeypatch):
     expected = np.mean([len(a & b) / k for a, b in zip(brute_neighbours(ref), brute_neighbours(cand))])
     monkeypatch.setattr(metrics, "_ROW_CHUNK", 6)
     assert topk_neighbour_overlap(ref, cand, k=k) == pytest.approx(expected)
+
+
+def test_cross_overlap_moves_only_the_query_side():
+    ref = _on_circle(_ANGLES)
+    # Same candidate as test_overlap_one_swapped_neighbour (row 5 moved from 100 to 160 degrees), but only the
+    # queries come from it; documents stay at the reference angles:
+    #   query 4 (70) among docs 0,10,25,45,100: dist 70,60,45,25,30 -> {3, 5}, as the reference -> 1
+    #   query 5 (160) among docs 0..70: dist 160,150,135,115,90 -> {4, 3}, as the reference -> 1
+    #   queries 0..3 are unchanged and search unchanged documents -> 1
+    # mean 1.0, while the artifact searched with itself loses row 4's neighbour (5.5 / 6).
+    cand = _on_circle(_ANGLES[:5] + [160.0])
+    assert cross_topk_neighbour_overlap(ref, cand, k=2) == pytest.approx(1.0)
+    assert topk_neighbour_overlap(ref, cand, k=2) == pytest.approx(5.5 / 6)
+    # Query 4 moved to 20 degrees: among docs 0,10,25,45,100 -> dist 20,10,5,25,80 -> {2, 1}; reference {3, 5}
+    # -> overlap 0 for row 4; the other five rows keep theirs (queries and documents as the reference).
+    moved = _on_circle(_ANGLES[:4] + [20.0, 100.0])
+    assert cross_topk_neighbour_overlap(ref, moved, k=2) == pytest.approx(5 / 6)
+
+
+def test_cross_overlap_chunking_matches_brute_force(monkeypatch):
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(40, 8))
+    queries = ref + 0.6 * rng.normal(size=(40, 8))
+    k = 5
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def top(sims: np.ndarray, i: int) -> set[int]:
+        return set(sorted((j for j in range(len(sims)) if j != i), key=lambda j: (-sims[i, j], j))[:k])
+
+    own, mixed = unit(ref) @ unit(ref).T, unit(queries) @ unit(ref).T
+    expected = np.mean([len(top(own, i) & top(mixed, i)) / k for i in range(40)])
+    assert expected < 0.9  # the noise really moves neighbours, so the comparison means something
+    monkeypatch.setattr(metrics, "_ROW_CHUNK", 7)
+    assert cross_topk_neighbour_overlap(ref, queries, k=k) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        cross_topk_neighbour_overlap(ref, queries[:39])
 
 
 def test_overlap_rejects_bad_input():

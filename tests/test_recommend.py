@@ -182,7 +182,7 @@ def test_failed_and_unverified_artifacts_are_never_recommended(folder, tmp_path)
     assert "fail" in rows[broken] and "validate, 24 texts" in rows[broken]
     assert "built-in check, 96 texts" in rows[FUSED]
     assert "pass" not in rows[unchecked] and "unverified" in rows[unchecked] and "texts" not in rows[unchecked]
-    assert "judged by validate on 24 texts (built-in corpus)" in out
+    assert "judged by validate on 24 texts (built-in corpus (report part))" in out
     assert "floors: min cosine ≥ 0.9999, mean ≥ 0.99999, top-10 ≥ 0.99" in out  # fp32 floors, recorded by validate
 
     code, out, _ = run_cli("inspect", str(folder), "--json")
@@ -220,7 +220,8 @@ def test_load_encoder_defaults_to_the_recommendation_and_says_so(folder, caplog)
     with caplog.at_level(logging.INFO, logger="bge_export"):
         encoder = load_encoder(folder, threads=1)
     assert encoder.artifact == int8 and encoder.path == folder / int8  # what it says is what it loaded
-    assert encoder.selection.startswith("onnxruntime-cpu recommendation (computed now by kind")
+    # the export stored its by-kind recommendation in the manifest
+    assert encoder.selection.startswith("onnxruntime-cpu recommendation (stored in manifest.json): by kind")
     assert "\n" not in encoder.selection
     assert [r for r in caplog.records if r.name == "bge_export" and int8 in r.getMessage()]
     assert encoder.encode(["a test"]).shape == (1, 32)

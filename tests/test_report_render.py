@@ -17,10 +17,11 @@ from bge_export.validate.harness import (
     BaselineResult,
     Check,
     Fidelity,
-    Thresholds,
     ValidationReport,
     WorstText,
 )
+from bge_export.validate.check import Floors
+from bge_export.validate.machine import CpuLoad, SpeedTrust
 from bge_export.validate.report import (
     render_bench_markdown,
     render_validation_html,
@@ -60,7 +61,8 @@ def _cells(scale: float) -> list[CellTiming]:
 def _fidelity(gap: float, texts: int = 500) -> Fidelity:
     gaps = np.sort(np.random.default_rng(0).exponential(gap, texts))
     cos = 1 - gaps
-    return Fidelity(texts, float(cos.mean()), float(cos.min()), float(np.percentile(cos, 1)), 1 - 30 * gap, 1e-7, 0,
+    return Fidelity(texts, float(cos.mean()), float(cos.min()), float(np.percentile(cos, 1)), 1 - 30 * gap,
+                    1 - 20 * gap, 1e-7, 0,
                     [WorstText(7, float(cos.min()), "a <b>tagged</b> text & more"), WorstText(3, float(cos[-2]), "second")],
                     [float(v) for v in np.percentile(gaps, np.linspace(0, 100, 101))])
 
@@ -74,17 +76,20 @@ def sample_report() -> ValidationReport:
     ]
     for backend, ratio in zip(speed_backends[1:], (1.1, 2.2)):
         backend.speedup = {f"{c.batch_size}x{c.seq_len}": RatioSummary(ratio, ratio * 0.95, ratio * 1.05) for c in backend.cells}
-    speed = SpeedResult(SpeedSettings((1, 8, 32), (16, 64, 128), 3, threads=2), {"cpu": "test cpu", "threads": 2},
+    machine = {"cpu": "test cpu", "cpu_features": {"amx_tile": False, "amx_int8": False, "amx_bf16": False,
+                                                   "avx512_vnni": True, "avx_vnni": False, "avx512_bf16": True},
+               "cores_available": 2, "threads": 2}
+    speed = SpeedResult(SpeedSettings((1, 8, 32), (16, 64, 128), 3, threads=2), machine,
                         speed_backends, ["sequence lengths [512] skipped: above the model's max_seq_length 256"])
     fp32 = ArtifactResult(
         "onnx/model.onnx", "onnx", "fp32", "onnxruntime", 90_400_000, "pass", "min cosine 0.99999 >= 0.9999",
-        Thresholds(0.9999, 0.99999, 0.99, 1e-4), [Check("min cosine", 0.9999999, 0.9999, "min")], _fidelity(1e-8),
+        Floors(0.9999, 0.99999, 0.99, 0.99, 1e-4), [Check("min cosine", 0.9999999, 0.9999, "min")], _fidelity(1e-8),
         {"sts": {"dataset": "sts.tsv", "pairs": 240, "spearman": 0.8212, "delta_spearman": 0.0}}, 0.3,
         MemoryUse(95.0, 140.0), encode_timing(500, [2.0]),
     )
     int8 = ArtifactResult(
         "onnx/model_qint8.onnx", "onnx", "int8-dynamic", "onnxruntime", 23_000_000, "fail",
-        "top-10 overlap 0.88 < 0.95", Thresholds(0.98, 0.995, 0.95, 1e-2),
+        "top-10 overlap 0.88 < 0.95", Floors(0.98, 0.995, 0.95, 0.95, 1e-2),
         [Check("top-10 overlap", 0.88, 0.95, "min"), Check("non-finite embeddings", 0.0, 0.0, "max")], _fidelity(5e-3),
         {"sts": {"dataset": "sts.tsv", "pairs": 240, "spearman": 0.8171, "delta_spearman": -0.0041}}, 0.2,
         MemoryUse(30.0, 60.0), encode_timing(500, [1.0]),
@@ -156,6 +161,74 @@ def test_report_without_speed_or_fidelity_still_renders():
     page = render_validation_html(report.to_dict())
     assert "data:image/png" not in page and "UNVERIFIED" in page
     assert "speed-up" not in render_validation_markdown(report.to_dict()).splitlines()[4]
+
+
+def _untrusted(report: ValidationReport) -> ValidationReport:
+    """The trust verdict of the run that once showed 137.8x: another process on one of the two cores."""
+    load = CpuLoad(wall_seconds=40.0, cores=2, own_cores=1.9, other_cores=1.6)
+    report.speed.trust = SpeedTrust(False, ["other processes used 1.6 of 2 cores during the measurement",
+                                            "the baseline's throughput varied up to 2296% between repeats"],
+                                    2, load, 0.31, 22.96, 22.96)
+    return report
+
+
+def test_untrusted_speed_is_a_warning_not_a_result(tmp_path):
+    trusted = sample_report().to_dict()
+    header, rows = summary_rows(trusted)
+    assert dict(zip(header, rows[2]))["speed-up"] == "2.20× [2.09–2.31]"
+    assert "WARNING" not in render_validation_markdown(trusted) and 'class="warning"' not in render_validation_html(trusted)
+
+    data = _untrusted(sample_report()).to_dict()
+    assert data["speed"]["trustworthy"] is False and data["speed"]["trust"]["load"]["other_cores"] == 1.6
+    header, rows = summary_rows(data)
+    speedups = [dict(zip(header, row))["speed-up"] for row in rows[1:3]]
+    assert speedups == ["untrusted", "untrusted"]
+    markdown = render_validation_markdown(data)
+    summary_table = markdown[:markdown.index("## onnx/model.onnx")]
+    assert "> **WARNING: speed-ups not trustworthy: other processes used 1.6 of 2 cores" in summary_table
+    assert "2296%" in summary_table and "2.20×" not in summary_table
+    speed_section = markdown[markdown.index("## Speed"):]
+    assert speed_section.index("WARNING") < speed_section.index("| backend |")  # the warning sits above the grid
+    assert "untrusted: 2.20× [2.09–2.31]" in speed_section and "| 2.20× [" not in speed_section
+    page = render_validation_html(data)
+    assert page.count('<p class="warning">WARNING: speed-ups not trustworthy') == 2
+    assert "<td>2.20× [2.09–2.31]</td>" not in page and "<td>untrusted</td>" in page
+    bench = render_bench_markdown({"folder": "/x", "created": "now", "toolkit_version": "0", "baseline_model": "/m",
+                                   "unverified": {}, **_untrusted(sample_report()).speed.to_dict()})
+    assert bench.index("WARNING: speed-ups not trustworthy") < bench.index("| backend |")
+    assert "| 2.20× [" not in bench
+
+
+def test_machine_line_with_cpu_flags_sits_next_to_speed_figures():
+    data = sample_report().to_dict()
+    line = ("Machine: CPU test cpu (avx512_vnni, avx512_bf16; no amx_tile, amx_int8, amx_bf16, avx_vnni); "
+            "2 threads on 2 available cores")
+    markdown = render_validation_markdown(data)
+    assert markdown.count(line) == 2  # under the summary table and at the top of the speed grid
+    assert line in render_validation_html(data)
+    bench = render_bench_markdown({"folder": "/x", "created": "now", "toolkit_version": "0", "baseline_model": "/m",
+                                   "unverified": {}, **sample_report().speed.to_dict()})
+    assert line in bench
+    data["machine"]["cpu_features"] = None  # macOS: no /proc/cpuinfo
+    assert "CPU test cpu (flags unknown)" in render_validation_markdown(data)
+
+
+def test_mixed_precision_columns_and_retrieval_table():
+    report = sample_report()
+    int8 = report.artifacts[1]
+    report.baseline.tasks["retrieval"] = {"ndcg@10": 0.70, "recall@100": 0.95}
+    int8.tasks["retrieval"] = {"ndcg@10": 0.68, "recall@100": 0.94, "delta_ndcg@10": -0.02, "mixed": {
+        "artifact_queries_baseline_documents": {"ndcg@10": 0.6912, "recall@100": 0.9431},
+        "baseline_queries_artifact_documents": {"ndcg@10": 0.6875, "recall@100": 0.9402}}}
+    data = report.to_dict()
+    header, rows = summary_rows(data)
+    row = dict(zip(header, rows[2]))
+    assert row["top-10 mixed"] == f"{1 - 20 * 5e-3:.4f}" and row["nDCG@10 (Δ)"] == "0.6800 (-0.0200)"
+    assert row["nDCG@10 mixed (art. q→fp32 docs / fp32 q→art. docs)"] == "0.6912 / 0.6875"
+    markdown = render_validation_markdown(data)
+    assert "| artifact | baseline | 0.6912 | 0.9431 |" in markdown
+    assert "| baseline | artifact | 0.6875 | 0.9402 |" in markdown
+    assert "| baseline | baseline | 0.7000 | 0.9500 |" in markdown
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (Debian: apt-get install chromium)")

@@ -29,13 +29,21 @@ class Floors:
         return asdict(self)
 
 
+# min_cross_top10_overlap, measured with `validate` on all-MiniLM-L6-v2 (AMD EPYC, AVX-512 VNNI, no AMX). On the
+# report part of the built-in corpus (1,058 texts): fp32 and fp32-optimized 1.0000, fp16 0.9998, our INT8
+# (avx512_vnni) 0.9760 (its plain top-10 0.9673). On all 1,328 texts, copies that miss other floors: onnxruntime's
+# plain quantize_dynamic per-channel 0.9434, per-tensor 0.8774, QUInt8 0.9139 (our INT8 0.9795 there); fp32 with
+# 5% / 20% noise on three MatMul weights 0.9921 / 0.9703. The mixed search moves only the query side, so it sits
+# above the plain top-10 (1 - cross ~ 0.65-0.75 x (1 - top-10) in every row above), and each floor sits above its
+# top-10 floor: fp32 0.995 and fp16 0.99 (faithful copies measure >= 0.9998), int8 0.96 (ours clears it by 0.016;
+# a margin of 0.005 is 50 of 10,580 neighbours); every broken copy above fails.
 FLOORS: dict[str, Floors] = {
     "fp32": Floors(min_cosine=0.9999, min_mean_cosine=0.99999, min_top10_overlap=0.99,
-                   min_cross_top10_overlap=0.99, max_norm_error=1e-4),
+                   min_cross_top10_overlap=0.995, max_norm_error=1e-4),
     "fp16": Floors(min_cosine=0.999, min_mean_cosine=0.9995, min_top10_overlap=0.98,
-                   min_cross_top10_overlap=0.98, max_norm_error=1e-2),
+                   min_cross_top10_overlap=0.99, max_norm_error=1e-2),
     "int8": Floors(min_cosine=0.99, min_mean_cosine=0.996, min_top10_overlap=0.95,
-                   min_cross_top10_overlap=0.95, max_norm_error=1e-2),
+                   min_cross_top10_overlap=0.96, max_norm_error=1e-2),
 }
 PRECISION_CLASSES = tuple(FLOORS)
 

@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "CosineSummary",
     "cosine_per_row",
+    "cross_topk_neighbour_overlap",
     "ndcg_at_k",
     "recall_at_k",
     "retrieval_scores",
@@ -132,9 +133,28 @@ def topk_neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int 
     """
     ref = _unit_rows(_as_2d_float(reference, "reference"))
     cand = _unit_rows(_as_2d_float(candidate, "candidate"))
-    n = ref.shape[0]
-    if cand.shape[0] != n:
-        raise ValueError(f"reference and candidate must have the same number of rows, got {n} and {cand.shape[0]}")
+    return _neighbour_overlap(ref, cand, cand, k)
+
+
+def cross_topk_neighbour_overlap(reference: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+    """Top-k overlap of a mixed-precision search against the reference's own search.
+
+    An index built with the reference model (documents = ``reference`` rows) is searched with
+    queries embedded by another model (``queries``, row i the same text as reference row i),
+    excluding the text itself; compared with the reference searched with itself. This is what an
+    existing fp32 index sees when only its query side is upgraded to an artifact.
+    """
+    ref = _unit_rows(_as_2d_float(reference, "reference"))
+    query = _unit_rows(_as_2d_float(queries, "queries"))
+    return _neighbour_overlap(ref, query, ref, k)
+
+
+def _neighbour_overlap(reference: np.ndarray, queries: np.ndarray, documents: np.ndarray, k: int) -> float:
+    """Mean top-k overlap of (queries searched in documents) against (reference searched in itself)."""
+    n = reference.shape[0]
+    for name, other in (("candidate", queries), ("candidate", documents)):
+        if other.shape[0] != n:
+            raise ValueError(f"reference and {name} must have the same number of rows, got {n} and {other.shape[0]}")
     if n < 2:
         raise ValueError(f"need at least 2 rows to compare neighbours, got {n}")
     if k < 1:
@@ -146,8 +166,8 @@ def topk_neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int 
         stop = min(start + _ROW_CHUNK, n)
         rows = np.arange(start, stop)
         neighbours = []
-        for emb in (ref, cand):
-            sims = emb[start:stop] @ emb.T
+        for query, docs in ((reference, reference), (queries, documents)):
+            sims = query[start:stop] @ docs.T
             sims[rows - start, rows] = -np.inf  # a row is not its own neighbour
             neighbours.append(_topk_sorted(sims, k))
         for nr, nc in zip(*neighbours):

@@ -1,0 +1,181 @@
+"""Loading what is compared: the PyTorch fp32 baseline and each artifact, with load time, memory and size.
+
+One loader for `validate` and `bench` alike (`open_artifact`), so both decide the same way whether an artifact
+runs here, is unverified (no runtime for its format on this machine) or failed to load.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bge_export.errors import InputError, MissingDependencyError
+from bge_export.manifest import ArtifactEntry, Manifest
+from bge_export.runtime.base import Encoder
+from bge_export.validate.integrity import size_on_disk
+from bge_export.validate.memory import MEMORY_PROBE_BATCH, MEMORY_PROBE_TOKENS, MemoryProbe, MemoryUse
+
+BASELINE_LABEL = "baseline (PyTorch fp32)"
+
+
+@dataclass
+class LoadedBackend:
+    """One encoder ready to run, with what loading it cost."""
+
+    label: str  # artifact path, or BASELINE_LABEL
+    backend: str  # torch | onnxruntime | ...
+    precision: str
+    size_bytes: int
+    encoder: Encoder
+    load_seconds: float
+    memory: MemoryUse = field(default_factory=lambda: MemoryUse(None, None))
+    entry: ArtifactEntry | None = None  # None for the baseline
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.entry is None
+
+
+@dataclass
+class ArtifactLoad:
+    """One artifact's attempt to load: ready to run, unverified here (and why), or failed (and why)."""
+
+    loaded: LoadedBackend | None = None
+    unverified: str | None = None  # no runtime for this format on this machine: never `pass`, never `fail`
+    failed: str | None = None  # its runtime is here but refuses the file
+
+
+def select_entries(manifest: Manifest, wanted: Sequence[str]) -> list[ArtifactEntry]:
+    entries = [manifest.find(path) for path in wanted] if wanted else list(manifest.artifacts)
+    if not entries:
+        raise InputError("the manifest lists no artifacts; re-run the export")
+    return entries
+
+
+def preload_runtimes() -> None:
+    """Import the heavy libraries once, so a backend's load time is its model's, not its library's."""
+    import onnxruntime  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+
+def baseline_reference(manifest: Manifest, model: str | None) -> tuple[str, dict[str, Any]]:
+    """The model the baseline loads (--model, else the folder the export came from) and how to load it alike."""
+    recorded = manifest.model
+    reference = model or recorded.get("folder") or ""
+    if not model and not Path(reference).is_dir():
+        raise InputError(
+            f"the model folder '{reference}' recorded in manifest.json is gone; pass --model with the model's folder"
+        )
+    spec = manifest.spec
+    kwargs: dict[str, Any] = {}
+    if spec.pooling_source == "--pooling override":
+        kwargs["pooling"] = spec.pooling  # the artifact pools as overridden; the baseline must too
+    if recorded.get("weights_format") == "pickle":
+        kwargs["allow_pickle"] = True  # the user opted in when exporting
+    return reference, kwargs
+
+
+def load_baseline_backend(manifest: Manifest, model: str | None, threads: int) -> tuple[LoadedBackend, list[str]]:
+    """The PyTorch fp32 baseline, timed and measured; notes say if its weights differ from the export's."""
+    from bge_export.runtime import load_baseline
+    from bge_export.source import resolve_model
+
+    reference, kwargs = baseline_reference(manifest, model)
+    notes: list[str] = []
+    source = resolve_model(reference, allow_pickle=kwargs.get("allow_pickle", False))
+    if manifest.model.get("weights_sha256") and source.weights_sha256() != manifest.model["weights_sha256"]:
+        notes.append(
+            f"the baseline weights in '{reference}' differ from those the artifacts were exported from "
+            "(sha256 mismatch); fidelity numbers compare against a different model"
+        )
+    probe = MemoryProbe()
+    started = time.perf_counter()
+    encoder = load_baseline(reference, threads=threads, **kwargs)
+    seconds = time.perf_counter() - started
+    probe.mark_loaded()
+    size = sum(path.stat().st_size for path in source.weights_files)
+    loaded = LoadedBackend(BASELINE_LABEL, encoder.backend, "fp32", size, encoder, seconds)
+    loaded.memory = _finish_memory(probe, encoder)
+    return loaded, notes
+
+
+def unavailable_runtime_reason(entry: ArtifactEntry) -> str | None:
+    """Why this artifact's format cannot run on this machine, decided without trying (None: try it)."""
+    if entry.format == "coreml" and platform.system() != "Darwin":
+        return f"a CoreML package runs only on macOS; this machine runs {platform.system()}"
+    if entry.format == "tensorrt":
+        try:
+            import torch
+
+            has_gpu = torch.cuda.is_available()
+        except ImportError:
+            has_gpu = False
+        if not has_gpu:
+            return "a TensorRT engine needs an NVIDIA GPU (and TensorRT); this machine has no CUDA device"
+    return None
+
+
+def load_artifact_backend(folder: Path, entry: ArtifactEntry, threads: int) -> LoadedBackend:
+    """Raises InputError (or MissingDependencyError) when the artifact cannot be loaded."""
+    from bge_export.runtime import load_encoder
+
+    probe = MemoryProbe()
+    started = time.perf_counter()
+    encoder = load_encoder(folder, artifact=entry.path, threads=threads)
+    seconds = time.perf_counter() - started
+    probe.mark_loaded()
+    loaded = LoadedBackend(entry.path, encoder.backend, entry.precision, size_on_disk(folder, entry), encoder, seconds,
+                           entry=entry)
+    loaded.memory = _finish_memory(probe, encoder)
+    return loaded
+
+
+def _finish_memory(probe: MemoryProbe, encoder: Encoder) -> MemoryUse:
+    """One call at a large shape, so the peak includes the activations a real batch needs."""
+    seq_len = min(MEMORY_PROBE_TOKENS, encoder.spec.max_seq_length)
+    encoder.run(synthetic_features(encoder, MEMORY_PROBE_BATCH, seq_len))
+    return probe.result()
+
+
+def open_artifact(folder: Path, entry: ArtifactEntry, threads: int) -> ArtifactLoad:
+    """Load one artifact, or say why not: a format with no runtime here is unverified; an ONNX file that
+    onnxruntime refuses has failed."""
+    reason = unavailable_runtime_reason(entry)
+    if reason is not None:
+        return ArtifactLoad(unverified=reason)
+    try:
+        return ArtifactLoad(loaded=load_artifact_backend(folder, entry, threads))
+    except (InputError, MissingDependencyError) as exc:
+        if entry.format != "onnx":
+            return ArtifactLoad(unverified=f"no runtime for '{entry.format}' here: {exc}")
+        return ArtifactLoad(failed=f"cannot be loaded: {exc}")
+
+
+def synthetic_features(encoder: Encoder, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+    """Real token ids from the model's own vocabulary, exactly seq_len long, no padding; deterministic.
+
+    The special tokens framing a text (e.g. [CLS] ... [SEP]) come from tokenizing an empty string; the
+    interior cycles through the ids of a fixed sentence, shifted per row so rows differ.
+    """
+    frame = encoder.tokenizer.tokenize([""])[0]
+    prefix, suffix = frame[:1], frame[1:]
+    interior_len = max(0, seq_len - len(prefix) - len(suffix))
+    filler = encoder.tokenizer.tokenize([_FILLER_TEXT])[0]
+    words = filler[len(prefix): len(filler) - len(suffix)] or filler
+    rows = []
+    for row in range(batch_size):
+        interior = [words[(row * 7 + i) % len(words)] for i in range(interior_len)]
+        rows.append((prefix + interior + suffix)[:seq_len])
+    return encoder.tokenizer.pad(rows)
+
+
+_FILLER_TEXT = (
+    "The committee reviewed the annual budget, the harbour expansion and forty-two proposals for new cycle lanes "
+    "before voting, in a session that lasted until after midnight on Thursday."
+)

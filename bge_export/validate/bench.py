@@ -1,0 +1,137 @@
+"""`bge-export bench`: the speed grid alone, every artifact next to the PyTorch fp32 baseline, in one run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bge_export.errors import InputError
+from bge_export.manifest import read_manifest
+from bge_export.progress import Progress
+from bge_export.validate.backends import (
+    baseline_reference,
+    load_baseline_backend,
+    open_artifact,
+    preload_runtimes,
+    select_entries,
+)
+from bge_export.validate.integrity import verify_folder
+from bge_export.validate.machine import available_cores
+from bge_export.validate.report import check_writable, write_bench_report
+from bge_export.validate.timing import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_SEQ_LENS,
+    SpeedResult,
+    SpeedSettings,
+    measure_speed,
+)
+
+BENCH_SCHEMA = "bge-export/bench-report"
+BENCH_SCHEMA_VERSION = 1
+
+
+@dataclass
+class BenchOptions:
+    folder: str
+    artifacts: list[str] = field(default_factory=list)  # default: every artifact in the manifest
+    model: str | None = None  # baseline model; default: the folder recorded in manifest.json
+    batch_sizes: list[int] = field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
+    seq_lens: list[int] = field(default_factory=lambda: list(DEFAULT_SEQ_LENS))
+    threads: int | None = None  # default: every available core, for every backend alike
+    repeats: int = 3
+    corpus: str | None = None  # texts for the end-to-end encode throughput; default: the built-in corpus
+    encode_texts: int = 128  # how many of them (0: skip the end-to-end measurement)
+    report_dir: str | None = None  # where bench.json / bench.md go; default: the output folder
+    write_report: bool = True
+    quiet: bool = False
+
+
+@dataclass
+class BenchReport:
+    folder: str
+    model: str
+    speed: SpeedResult
+    unverified: dict[str, str] = field(default_factory=dict)  # artifact -> why it could not run here
+    failed: dict[str, str] = field(default_factory=dict)  # artifact -> why its runtime refused it (exit 1)
+    created: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from bge_export import __version__
+
+        return {
+            "schema": BENCH_SCHEMA,
+            "schema_version": BENCH_SCHEMA_VERSION,
+            "toolkit_version": __version__,
+            "created": self.created,
+            "folder": self.folder,
+            "baseline_model": self.model,
+            "unverified": self.unverified,
+            "failed": self.failed,
+            **self.speed.to_dict(),
+        }
+
+
+def bench(options: BenchOptions) -> BenchReport:
+    """Speed of each artifact next to the PyTorch fp32 baseline, measured in the same run."""
+    progress = Progress(options.quiet)
+    folder = Path(options.folder)
+    manifest = read_manifest(folder)
+    entries = select_entries(manifest, options.artifacts)
+    settings = SpeedSettings(tuple(options.batch_sizes), tuple(options.seq_lens), options.repeats,
+                             threads=options.threads).checked()
+    if options.encode_texts < 0:
+        raise InputError(f"encode_texts must be >= 0, got {options.encode_texts}")
+    texts = _bench_texts(options)
+    threads = settings.threads or available_cores()
+    if options.write_report:
+        check_writable(Path(options.report_dir or folder), "pass --report-dir with a folder you can write to, or --no-report")
+    progress.step(f"checking {len(entries)} artifact(s) and the tokenizer/config files against the export's sha256")
+    verify_folder(folder, manifest, entries)
+
+    preload_runtimes()
+    progress.step(f"loading the PyTorch fp32 baseline ({threads} threads)")
+    baseline, notes = load_baseline_backend(manifest, options.model, threads)
+    backends = [baseline]
+    unverified: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for entry in entries:
+        progress.step(f"loading {entry.path}")
+        attempt = open_artifact(folder, entry, threads)
+        if attempt.failed is not None:  # the file is what the export wrote, and its runtime refuses it: as validate
+            failed[entry.path] = attempt.failed
+            progress.step(f"{entry.path}: not measured ({attempt.failed})")
+            continue
+        if attempt.loaded is not None:
+            backends.append(attempt.loaded)
+            continue
+        unverified[entry.path] = attempt.unverified or ""
+        progress.step(f"{entry.path}: not measured ({attempt.unverified})")
+    progress.step(f"measuring {len(backends)} backends, {settings.repeats} interleaved repeats per cell")
+    speed = measure_speed(backends, settings, encode_texts=texts, progress=progress)
+    speed.notes[:0] = notes
+    report = BenchReport(
+        folder=str(folder),
+        model=baseline_reference(manifest, options.model)[0],
+        speed=speed,
+        unverified=unverified,
+        failed=failed,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    if options.write_report:
+        report.files = [str(p) for p in write_bench_report(report.to_dict(), Path(options.report_dir or folder))]
+    return report
+
+
+def _bench_texts(options: BenchOptions) -> list[str]:
+    if options.encode_texts == 0:
+        return []
+    if options.corpus:
+        from bge_export.corpus import read_corpus_file
+
+        return read_corpus_file(options.corpus)[: options.encode_texts]
+    from bge_export.corpus import builtin_texts
+
+    return builtin_texts("report")[: options.encode_texts]

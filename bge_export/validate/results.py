@@ -1,0 +1,171 @@
+"""What `validate` finds, as data: per-artifact results, the baseline's, and the whole report.
+
+Plain dataclasses so the report (report.json and the renderers, which read only its dictionary form) and
+manifest.json are written from one shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from bge_export.validate.check import Floors
+from bge_export.validate.memory import MemoryUse
+from bge_export.validate.timing import EncodeTiming, SpeedResult
+
+REPORT_SCHEMA = "bge-export/validation-report"
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass
+class Check:
+    name: str
+    value: float
+    threshold: float
+    kind: str  # "min" (value must be >= threshold) or "max" (value must be <= threshold)
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.threshold if self.kind == "min" else self.value <= self.threshold
+
+    def describe(self) -> str:
+        relation = (">=" if self.passed else "<") if self.kind == "min" else ("<=" if self.passed else ">")
+        return f"{self.name} {_fmt(self.value)} {relation} {self.threshold}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+@dataclass
+class WorstText:
+    index: int
+    cosine: float
+    text: str
+
+
+@dataclass
+class Fidelity:
+    texts: int
+    cosine_mean: float
+    cosine_min: float
+    cosine_p1: float
+    top10_overlap: float
+    cross_top10_overlap: float  # artifact queries searched in baseline documents, against the baseline's own search
+    norm_max_error: float  # max over texts of |norm - baseline norm| / baseline norm
+    non_finite: int  # texts whose embedding has NaN or inf
+    worst_texts: list[WorstText]
+    one_minus_cosine_quantiles: list[float]  # at 0, 1, ..., 100 percent
+
+
+@dataclass
+class ArtifactResult:
+    path: str
+    format: str
+    precision: str
+    backend: str
+    size_bytes: int
+    status: str
+    reason: str
+    thresholds: Floors | None = None
+    checks: list[Check] = field(default_factory=list)
+    fidelity: Fidelity | None = None
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load_seconds: float | None = None
+    memory: MemoryUse | None = None
+    corpus_encode: EncodeTiming | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["checks"] = [check.to_dict() for check in self.checks]
+        return data
+
+    def manifest_summary(self, corpus: str, report: str | None) -> dict[str, Any]:
+        """The short record kept in manifest.json; the report holds the rest."""
+        summary: dict[str, Any] = {
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "status": self.status,
+            "reason": self.reason,
+            "corpus": corpus,
+            "report": report,
+        }
+        if self.fidelity is not None:
+            f = self.fidelity
+            summary.update(texts=f.texts, cosine_mean=f.cosine_mean, cosine_min=f.cosine_min, cosine_p1=f.cosine_p1,
+                           top10_overlap=f.top10_overlap, cross_top10_overlap=f.cross_top10_overlap,
+                           worst_texts=[w.text for w in f.worst_texts[:3]])
+        if self.thresholds is not None:  # [recommend/inspect] the floors this verdict was judged against
+            summary["floors"] = self.thresholds.to_dict()
+        for task, values in self.tasks.items():
+            summary[task] = {k: v for k, v in values.items() if k not in ("dataset",)}
+        return summary
+
+
+@dataclass
+class BaselineResult:
+    reference: str
+    backend: str
+    size_bytes: int
+    load_seconds: float
+    memory: MemoryUse
+    corpus_encode: EncodeTiming
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class ValidationReport:
+    folder: str
+    model: dict[str, Any]
+    corpus: dict[str, Any]
+    baseline: BaselineResult
+    artifacts: list[ArtifactResult]
+    speed: SpeedResult | None
+    machine: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    created: str = ""
+    files: list[str] = field(default_factory=list)
+    recommended: dict[str, Any] = field(default_factory=dict)  # [recommend] which file to deploy, per runtime
+
+    @property
+    def failed(self) -> list[ArtifactResult]:
+        return [a for a in self.artifacts if a.status == "fail"]
+
+    @property
+    def unverified(self) -> list[ArtifactResult]:
+        return [a for a in self.artifacts if a.status == "unverified"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed (unverified alone does not fail the run), 1 when any artifact failed."""
+        return 1 if self.failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from bge_export import __version__
+
+        return {
+            "schema": REPORT_SCHEMA,
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "toolkit_version": __version__,
+            "created": self.created,
+            "folder": self.folder,
+            "model": self.model,
+            "corpus": self.corpus,
+            "machine": self.machine,
+            "baseline": asdict(self.baseline),
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "speed": self.speed.to_dict() if self.speed is not None else None,
+            "notes": self.notes,
+            "recommended": self.recommended,  # [recommend] rendered by report.py via bge_export/recommend.py
+            "summary": {
+                "exit_code": self.exit_code,
+                "pass": [a.path for a in self.artifacts if a.status == "pass"],
+                "fail": [a.path for a in self.failed],
+                "unverified": [a.path for a in self.unverified],
+            },
+        }
+
+
+def _fmt(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6f}" if abs(value) >= 1e-4 else f"{value:.2e}"
