@@ -201,7 +201,6 @@ def test_retrieval_scores_chunking_does_not_change_results(monkeypatch):
     scores = docs @ queries[0]
     order = sorted(range(300), key=lambda j: (-scores[j], j))
     ranked = [dids[j] for j in order]
-    assert ndcg_at_k(ranked, qrels["q0"], 10) <= 1.0
     monkeypatch.setattr(metrics, "_ROW_CHUNK", 256)
     one = retrieval_scores(queries[:1], qids[:1], docs, dids, qrels)
     assert one["ndcg@10"] == pytest.approx(ndcg_at_k(ranked, qrels["q0"], 10))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import onnx
 
 from bge_export.corpus import builtin_corpus
-from bge_export.manifest import file_sha256, read_manifest
+from bge_export.manifest import read_manifest
 from bge_export.runtime import load_baseline, load_encoder
 from helpers import row_cosine, st_encode
 
@@ -31,7 +32,7 @@ def test_onnx_and_baseline_match_sentence_transformers_on_600_texts(minilm_dir, 
     assert row_cosine(artifact, reference).min() >= 0.99999
 
 
-def test_output_folder_describes_itself(minilm_export):
+def test_output_folder_describes_itself(minilm_dir, minilm_export):
     names = {p.relative_to(minilm_export).as_posix() for p in minilm_export.rglob("*") if p.is_file()}
     for required in ("onnx/model.onnx", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "config.json",
                      "modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "manifest.json"):
@@ -41,7 +42,7 @@ def test_output_folder_describes_itself(minilm_export):
     manifest = read_manifest(minilm_export)
     entry = manifest.find("onnx/model.onnx")
     assert entry.status == "pass"
-    assert entry.sha256 == file_sha256(minilm_export / entry.path)
+    assert entry.sha256 == hashlib.sha256((minilm_export / entry.path).read_bytes()).hexdigest()
     assert entry.size_bytes == (minilm_export / entry.path).stat().st_size
     assert entry.precision == "fp32" and entry.opset == 17
     assert [(t.name, t.shape) for t in entry.inputs] == [
@@ -52,14 +53,15 @@ def test_output_folder_describes_itself(minilm_export):
     check = entry.validation["builtin_check"]
     assert check["cosine_min"] >= 0.9999 and check["texts"] >= 64
     assert {"torch", "transformers", "onnx", "onnxruntime", "bge-export"} <= set(entry.versions)
-    assert len(manifest.model["weights_sha256"]) == 64
+    source_weights = hashlib.sha256((minilm_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert manifest.model["weights_sha256"] == source_weights
 
     model = onnx.load(str(minilm_export / "onnx/model.onnx"))
     metadata = {p.key: p.value for p in model.metadata_props}
     assert metadata["bge_export.pooling"] == "mean"
     assert metadata["bge_export.normalize"] == "true"
     assert metadata["bge_export.max_seq_length"] == "256"
-    assert metadata["bge_export.weights_sha256"] == manifest.model["weights_sha256"]
+    assert metadata["bge_export.weights_sha256"] == source_weights
     assert json.loads((minilm_export / "sentence_bert_config.json").read_text())["max_seq_length"] == 256
 
 
