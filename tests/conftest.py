@@ -142,6 +142,29 @@ def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return output
 
 
+@pytest.fixture(scope="session")
+def minilm_int8_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 with our own fused, FP16 and dynamic INT8 artifacts, exported once per session."""
+    from bge_export.api import ExportOptions, export
+
+    output = tmp_path_factory.mktemp("exports") / "all-MiniLM-L6-v2-int8"
+    result = export(ExportOptions(model=str(minilm_dir), output=str(output), quiet=True, optimize=True, fp16=True,
+                                  quantize="int8", int8_preset="avx512_vnni"))
+    assert result.ok, [a.status_reason for a in result.manifest.artifacts]
+    return output
+
+
+@pytest.fixture(scope="session")
+def minilm_static_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 with our own static (QDQ) INT8 artifact, exported once per session."""
+    from bge_export.api import ExportOptions, export
+
+    output = tmp_path_factory.mktemp("exports") / "all-MiniLM-L6-v2-static"
+    result = export(ExportOptions(model=str(minilm_dir), output=str(output), quiet=True, quantize="int8-static"))
+    assert result.ok, [a.status_reason for a in result.manifest.artifacts]
+    return output
+
+
 VARIED_TEXTS = [
     "what is the capital of france",
     "A man is playing a guitar on stage.",

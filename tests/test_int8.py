@@ -70,8 +70,8 @@ def test_attention_cores_become_multihead_attention_exactly(tiny_model, tmp_path
 
 
 @pytest.fixture(scope="module")
-def minilm_int8(minilm_dir, tmp_path_factory):
-    return export_folder(minilm_dir, tmp_path_factory.mktemp("int8") / "minilm", quantize="int8", int8_preset="avx512_vnni")
+def minilm_int8(minilm_int8_export):
+    return minilm_int8_export
 
 
 def test_dynamic_int8_on_minilm_meets_the_fidelity_floors(minilm_int8):
@@ -223,8 +223,8 @@ def test_avx2_preset_uses_unsigned_weights(tiny_model, tmp_path):
     assert all(n.input[3] for n in dq), "asymmetric u8 weights carry zero points"
 
 
-def test_static_int8_on_minilm_meets_the_fidelity_floors(minilm_dir, tmp_path):
-    export_dir = export_folder(minilm_dir, tmp_path / "minilm", quantize="int8-static")
+def test_static_int8_on_minilm_meets_the_fidelity_floors(minilm_static_export):
+    export_dir = minilm_static_export
     entry = read_manifest(export_dir).find("onnx/model_qint8_static.onnx")
     assert entry.status == "pass" and entry.precision == "int8-static"
     texts = held_out_texts()
