@@ -198,8 +198,10 @@ class _Checker:
         return floors
 
     def check(self, stage: Path, entry: ArtifactEntry) -> ArtifactEntry:
+        from bge_export.validate.check import floors_for
+
         floors = self.floors(entry.precision)
-        if floors != _table_floors(entry.precision):
+        if floors != floors_for(entry.precision):
             entry.options["floors"] = {**floors.to_dict(), "source": "--min-cosine at export"}
         if not self.enabled:
             entry.set_status("unverified", "the built-in check was skipped (--no-check)")
@@ -243,12 +245,6 @@ class _Checker:
 
 VERDICT_TEXT_SET = ("the verdict part of the built-in corpus: disjoint from the INT8 search's selection texts "
                     "and from validate's report texts")
-
-
-def _table_floors(precision: str) -> Any:
-    from bge_export.validate.check import floors_for
-
-    return floors_for(precision)
 
 
 def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,

@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"terminated by signal {exc.signum}; nothing was written", 128 + exc.signum)
     except KeyboardInterrupt:
         _fail("interrupted; nothing was written", 130)
+    except OSError as exc:  # the file system said no (disk full, permissions, read-only): the user can act on it
+        if os.environ.get("BGE_EXPORT_DEBUG"):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"{exc.strerror or type(exc).__name__}{where}; free space, fix the permissions or choose another path", 2)
     except Exception as exc:  # a bug, not bad input: say so in one line, keep the traceback one variable away
         if os.environ.get("BGE_EXPORT_DEBUG"):
             raise

@@ -125,8 +125,9 @@ def read_manifest(folder: str | Path) -> Manifest:
     if schema > SCHEMA_VERSION:
         raise InputError(f"{path} has schema {schema}, newer than this bge-export; upgrade bge-export")
     model = data.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("spec"), dict):
-        raise InputError(f"{damaged} (its 'model' entry or the model's 'spec' is missing); re-run the export")
+    if not isinstance(model, dict) or not isinstance(model.get("spec"), dict) \
+            or not all(isinstance(model.get(key), str) for key in ("reference", "weights_sha256", "weights_format")):
+        raise InputError(f"{damaged} (its 'model' entry, or the model's reference, weights or spec, is missing); re-run the export")
     artifacts = data.get("artifacts", [])
     files = data.get("files", {})
     recommended = data.get("recommended", {})

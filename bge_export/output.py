@@ -26,12 +26,6 @@ from bge_export.errors import InputError
 # Files an export folder may hold besides those its manifest lists: the manifest itself and the reports that
 # `validate` and `bench` write into it.
 _OWN_EXTRA_FILES = frozenset({"manifest.json", "report.json", "report.md", "report.html", "bench.json", "bench.md"})
-# Folders written before manifests listed their files (schema 1 without "files"): what an export writes.
-_LEGACY_EXPORT_PATTERN = re.compile(
-    r"(onnx|tensorrt|coreml|\d+_[A-Za-z]+)/.+|tokenizer.*|vocab\..+|merges\.txt|special_tokens_map\.json|"
-    r"added_tokens\.json|config\.json|config_sentence_transformers\.json|modules\.json|sentence_bert_config\.json|"
-    r"sentencepiece\.bpe\.model|spiece\.model"
-)
 
 
 @dataclass(frozen=True)
@@ -51,6 +45,8 @@ def plan_output(output: str | Path, force: bool, protected: Sequence[str | Path]
     for ancestor in reversed(final.parents):
         if ancestor.exists() and not ancestor.is_dir():
             raise InputError(f"output '{output}' lies under '{ancestor}', which is a file; choose another output folder")
+    if final.is_symlink():
+        raise InputError(f"output '{output}' is a symbolic link; pass the folder it points to, or another folder")
     if final.exists() and not final.is_dir():
         raise InputError(f"output '{output}' is a file; pass a folder path (it will be created)")
     _refuse_protected(final, output, protected)
@@ -65,7 +61,7 @@ def plan_output(output: str | Path, force: bool, protected: Sequence[str | Path]
     foreign = foreign_files(final)
     if foreign is None:
         raise InputError(
-            f"output folder '{output}' is not a previous bge-export export (no readable manifest.json); "
+            f"output folder '{output}' is not a previous bge-export export (no manifest.json listing its files); "
             "--force replaces only a previous export: choose another folder"
         )
     if foreign:
@@ -94,26 +90,27 @@ def foreign_files(folder: Path) -> list[str] | None:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list) or "model" not in manifest:
+    if not isinstance(manifest, dict):
         return None
     listed = manifest.get("files")
+    if not isinstance(manifest.get("artifacts"), list) or "model" not in manifest or not isinstance(listed, dict) \
+            or not listed:
+        return None  # not an export, or one too old to list its files: nothing to tell ours from the user's
     foreign = []
     for file in sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink()):
         relative = file.relative_to(folder).as_posix()
-        if relative in _OWN_EXTRA_FILES or _is_own_temp_file(relative):
+        if relative in _OWN_EXTRA_FILES or _is_own_temp_file(relative) or relative in listed:
             continue
-        if isinstance(listed, dict) and listed:
-            if relative not in listed:
-                foreign.append(relative)
-        elif not _LEGACY_EXPORT_PATTERN.fullmatch(relative):
-            foreign.append(relative)
+        foreign.append(relative)
     return foreign
 
 
+_OWN_TEMP_FILE = re.compile(r"\.(manifest\.json|report\.(json|md|html)|bench\.(json|md))\.[A-Za-z0-9_]{8}")
+
+
 def _is_own_temp_file(relative: str) -> bool:
-    """Left by an interrupted atomic write of a manifest or report: `.report.json.abc123`."""
-    name = relative.rsplit("/", 1)[-1]
-    return any(name.startswith(f".{own}.") for own in _OWN_EXTRA_FILES)
+    """Left at the top of the folder by an interrupted atomic write (mkstemp) of a manifest or report."""
+    return _OWN_TEMP_FILE.fullmatch(relative) is not None
 
 
 def _sha256(path: Path) -> str | None:
@@ -132,16 +129,14 @@ def _staging_name(final: Path) -> str:
 
 def remove_stale_partials(final: Path) -> list[Path]:
     """Hidden siblings left by runs that were killed (their pid is gone); returns what was removed."""
-    removed = []
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.(partial|old)-(\d+)-[0-9a-f]{{8}}")
+    removed: list[Path] = []
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.partial-(\d{{1,9}})-[0-9a-f]{{8}}")
     if not final.parent.is_dir():
         return removed
     for candidate in final.parent.iterdir():
         match = pattern.fullmatch(candidate.name)
-        if not match or _pid_alive(int(match.group(2))):
+        if not match or not candidate.is_dir() or candidate.is_symlink() or _pid_alive(int(match.group(1))):
             continue
-        if match.group(1) == "old" and not final.exists():
-            continue  # a retired previous export whose replacement never arrived: the user's only copy
         shutil.rmtree(candidate, ignore_errors=True)
         removed.append(candidate)
     return removed
@@ -152,8 +147,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's, or not a pid we can ask about: leave it alone
     return True
 
 
@@ -187,33 +182,59 @@ def staged_folder(plan: OutputPlan) -> Iterator[Path]:
 
 
 def _place(staging: Path, plan: OutputPlan) -> None:
-    """The one decision point: rename into place, refusing whatever appeared at the output meanwhile."""
+    """The one decision point: rename into place, refusing whatever appeared at the output meanwhile.
+
+    Signals are held back during the renames, so an interrupt never leaves the output missing between them."""
     final = plan.final
-    if not plan.replace_previous_export:
-        try:
-            os.rename(staging, final)  # fails when a non-empty folder is there: someone else's, keep it
-        except OSError:
-            raise InputError(
-                f"output folder '{final}' appeared during the export (another export, or someone else's folder); "
-                "it was left as it is and this export was discarded: choose another folder"
-            ) from None
-        return
-    if _sha256(final / "manifest.json") != plan.previous_manifest_sha256 or foreign_files(final):
-        raise InputError(
+    with _signals_held():
+        if not plan.replace_previous_export:
+            try:
+                os.rename(staging, final)  # fails when a non-empty folder is there: someone else's, keep it
+            except OSError:
+                raise InputError(
+                    f"output folder '{final}' appeared during the export (another export, or someone else's "
+                    "folder); it was left as it is and this export was discarded: choose another folder"
+                ) from None
+            return
+        changed = InputError(
             f"output folder '{final}' changed during the export (another export, or new files); "
             "it was left as it is and this export was discarded: run again"
         )
-    retired = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.rename(final, retired)
-    try:
-        os.rename(staging, final)
-    except OSError:
-        os.rename(retired, final)
-        raise InputError(
-            f"output folder '{final}' was recreated by someone else during the export; "
-            "it was left as it is and this export was discarded: run again"
-        ) from None
+        if _sha256(final / "manifest.json") != plan.previous_manifest_sha256 or foreign_files(final):
+            raise changed
+        retired = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(final, retired)
+        except OSError as exc:
+            raise InputError(f"cannot move the previous export '{final}' aside ({exc.strerror}); "
+                             "this export was discarded") from None
+        if foreign_files(retired):  # files written into it since the check above: give the folder back
+            os.rename(retired, final)
+            raise changed
+        try:
+            os.rename(staging, final)
+        except OSError:
+            os.rename(retired, final)
+            raise InputError(
+                f"output folder '{final}' was recreated by someone else during the export; "
+                "it was left as it is and this export was discarded: run again"
+            ) from None
     shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Block SIGINT/SIGTERM/SIGHUP for a few syscalls (delivered right after); no-op where unsupported."""
+    blockable = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blockable)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -136,9 +136,7 @@ def status_evidence(entry: ArtifactEntry, manifest_created: str = "") -> dict[st
 
 
 def _validate_floors(precision: str) -> dict[str, float]:
-    table = FLOORS[precision_class(precision)]
-    return {"min_cosine": table.min_cosine, "min_mean_cosine": table.min_mean_cosine,
-            "min_top10_overlap": table.min_top10_overlap, "max_norm_error": table.max_norm_error}
+    return FLOORS[precision_class(precision)].to_dict()
 
 
 _FLOOR_LABELS = (("min_cosine", "min cosine ≥"), ("min_mean_cosine", "mean ≥"), ("min_top10_overlap", "top-10 ≥"),

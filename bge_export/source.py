@@ -118,6 +118,9 @@ def _download(model_id: str, revision: str | None, allow_pickle: bool, cache_dir
         ) from None
     except HfHubHTTPError as exc:
         raise InputError(f"downloading '{model_id}' failed ({str(exc).splitlines()[0]}); check the id and revision") from None
+    except ValueError as exc:  # HFValidationError: not a valid repo id ("a--b", "a..b")
+        raise InputError(f"'{model_id}' is neither a local folder nor a valid hub id ({str(exc).splitlines()[0][:120]}); "
+                         "check the path or the id") from None
     return Path(local)
 
 
@@ -312,8 +315,10 @@ def _read_modules(folder: Path) -> list[dict[str, str]]:
                          f"it holds a {_json_kind(raw) if not isinstance(raw, list) else 'list with non-objects'}")
     modules = []
     for entry in raw:
-        if not isinstance(entry.get("path", ""), str):
-            raise InputError(f"{folder / 'modules.json'}: a module's 'path' must be a string, got {entry.get('path')!r}")
+        path = entry.get("path", "")
+        if not isinstance(path, str) or Path(path).is_absolute() or ".." in Path(path).parts:
+            raise InputError(f"{folder / 'modules.json'}: a module's 'path' must be a folder inside the model folder, "
+                             f"got {path!r}")
         class_name = str(entry.get("type", "")).rsplit(".", 1)[-1]
         kind = _MODULE_KINDS.get(class_name)
         if kind is None:

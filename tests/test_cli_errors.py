@@ -191,3 +191,54 @@ def test_validate_keeps_the_floor_a_user_set_at_export(capsys, tmp_path, tiny_mo
     data = json.loads((out / "report.json").read_text())
     (result,) = data["artifacts"]
     assert result["thresholds"]["min_cosine"] == 0.5 and result["thresholds"]["min_mean_cosine"] == 0.5
+
+
+def test_force_refuses_what_only_looks_like_ours(capsys, tmp_path, tiny_model):
+    """A user's file named like our temp files in a sub-folder, or a folder whose manifest lists no files, is not a
+    previous export: --force refuses it and touches nothing."""
+    folder = tiny_model(pooling="mean")
+    out = tmp_path / "out"
+    assert run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--no-check")[0] == 0
+    (out / "notes").mkdir()
+    (out / "notes" / ".manifest.json.mythesis").write_text("mine")
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--force")
+    assert code == 2
+    assert_one_line_error(err, "notes/.manifest.json.mythesis")
+    assert (out / "notes" / ".manifest.json.mythesis").read_text() == "mine"
+    shutil.rmtree(out / "notes")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.pop("files")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(out), "-q", "--force")
+    assert code == 2
+    assert_one_line_error(err, "not a previous bge-export export")
+
+
+def test_symlinked_output_and_escaping_module_paths_are_refused(capsys, tmp_path, tiny_model):
+    folder = tiny_model(pooling="mean")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "link"), "-q")
+    assert code == 2
+    assert_one_line_error(err, "symbolic link")
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.insert(2, {"idx": 2, "name": "2", "path": "../../outside", "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    code, _, err = run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q")
+    assert code == 2
+    assert_one_line_error(err, "inside the model folder")
+    assert_nothing_written(tmp_path, "out")
+
+
+def test_a_partial_named_with_an_impossible_pid_is_left_alone(capsys, tmp_path, tiny_model):
+    folder = tiny_model(pooling="mean")
+    odd = tmp_path / ".out.partial-99999999999999999999-0123abcd"
+    odd.mkdir()
+    assert run_cli(capsys, "onnx", "-m", str(folder), "-o", str(tmp_path / "out"), "-q", "--no-check")[0] == 0
+    assert odd.is_dir()
+
+
+def test_an_invalid_hub_id_is_an_input_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "onnx", "-m", "foo--bar", "-o", str(tmp_path / "out"), "-q")
+    assert code == 2
+    assert_one_line_error(err, "foo--bar")

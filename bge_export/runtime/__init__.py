@@ -74,7 +74,9 @@ def load_encoder(
     encoder = OnnxEncoder(folder / entry.path, spec, tokenizer, threads=threads, providers=providers)
     encoder.artifact = entry.path
     encoder.selection = selection
-    logger.info("load_encoder: %s (%s): %s", entry.path, entry.status, selection)
+    # a pick that did not pass (nothing passed for this runtime) is worth a warning, not a quiet INFO line
+    log = logger.info if entry.status == "pass" or artifact else logger.warning
+    log("load_encoder: %s (%s): %s", entry.path, entry.status, selection)
     return encoder
 
 

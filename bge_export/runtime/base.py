@@ -86,9 +86,6 @@ def checked_texts(texts: object) -> list[str]:
         if isinstance(item, str):
             _check_text(item, f"texts[{index}]")
             continue
-        if type(item).__name__ == "str_":  # numpy's str scalar
-            items[index] = str(item)
-            continue
         hint = "; decode it first, e.g. item.decode('utf-8')" if isinstance(item, (bytes, bytearray)) else ""
         raise InputError(f"texts[{index}] must be a string, got {type(item).__name__}{hint}")
     return items
