@@ -216,3 +216,21 @@ def test_reference_contrib_ops_match_onnxruntime_in_fp32(op):
     (expected,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["y"], feeds)
     (got,) = Fp16ReferenceEvaluator(model).run(["y"], feeds)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_fp16_graph_the_reference_cannot_evaluate_is_unverified_not_passed(tiny_model, tmp_path, monkeypatch):
+    """When the numpy fp16 reference meets an op form it does not implement, the FP16 artifact says what was and
+    was not checked, and is 'unverified' rather than 'pass'."""
+    from bge_export.api import ExportOptions, export
+    from bge_export.validate import fp16_reference
+
+    def unknown_form(*args, **kwargs):
+        raise NotImplementedError("this Attention form is not implemented in the fp16 reference")
+
+    monkeypatch.setattr(fp16_reference, "fp16_reference_check", unknown_form)
+    result = export(ExportOptions(model=str(tiny_model(pooling="mean")), output=str(tmp_path / "out"), quiet=True,
+                                  fp16=True))
+    entry = result.manifest.find("onnx/model_fp16.onnx")
+    assert entry.status == "unverified" and "real fp16 rounding could not be checked" in entry.status_reason
+    assert entry.options["numerics_check"].startswith("onnxruntime only")
+    assert result.manifest.find("onnx/model.onnx").status == "pass"
