@@ -73,6 +73,7 @@ def export(options: ExportOptions) -> ExportResult:
     from bge_export.source import read_spec, resolve_model
     from bge_export.tokenization import check_tokenizer_matches_model
     from bge_export.st_files import write_st_files
+    from bge_export.target_folder import model_record
     from bge_export.tokenization import TextTokenizer, save_tokenizer_files
 
     started = time.perf_counter()
@@ -91,17 +92,8 @@ def export(options: ExportOptions) -> ExportResult:
     source_tokenizer = TextTokenizer.from_model(source.folder, spec)
     module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)
     check_tokenizer_matches_model(source_tokenizer, module, source.reference)
-    weights_sha256 = source.weights_sha256()
-    manifest = Manifest(
-        model={
-            "reference": source.reference,
-            "revision": source.revision,
-            "folder": str(source.folder),
-            "weights_sha256": weights_sha256,
-            "weights_format": source.weights_format,
-            "spec": spec.to_dict(),
-        }
-    )
+    manifest = Manifest(model=model_record(source, spec))
+    weights_sha256 = manifest.model["weights_sha256"]
 
     with staged_folder(plan) as stage:
         progress.step(f"exporting ONNX (opset {options.opset})")

@@ -164,6 +164,10 @@ from bge_export.cli_validate import bench_command, validate_command  # noqa: E40
 
 cli.add_command(validate_command)
 cli.add_command(bench_command)
+from bge_export.cli_tensorrt import tensorrt_command  # noqa: E402  (TensorRT target's command)
+cli.add_command(tensorrt_command)
+from bge_export.cli_coreml import coreml_command  # noqa: E402  (CoreML target's command)
+cli.add_command(coreml_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,8 +23,11 @@ def pool(token_embeddings: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
     """One pooling mode over [batch, seq, hidden] token embeddings; padding positions never contribute."""
     mask = attention_mask.to(token_embeddings.dtype).unsqueeze(-1)
     if mode == "cls":
-        # First real token (position 0 with right padding), as sentence-transformers picks it.
-        first = attention_mask.to(torch.float32).argmax(dim=1)
+        # First real token (position 0 with right padding), as sentence-transformers picks it. Weighting the mask
+        # by descending positions makes the maximum unique: runtimes break argmax ties differently (Core ML's
+        # reduce_argmax leaves them undefined), a unique maximum leaves nothing to break.
+        descending = torch.arange(attention_mask.shape[1], 0, -1, device=attention_mask.device, dtype=torch.float32)
+        first = (attention_mask.to(torch.float32) * descending).argmax(dim=1)
         index = first.view(-1, 1, 1).expand(-1, 1, token_embeddings.shape[-1])
         return torch.gather(token_embeddings, 1, index).squeeze(1)
     if mode == "lasttoken":

@@ -132,7 +132,37 @@ def status_evidence(entry: ArtifactEntry, manifest_created: str = "") -> dict[st
                        "min_mean_cosine": check.get("min_mean_cosine_required")},
             "floors_source": "recorded by the export's check",
         }
-    return {"source": None, "label": "other", "reason": entry.status_reason}
+    return _stand_in_evidence(entry) or {"source": None, "label": "other", "reason": entry.status_reason}
+
+
+# Numbers computed here in place of the artifact's own runtime (no GPU / not macOS): shown beside an
+# `unverified` status (or the `fail` they caused), labelled as what they are, never as the artifact's run.
+STAND_IN_CHECKS = (
+    ("graph_numerics", "stand-in: onnxruntime CPU on the TensorRT-ready graph, not the engine"),
+    ("mil_reference_fp16", "stand-in: the MIL program in numpy, fp16-rounded, not Core ML"),
+    ("mil_reference_fp32", "stand-in: the MIL program in numpy, fp32, not Core ML"),
+)
+
+
+def _stand_in_evidence(entry: ArtifactEntry) -> dict[str, Any] | None:
+    if entry.status == "pass":
+        return None
+    for key, label in STAND_IN_CHECKS:
+        record = (entry.validation or {}).get(key)
+        if not isinstance(record, dict) or not isinstance(record.get("cosine_min"), (int, float)):
+            continue
+        if entry.status == "fail" and record.get("passed", True):
+            continue  # a fail set by something else (e.g. the ops check): these numbers did not decide it
+        floors = record.get("floors")
+        return {
+            "source": key, "label": label, "texts": record.get("texts"), "corpus": "built-in check texts",
+            "when": None, "cosine_mean": record.get("cosine_mean"), "cosine_min": record.get("cosine_min"),
+            "cosine_p1": record.get("cosine_p1"), "top10_overlap": record.get("top10_overlap"),
+            "floors": dict(floors) if isinstance(floors, dict) else _validate_floors(entry.precision),
+            "floors_source": "recorded with the stand-in check" if isinstance(floors, dict)
+            else f"FLOORS table ({precision_class(entry.precision)})",
+        }
+    return None
 
 
 def _validate_floors(precision: str) -> dict[str, float]:

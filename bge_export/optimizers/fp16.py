@@ -35,6 +35,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -85,7 +86,13 @@ class Fp16Report:
         }
 
 
-def convert_fp16(source: str | Path, target: str | Path) -> Fp16Report:
+def convert_fp16(source: str | Path, target: str | Path, *, fp32_ops: Sequence[str] = FP32_OPS,
+                 attention_matmuls_fp32: bool = True,
+                 fp32_nodes: Callable[[Any], Iterable[str]] | None = None) -> Fp16Report:
+    """`fp32_ops`, `attention_matmuls_fp32` and `fp32_nodes` (names picked from the loaded graph) let a target
+    choose what stays fp32; the defaults are the onnxruntime artifact's choice (tensorrt_ready.py picks its own).
+    With attention_matmuls_fp32=False, the Q·Kᵀ and P·V MatMuls run fp16 and only the scale, mask Add and
+    Softmax between them stay fp32."""
     import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel
 
@@ -94,10 +101,14 @@ def convert_fp16(source: str | Path, target: str | Path) -> Fp16Report:
     _name_all_nodes(graph_model)
     split = split_fused_attention(graph_model)
     cores = attention_core_nodes(graph_model)
-    feeding = mask_and_bias_nodes(graph_model, cores)
+    feeding = mask_and_bias_nodes(graph_model, cores)  # found with the MatMuls still counted as core
+    if not attention_matmuls_fp32:
+        matmuls = {n.name for n in graph_model.graph.node if n.op_type == "MatMul"}
+        cores -= matmuls
+    extra = set(fp32_nodes(graph_model)) if fp32_nodes is not None else set()
     model = OnnxModel(graph_model)
-    model.convert_float_to_float16(keep_io_types=True, op_block_list=list(FP32_OPS),
-                                   node_block_list=sorted(cores | feeding))
+    model.convert_float_to_float16(keep_io_types=True, op_block_list=list(fp32_ops),
+                                   node_block_list=sorted(cores | feeding | extra))
     store_large_tables_as_fp16(model.model)
     model.save_model_to_file(str(target))
     fp16, fp32 = compute_precisions(model.model)

@@ -40,6 +40,7 @@ def load_encoder(
     artifact: str | None = None,
     threads: int | None = None,
     providers: list[str] | None = None,
+    **runtime_options: object,
 ) -> Encoder:
     """An encoder for one artifact of a bge-export output folder.
 
@@ -47,7 +48,8 @@ def load_encoder(
     when onnxruntime has the CUDA provider (given `providers`, or available here) and it is an ONNX file,
     else the onnxruntime-cpu one; onnx/model.onnx when nothing passed. The encoder says what it loaded and
     why: `encoder.artifact` (path relative to the folder) and `encoder.selection` (one line), also logged
-    at INFO on the "bge_export" logger.
+    at INFO on the "bge_export" logger. Each format opens through its target (bge_export/targets.py);
+    `runtime_options` go to that runtime (e.g. compute_units for Core ML).
     """
     from bge_export.manifest import read_manifest
     from bge_export.tokenization import TextTokenizer
@@ -67,11 +69,9 @@ def load_encoder(
     entry = manifest.find(relative)
     spec = manifest.spec
     tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
-    if entry.format != "onnx":
-        raise InputError(f"artifact '{relative}' has format '{entry.format}', which has no runtime backend here")
-    from bge_export.runtime.onnx_backend import OnnxEncoder
+    from bge_export.targets import open_encoder
 
-    encoder = OnnxEncoder(folder / entry.path, spec, tokenizer, threads=threads, providers=providers)
+    encoder = open_encoder(folder, entry, spec, tokenizer, threads=threads, providers=providers, **runtime_options)
     encoder.artifact = entry.path
     encoder.selection = selection
     # a pick that did not pass (nothing passed for this runtime) is worth a warning, not a quiet INFO line

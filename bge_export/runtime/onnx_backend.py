@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from bge_export.errors import InputError
 from bge_export.runtime.base import Encoder
 from bge_export.spec import EmbeddingSpec
 from bge_export.tokenization import TextTokenizer
+
+if TYPE_CHECKING:
+    from bge_export.manifest import ArtifactEntry
 
 OUTPUT_NAME = "sentence_embedding"
 
@@ -47,6 +51,9 @@ class OnnxEncoder(Encoder):
         self.path = Path(path)
         self.session = make_session(path, threads, providers)
         self._graph_inputs = [i.name for i in self.session.get_inputs()]
+        # graphs made for TensorRT/Triton may take int32 token ids; the tokenizer gives int64
+        self._input_dtypes = {i.name: np.int32 if i.type == "tensor(int32)" else np.int64
+                              for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if OUTPUT_NAME not in outputs:
             raise InputError(f"'{path}' has no '{OUTPUT_NAME}' output (it has {outputs}); it was not made by bge-export")
@@ -56,6 +63,14 @@ class OnnxEncoder(Encoder):
         return list(self.session.get_providers())
 
     def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        feeds = {name: features[name] for name in self._graph_inputs}
+        feeds = {name: features[name].astype(self._input_dtypes[name], copy=False) for name in self._graph_inputs}
         (embedding,) = self.session.run([OUTPUT_NAME], feeds)
         return np.asarray(embedding, dtype=np.float32)
+
+
+def open_entry(folder: Path, entry: "ArtifactEntry", spec: EmbeddingSpec, tokenizer: TextTokenizer,
+               threads: int | None = None, providers: list[str] | None = None, **runtime_options: object) -> Encoder:
+    """The targets table's entry point for ONNX artifacts (bge_export/targets.py)."""
+    if runtime_options:
+        raise InputError(f"onnxruntime takes no options {sorted(runtime_options)}; use threads and providers")
+    return OnnxEncoder(Path(folder) / entry.path, spec, tokenizer, threads=threads, providers=providers)

@@ -6,7 +6,6 @@ runs here, is unverified (no runtime for its format on this machine) or failed t
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,18 +106,9 @@ def load_baseline_backend(manifest: Manifest, model: str | None, threads: int) -
 
 def unavailable_runtime_reason(entry: ArtifactEntry) -> str | None:
     """Why this artifact's format cannot run on this machine, decided without trying (None: try it)."""
-    if entry.format == "coreml" and platform.system() != "Darwin":
-        return f"a CoreML package runs only on macOS; this machine runs {platform.system()}"
-    if entry.format == "tensorrt":
-        try:
-            import torch
+    from bge_export.targets import unavailable_reason
 
-            has_gpu = torch.cuda.is_available()
-        except ImportError:
-            has_gpu = False
-        if not has_gpu:
-            return "a TensorRT engine needs an NVIDIA GPU (and TensorRT); this machine has no CUDA device"
-    return None
+    return unavailable_reason(entry)
 
 
 def load_artifact_backend(folder: Path, entry: ArtifactEntry, threads: int) -> LoadedBackend:

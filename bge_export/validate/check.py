@@ -49,10 +49,13 @@ PRECISION_CLASSES = tuple(FLOORS)
 
 
 def precision_class(precision: str) -> str:
-    """int8-dynamic, int8-static ... -> int8; fp16 -> fp16; anything else is held to fp32's standard."""
-    for name in ("int8", "fp16"):
-        if precision.startswith(name):
-            return name
+    """int8-dynamic, int8-static, palettized weights ... -> int8; fp16 -> fp16; anything else is held to fp32's
+    standard. Weight-compressed packages (palettize4/6/8: k-means lookup tables) lose as much as INT8 or more, so
+    they are held to INT8's floors: whether they meet them is what their validation reports."""
+    if precision.startswith(("int8", "palettize")):
+        return "int8"
+    if precision.startswith("fp16"):
+        return "fp16"
     return "fp32"
 
 
