@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
     parser.add_argument("--model", default=None, help="the model folder (default: the one the export recorded)")
-    parser.add_argument("--out", default=None, help="Markdown report (default: FOLDER/tensorrt-gpu.md)")
+    parser.add_argument("--out", default=None, help="Markdown report (default: ./tensorrt-gpu.md; not inside FOLDER, whose files the manifest lists)")
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -54,7 +54,7 @@ def main() -> None:
     except BgeExportError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    out = Path(args.out) if args.out else Path(args.folder) / "tensorrt-gpu.md"
+    out = Path(args.out) if args.out else Path("tensorrt-gpu.md")
     out.write_text(markdown(report), encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(markdown(report))

@@ -155,7 +155,7 @@ def build_tensorrt(options: TensorRTOptions) -> TargetResult:
             target.add(entry)
             entries.append(entry)
             progress.step(f"{entry.path}: {entry.status} ({entry.status_reason})")
-        write_build_script(target.stage, target.manifest, options, profiles)
+        write_build_script(target.stage, target.manifest)
         result_manifest = target.manifest
     seconds = time.perf_counter() - started
     return TargetResult(folder, result_manifest, entries, seconds, work.notes)

@@ -18,11 +18,13 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.group(context_settings=_CONTEXT)
 @click.version_option(__version__, prog_name="bge-export")
 def cli() -> None:
-    """Export sentence-embedding models to validated ONNX artifacts.
+    """Export sentence-embedding models to validated ONNX, TensorRT and Core ML artifacts.
 
     \b
     Typical use:
       bge-export onnx --model BAAI/bge-base-en-v1.5 --output artifacts/bge-base
+      bge-export tensorrt artifacts/bge-base --precision fp16   (GPU host; --prepare-only on a CPU)
+      bge-export coreml --model BAAI/bge-base-en-v1.5 --output artifacts/bge-base
       bge-export inspect artifacts/bge-base
 
     Every artifact is checked against the model run in PyTorch fp32 (what

@@ -43,30 +43,41 @@ def trtexec_line(precision: str, profiles: list[Any], options: "TensorRTOptions"
                            build_options(precision, profiles, options, Path(TIMING_CACHE), input_names))
 
 
-def write_build_script(stage: Path, manifest: "Manifest", options: "TensorRTOptions", profiles: list[Any]) -> None:
-    """tensorrt/build.sh: the same build as `bge-export tensorrt`, for a GPU host, either way; every precision
-    the folder has a TensorRT-ready graph for."""
+def write_build_script(stage: Path, manifest: "Manifest") -> None:
+    """tensorrt/build.sh: the same builds as `bge-export tensorrt`, for a GPU host, either way; one per TensorRT
+    entry of the folder, each from that entry's own record (its profiles, int32 inputs and trtexec line), so
+    entries prepared by earlier runs with other options are rebuilt as they were prepared."""
     from bge_export.optimizers.tensorrt_ready import PRECISIONS
 
-    present = {e.precision for e in manifest.artifacts if e.format == "tensorrt"}
-    known = [p for p in PRECISIONS if p in present]
-    flags = " ".join(f"--precision {p}" for p in known)
-    flags += "".join(f" --profile {p.label}" for p in profiles)
-    if options.int32_inputs:
-        flags += " --int32-inputs"
-    if options.min_cosine is not None and "int8" in known:
-        flags += f" --min-cosine {options.min_cosine}"
+    entries = sorted((e for e in manifest.artifacts if e.format == "tensorrt" and e.precision in PRECISIONS),
+                     key=lambda e: PRECISIONS.index(e.precision))
     lines = [
         "#!/bin/sh",
         "# Build this folder's TensorRT engines on a GPU host (TensorRT 10.x or 11.x). Run from anywhere.",
         "# Either with bge-export (builds, validates against the PyTorch baseline, records it in manifest.json):",
-        f"#   pip install 'bge-export[tensorrt]' && bge-export tensorrt \"$(dirname \"$0\")/..\" {flags}",
-        "# or with trtexec alone (the same graphs, not recorded in manifest.json):",
-        "set -e",
-        'cd "$(dirname "$0")/.."',
+        "#   pip install 'bge-export[tensorrt]'",
     ]
-    lines += [trtexec_line(p, profiles, options, manifest.spec.input_names) for p in known]
+    lines += [f"#   bge-export tensorrt \"$(dirname \"$0\")/..\" {_bge_export_flags(e.precision, e.options)}"
+              for e in entries]
+    lines += ["# or with trtexec alone (the same graphs, not recorded in manifest.json):", "set -e",
+              'cd "$(dirname "$0")/.."']
+    lines += [str(e.options["trtexec"]) for e in entries if e.options.get("trtexec")]
     path = stage / BUILD_SCRIPT
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o755)
+
+
+def _bge_export_flags(precision: str, recorded: dict[str, Any]) -> str:
+    """The flags that rebuild one entry as it was prepared, from its manifest record."""
+    from bge_export.engines.tensorrt_options import Profile
+
+    flags = f"--precision {precision}"
+    for profile in recorded.get("profiles") or []:
+        flags += f" --profile {Profile.from_dict(profile).label}"
+    graph = recorded.get("graph_options") or {}
+    if graph.get("int32_inputs"):
+        flags += " --int32-inputs"
+    if precision == "int8" and graph.get("int8_bound") is not None:
+        flags += f" --min-cosine {graph['int8_bound']}"
+    return flags

@@ -268,3 +268,53 @@ def test_core_ml_runs_short_and_truncated_long_texts(tiny_coreml):
     encoder = CoreMLEncoder(tiny_coreml / "coreml/model_fp16.mlpackage", spec,
                             TextTokenizer.from_artifact_folder(tiny_coreml, spec))
     assert encoder.encode(["short text", "long text " * 300]).shape == (2, spec.embedding_dim)
+
+
+def test_one_enumerated_length_converts(tiny_model, tmp_path):
+    result = _coreml(tiny_model(), tmp_path / "one", seq_lens=[64], check_texts=16)
+    (entry,) = result.entries
+    assert entry.status == "unverified" and "lengths 64" in entry.status_reason
+    sizes = _spec(tmp_path / "one" / entry.path).description.input[0].type.multiArrayType.shapeRange.sizeRanges
+    assert [(r.lowerBound, r.upperBound) for r in sizes] == [(1, 1), (64, 64)]
+
+
+def test_validate_off_macos_keeps_the_mil_verdict_and_its_numbers(tiny_coreml, tmp_path, capsys):
+    """validate cannot run Core ML here: it must neither erase the evaluator's numbers nor turn a fail into
+    unverified (a program already wrong in numpy is wrong on a phone)."""
+    from bge_export.cli import main
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_coreml, folder)
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(a for a in manifest["artifacts"] if a["format"] == "coreml")
+    fp16 = entry["validation"]["mil_reference_fp16"]
+    unverified_reason = entry["status_reason"]
+
+    def run(*args: str) -> int:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(["validate", str(folder), "--no-speed", "--artifact", entry["path"], "-q", *args])
+        return exited.value.code
+
+    assert run() == 0
+    kept = read_manifest(folder).find(entry["path"])
+    assert kept.status == "unverified" and kept.status_reason.startswith(unverified_reason)
+    assert "validate could not run it here: Core ML runs only on macOS" in kept.status_reason
+    assert "validate" not in kept.validation and kept.validation["mil_reference_fp16"] == fp16
+
+    # the same package recorded as failing its MIL check (as palettize6 does on MiniLM): validate keeps the fail
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(a for a in manifest["artifacts"] if a["format"] == "coreml")
+    entry["validation"]["mil_reference_fp16"]["passed"] = False
+    entry["status"], entry["status_reason"] = "fail", "the converted MIL program misses the floors: top-10 0.94"
+    manifest_path.write_text(json.dumps(manifest))
+    assert run() == 1
+    failed = read_manifest(folder).find(entry["path"])
+    assert failed.status == "fail" and failed.status_reason.startswith("the converted MIL program misses the floors")
+    assert failed.status_reason.count("validate could not run it here") == 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["inspect", str(folder)])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0 and "stand-in: the MIL program in numpy, fp16-rounded, not Core ML" in out

@@ -191,6 +191,22 @@ def test_prepare_only_records_unverified_entries_and_reuses_the_graphs(tiny_expo
     assert {t.dtype for t in narrow.inputs} == {"int32"} and narrow.validation["graph_numerics"]["passed"]
 
 
+def test_build_script_rebuilds_each_entry_as_it_was_prepared(tiny_exports, tmp_path, capsys):
+    """A later run with other profiles must not rewrite how the earlier entries are built."""
+    folder = shutil.copytree(tiny_exports["bert"], tmp_path / "folder")
+    assert _run_cli(["tensorrt", str(folder), "--prepare-only", "--precision", "fp16", "-q"]) == 0
+    assert _run_cli(["tensorrt", str(folder), "--prepare-only", "--precision", "fp32", "-q",
+                     "--profile", "batch=1,seq=1:32:64"]) == 0
+    manifest = read_manifest(folder)
+    script = (folder / "tensorrt/build.sh").read_text()
+    for precision in ("fp16", "fp32"):
+        entry = manifest.find(f"tensorrt/model_{precision}.plan")
+        assert entry.options["trtexec"] in script.splitlines()
+        line = next(x for x in script.splitlines() if f"--precision {precision}" in x)
+        assert line.count("--profile ") == len(entry.options["profiles"])
+    assert len(manifest.find("tensorrt/model_fp16.plan").options["profiles"]) == 2
+
+
 def test_prepare_only_fp16_and_int8_on_minilm(minilm_export, tmp_path):
     """The real MiniLM: both graphs pass the ops check and meet their floors with onnxruntime on the CPU."""
     from bge_export.api_tensorrt import TensorRTOptions, build_tensorrt

@@ -188,8 +188,9 @@ def _first_line(exc: BaseException) -> str:
 def _input_shape(ct: Any, shapes: ShapePlan) -> Any:
     if shapes.enumerated:
         pairs = [[b, n] for b in shapes.batch_sizes for n in shapes.seq_lens]
-        if len(pairs) == 1:  # one shape is a fixed shape (EnumeratedShapes takes two or more)
-            return ct.Shape(shape=pairs[0])
+        if len(pairs) == 1:  # EnumeratedShapes takes two or more; a fully fixed shape makes coremltools 9 fold
+            batch, length = pairs[0]  # the traced size arithmetic into arrays its `int` op rejects: a range
+            return ct.Shape(shape=(batch, ct.RangeDim(lower_bound=length, upper_bound=length, default=length)))
         return ct.EnumeratedShapes(shapes=pairs, default=pairs[-1])
     low, high = shapes.seq_range  # type: ignore[misc]
     batch = shapes.batch_sizes[-1]

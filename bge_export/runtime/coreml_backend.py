@@ -38,11 +38,17 @@ def coreml_unavailable() -> str | None:
 
 def import_coremltools() -> Any:
     """coremltools, quietly (its import warns about untested torch versions and, off macOS, missing libraries)."""
+    import contextlib
+    import io
+    import warnings
+
     log = logging.getLogger("coremltools")
     level = log.level
     log.setLevel(logging.ERROR)
-    try:
-        import coremltools
+    try:  # its import-time messages go to stderr through handlers set up before our level applies
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            import coremltools
     except ImportError:
         raise MissingDependencyError("coremltools", "coreml", "Core ML") from None
     finally:

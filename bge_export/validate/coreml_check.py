@@ -26,7 +26,10 @@ PARALLEL_MIN_BYTES = 20_000_000  # below this a run takes seconds: not worth a w
 
 
 def _quiet_worker() -> None:
+    from bge_export.runtime.coreml_backend import import_coremltools
+
     logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import_coremltools()  # first import in this process: its import-time messages are swallowed here
 
 
 def mil_job(package: str, spec: dict[str, Any], folder: str, texts: list[str], baseline: np.ndarray,

@@ -235,9 +235,11 @@ def _validate_artifact(
     result = ArtifactResult(entry.path, entry.format, entry.precision, "-", entry.size_bytes, "unverified", "")
     progress.step(f"{entry.path}: loading")
     attempt = open_artifact(folder, entry, threads)
-    if attempt.loaded is None:  # no runtime here: unverified, never pass; refused by its runtime: fail
-        result.status = "fail" if attempt.failed else "unverified"
-        result.reason = attempt.failed or attempt.unverified or ""
+    if attempt.loaded is None:  # refused by its runtime: fail; no runtime here: unverified, never pass
+        if attempt.failed:
+            result.status, result.reason = "fail", attempt.failed
+        else:
+            result.status, result.reason = not_run_here(entry, attempt.unverified or "")
         return result, None
     loaded = attempt.loaded
     result.backend, result.load_seconds, result.memory = loaded.backend, loaded.load_seconds, loaded.memory
@@ -254,13 +256,31 @@ def _validate_artifact(
     return result, loaded
 
 
+_NOT_RUN = " [validate could not run it here: "
+
+
+def not_run_here(entry: ArtifactEntry, why: str) -> tuple[str, str]:
+    """The verdict for an artifact whose runtime is missing here. Numbers computed in its runtime's place at
+    export (the TensorRT-ready graph on onnxruntime, the MIL program in numpy) keep the status they gave, a
+    `fail` included: an artifact already wrong off its runtime is wrong on it. Otherwise it is unverified."""
+    from bge_export.recommend import STAND_IN_CHECKS, status_evidence
+
+    if status_evidence(entry).get("source") in {key for key, _ in STAND_IN_CHECKS}:
+        recorded = entry.status_reason.split(_NOT_RUN)[0]
+        return entry.status, f"{recorded}{_NOT_RUN}{why}]"
+    return "unverified", why
+
+
 def _record_in_manifest(folder: Path, results: Sequence[ArtifactResult], corpus: str, report: str | None,
                         speed: SpeedResult | None = None, when: str | None = None) -> None:
     """Re-read just before writing (the run may take minutes), then write atomically."""
     manifest = read_manifest(folder)
     for result in results:
         entry = manifest.find(result.path)
-        entry.validation["validate"] = result.manifest_summary(corpus, report)
+        if result.fidelity is None:  # not run: no validate numbers to record, only the verdict and why
+            entry.validation.pop("validate", None)
+        else:
+            entry.validation["validate"] = result.manifest_summary(corpus, report)
         entry.set_status(result.status, result.reason)
     from bge_export.recommend import recommend  # [recommend] rewritten with this run's verdicts and speed
 
