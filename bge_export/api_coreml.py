@@ -75,27 +75,27 @@ def check_coreml_options(options: CoreMLOptions) -> None:
         raise InputError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
     compress = options.compress
     if isinstance(compress, str) or not isinstance(compress, (list, tuple)):
-        raise InputError(f"compress must be a list of methods ({', '.join(COMPRESSIONS)}), got {compress!r}")
+        raise InputError(f"--compress (compress) must be a list of methods ({', '.join(COMPRESSIONS)}), got {compress!r}")
     for method in compress:
         if method not in COMPRESSIONS:
             raise InputError(f"unknown compression '{method}'; choose from: {', '.join(COMPRESSIONS)}")
     if len(set(compress)) != len(compress):
-        raise InputError(f"compress names a method twice ({', '.join(compress)}); name each once")
+        raise InputError(f"--compress (compress) names a method twice ({', '.join(compress)}); name each once")
     if options.seq_lens is not None and options.seq_range is not None:
         raise InputError("--seq-lens (enumerated lengths) and --seq-range (a flexible range) exclude each other; pass one")
     if options.seq_lens is not None:
         lens = list(options.seq_lens) if isinstance(options.seq_lens, (list, tuple)) else None
         if not lens or not all(_is_int(n) and n >= 1 for n in lens):
-            raise InputError(f"seq_lens must be whole numbers >= 1, e.g. 64,128,256,512, got {options.seq_lens!r}")
+            raise InputError(f"--seq-lens (seq_lens) must be whole numbers >= 1, e.g. 64,128,256,512, got {options.seq_lens!r}")
         if len(set(lens)) != len(lens):
-            raise InputError(f"seq_lens names a length twice ({', '.join(map(str, lens))}); name each once")
+            raise InputError(f"--seq-lens (seq_lens) names a length twice ({', '.join(map(str, lens))}); name each once")
     if options.seq_range is not None:
         low_high = options.seq_range
         if not isinstance(low_high, (list, tuple)) or len(low_high) != 2 or not all(_is_int(n) for n in low_high) \
                 or not 1 <= low_high[0] <= low_high[1]:
-            raise InputError(f"seq_range must be two whole numbers LOW:HIGH with 1 <= LOW <= HIGH, got {low_high!r}")
+            raise InputError(f"--seq-range (seq_range) must be two whole numbers LOW:HIGH with 1 <= LOW <= HIGH, got {low_high!r}")
     if not _is_int(options.batch_size) or not 1 <= options.batch_size <= MAX_BATCH:
-        raise InputError(f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {options.batch_size!r}")
+        raise InputError(f"--batch-size (batch_size) must be a whole number from 1 to {MAX_BATCH}, got {options.batch_size!r}")
     lens_count = len(options.seq_lens or ()) * (1 if options.batch_size == 1 else 2)
     if lens_count > MAX_ENUMERATED_SHAPES:
         raise InputError(f"Core ML takes at most {MAX_ENUMERATED_SHAPES} enumerated shapes; pass fewer --seq-lens")
@@ -108,7 +108,7 @@ def check_coreml_options(options: CoreMLOptions) -> None:
         raise InputError(f"unknown compute units '{options.compute_units}'; choose one of: {', '.join(COMPUTE_UNITS)}")
     verdict_texts = len(builtin_split()["verdict"])
     if not _is_int(options.check_texts) or not 11 <= options.check_texts <= verdict_texts:
-        raise InputError(f"check_texts must be a whole number from 11 (top-10 overlap needs more than 10) to "
+        raise InputError(f"--check-texts (check_texts) must be a whole number from 11 (top-10 overlap needs more than 10) to "
                          f"{verdict_texts}, got {options.check_texts!r}")
     if options.pooling is not None:
         from bge_export.source import parse_pooling_override
@@ -140,7 +140,7 @@ def plan_shapes(options: CoreMLOptions, max_seq_length: int) -> Any:
         lens = sorted(options.seq_lens)
         too_long = [n for n in lens if n > max_seq_length]
         if too_long:
-            raise InputError(f"--seq-lens {', '.join(map(str, too_long))} exceed the model's max_seq_length "
+            raise InputError(f"--seq-lens: {', '.join(map(str, too_long))} is longer than the model's max_seq_length "
                              f"{max_seq_length}; use lengths up to {max_seq_length}")
     shapes = len(lens) * len(batches)
     _check_target(options.minimum_deployment_target, shapes)

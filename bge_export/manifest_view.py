@@ -21,6 +21,11 @@ def recommendation_of(manifest: Manifest) -> tuple[dict[str, Any], str]:
     return recommend(manifest), "computed now by kind: this manifest.json stores no recommendation"
 
 
+def _size(entry: Any) -> str:
+    """'not built' for an entry whose file does not exist yet (a TensorRT plan prepared for a GPU host)."""
+    return "not built" if not entry.sha256 and not entry.size_bytes else f"{entry.size_bytes / 1e6:.1f}"
+
+
 def _num(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
@@ -48,7 +53,7 @@ def format_manifest(manifest: Manifest) -> str:
         ev = evidence[entry.path]
         judged = f"{ev['label']}, {ev.get('texts', '?')} texts" if ev["source"] else "-"
         rows.append((
-            entry.path, entry.precision, f"{entry.size_bytes / 1e6:.1f}", str(entry.opset or "-"), entry.status,
+            entry.path, entry.precision, _size(entry), str(entry.opset or "-"), entry.status,
             judged, _num(ev.get("cosine_mean"), 6), _num(ev.get("cosine_min"), 6), _num(ev.get("top10_overlap"), 3),
         ))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

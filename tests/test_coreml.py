@@ -158,7 +158,7 @@ def test_an_op_coremltools_cannot_convert_is_named_with_its_version(tiny_model):
 
 
 @pytest.mark.parametrize("options, match", [
-    ({"seq_lens": [64, 4096]}, "4096 exceed the model's max_seq_length 128"),
+    ({"seq_lens": [64, 4096]}, "--seq-lens: 4096 is longer than the model's max_seq_length 128"),
     ({"seq_range": (1, 512)}, "past the model's max_seq_length 128"),
     ({"compress": ["int4"]}, "unknown compression 'int4'"),
     ({"compress": ["int8", "int8"]}, "twice"),

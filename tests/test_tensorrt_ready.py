@@ -180,7 +180,7 @@ def test_prepare_only_records_unverified_entries_and_reuses_the_graphs(tiny_expo
     assert script.count("trtexec --onnx=") == 2 and "bge-export tensorrt" in script
     assert _run_cli(["inspect", str(folder)]) == 0
     shown = capsys.readouterr().out
-    assert "tensorrt/model_fp16.plan" in shown and "unverified" in shown
+    assert "tensorrt/model_fp16.plan" in shown and "unverified" in shown and "not built" in shown
     assert _run_cli(args) == 0  # same options: the graphs and their checks are reused, byte for byte
     again = read_manifest(folder).find("tensorrt/model_fp16.plan")
     assert again.options["graph_sha256"] == entry.options["graph_sha256"]
