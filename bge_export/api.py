@@ -303,24 +303,21 @@ def check_export_options(options: ExportOptions) -> list[str]:
     Returns the calibration texts (read now, so a bad file fails here and not after the export)."""
     from bge_export.corpus import builtin_calibration_texts, builtin_split, read_corpus_file
     from bge_export.optimizers.int8 import PRESETS
+    from bge_export.option_checks import (
+        check_flags, check_min_cosine, check_model_reference, check_strings, is_int,
+    )
 
     if not isinstance(options, ExportOptions):
         raise InputError(f"export() takes an ExportOptions, got {type(options).__name__}")
-    if not isinstance(options.model, str) or not options.model.strip():
-        raise InputError(f"model must be a hub id or a folder path (a non-empty string), got {options.model!r}")
+    check_model_reference(options.model)
     if options.output is not None and not isinstance(options.output, (str, Path)):
         raise InputError(f"output must be a folder path, got {type(options.output).__name__}")
-    for name in ("revision", "pooling", "calibration"):
-        value = getattr(options, name)
-        if value is not None and not isinstance(value, (str, Path)):
-            raise InputError(f"{name} must be a string, got {type(value).__name__}")
-    for name in _FLAGS:
-        if not isinstance(getattr(options, name), bool):
-            raise InputError(f"{name} must be True or False, got {getattr(options, name)!r}")
-    if not _is_int(options.opset) or not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
+    check_strings(options, ("revision", "pooling", "calibration"))
+    check_flags(options, _FLAGS)
+    if not is_int(options.opset) or not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
         raise InputError(f"opset {options.opset!r} is not supported; choose {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (default 17)")
     verdict_texts = len(builtin_split()["verdict"])
-    if not _is_int(options.check_texts) or not 1 <= options.check_texts <= verdict_texts:
+    if not is_int(options.check_texts) or not 1 <= options.check_texts <= verdict_texts:
         raise InputError(f"check_texts must be a whole number from 1 to {verdict_texts} (the built-in verdict texts), "
                          f"got {options.check_texts!r}")
     if options.quantize not in (None, *QUANTIZE_CHOICES):
@@ -330,10 +327,7 @@ def check_export_options(options: ExportOptions) -> list[str]:
     if options.calibration_method not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method '{options.calibration_method}'; "
                          f"choose one of: {', '.join(CALIBRATION_METHODS)}")
-    if options.min_cosine is not None and (isinstance(options.min_cosine, bool)
-                                           or not isinstance(options.min_cosine, (int, float))
-                                           or not 0.0 < options.min_cosine <= 1.0):
-        raise InputError(f"--min-cosine must be a number in (0, 1], got {options.min_cosine!r}")
+    check_min_cosine(options.min_cosine)
     if options.pooling is not None:
         from bge_export.source import parse_pooling_override
 
@@ -341,7 +335,3 @@ def check_export_options(options: ExportOptions) -> list[str]:
     if options.calibration and not options.quantize:
         raise InputError("--calibration is used only by --quantize; add --quantize int8 (or int8-static), or drop it")
     return read_corpus_file(options.calibration, "calibration file") if options.calibration else builtin_calibration_texts()
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

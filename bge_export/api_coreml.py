@@ -58,19 +58,14 @@ def check_coreml_options(options: CoreMLOptions) -> None:
     from bge_export.corpus import builtin_split
     from bge_export.exporters.coreml_exporter import DEPLOYMENT_TARGETS
     from bge_export.optimizers.coreml_compress import COMPRESSIONS, needs_scikit_learn
+    from bge_export.option_checks import check_flags, check_model_reference, check_strings, is_int
     from bge_export.runtime.coreml_backend import COMPUTE_UNITS, import_coremltools
 
     if not isinstance(options, CoreMLOptions):
         raise InputError(f"export_coreml() takes a CoreMLOptions, got {type(options).__name__}")
-    if not isinstance(options.model, str) or not options.model.strip():
-        raise InputError(f"model must be a hub id or a folder path (a non-empty string), got {options.model!r}")
-    for name in ("output", "revision", "pooling", "minimum_deployment_target"):
-        value = getattr(options, name)
-        if value is not None and not isinstance(value, (str, Path)):
-            raise InputError(f"{name} must be a string, got {type(value).__name__}")
-    for name in _FLAGS:
-        if not isinstance(getattr(options, name), bool):
-            raise InputError(f"{name} must be True or False, got {getattr(options, name)!r}")
+    check_model_reference(options.model)
+    check_strings(options, ("output", "revision", "pooling", "minimum_deployment_target"))
+    check_flags(options, _FLAGS)
     if options.precision not in PRECISIONS:
         raise InputError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
     compress = options.compress
@@ -85,16 +80,16 @@ def check_coreml_options(options: CoreMLOptions) -> None:
         raise InputError("--seq-lens (enumerated lengths) and --seq-range (a flexible range) exclude each other; pass one")
     if options.seq_lens is not None:
         lens = list(options.seq_lens) if isinstance(options.seq_lens, (list, tuple)) else None
-        if not lens or not all(_is_int(n) and n >= 1 for n in lens):
+        if not lens or not all(is_int(n) and n >= 1 for n in lens):
             raise InputError(f"--seq-lens (seq_lens) must be whole numbers >= 1, e.g. 64,128,256,512, got {options.seq_lens!r}")
         if len(set(lens)) != len(lens):
             raise InputError(f"--seq-lens (seq_lens) names a length twice ({', '.join(map(str, lens))}); name each once")
     if options.seq_range is not None:
         low_high = options.seq_range
-        if not isinstance(low_high, (list, tuple)) or len(low_high) != 2 or not all(_is_int(n) for n in low_high) \
+        if not isinstance(low_high, (list, tuple)) or len(low_high) != 2 or not all(is_int(n) for n in low_high) \
                 or not 1 <= low_high[0] <= low_high[1]:
             raise InputError(f"--seq-range (seq_range) must be two whole numbers LOW:HIGH with 1 <= LOW <= HIGH, got {low_high!r}")
-    if not _is_int(options.batch_size) or not 1 <= options.batch_size <= MAX_BATCH:
+    if not is_int(options.batch_size) or not 1 <= options.batch_size <= MAX_BATCH:
         raise InputError(f"--batch-size (batch_size) must be a whole number from 1 to {MAX_BATCH}, got {options.batch_size!r}")
     lens_count = len(options.seq_lens or ()) * (1 if options.batch_size == 1 else 2)
     if lens_count > MAX_ENUMERATED_SHAPES:
@@ -107,7 +102,7 @@ def check_coreml_options(options: CoreMLOptions) -> None:
     if options.compute_units not in COMPUTE_UNITS:
         raise InputError(f"unknown compute units '{options.compute_units}'; choose one of: {', '.join(COMPUTE_UNITS)}")
     verdict_texts = len(builtin_split()["verdict"])
-    if not _is_int(options.check_texts) or not 11 <= options.check_texts <= verdict_texts:
+    if not is_int(options.check_texts) or not 11 <= options.check_texts <= verdict_texts:
         raise InputError(f"--check-texts (check_texts) must be a whole number from 11 (top-10 overlap needs more than 10) to "
                          f"{verdict_texts}, got {options.check_texts!r}")
     if options.pooling is not None:
@@ -282,7 +277,3 @@ def _describe_shapes(shapes: Any) -> str:
     if shapes.enumerated:
         return "lengths " + "/".join(map(str, shapes.seq_lens)) + batch
     return f"lengths {shapes.seq_range[0]}-{shapes.seq_range[1]}{batch}"
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

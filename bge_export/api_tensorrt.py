@@ -82,6 +82,7 @@ def check_tensorrt_options(options: TensorRTOptions) -> list[str]:
     """Every option that needs no folder, checked before any work; returns the precisions without repeats."""
     from bge_export.corpus import builtin_split
     from bge_export.engines.tensorrt_options import PRECISIONS, parse_profile
+    from bge_export.option_checks import check_flags, check_min_cosine
 
     if not isinstance(options, TensorRTOptions):
         raise InputError(f"build_tensorrt() takes a TensorRTOptions, got {type(options).__name__}")
@@ -97,13 +98,8 @@ def check_tensorrt_options(options: TensorRTOptions) -> list[str]:
         raise InputError(f"profiles must be a list like ['batch=1:8:64,seq=16:128:512'], got {options.profiles!r}")
     for text in options.profiles:
         parse_profile(text)
-    for name in ("version_compatible", "int32_inputs", "prepare_only", "quiet"):
-        if not isinstance(getattr(options, name), bool):
-            raise InputError(f"{name} must be True or False, got {getattr(options, name)!r}")
-    if options.min_cosine is not None and (isinstance(options.min_cosine, bool)
-                                           or not isinstance(options.min_cosine, (int, float))
-                                           or not 0.0 < options.min_cosine <= 1.0):
-        raise InputError(f"--min-cosine must be a number in (0, 1], got {options.min_cosine!r}")
+    check_flags(options, ("version_compatible", "int32_inputs", "prepare_only", "quiet"))
+    check_min_cosine(options.min_cosine)
     if options.min_cosine is not None and "int8" not in options.precisions:
         raise InputError("--min-cosine bounds the INT8 search only; add --precision int8, or drop it")
     verdict = len(builtin_split()["verdict"])
