@@ -1,13 +1,18 @@
-"""Our ONNX artifacts against the peers, measured side by side in one run on the same tokenized batches.
+"""Our ONNX artifacts against the peers, under onnxruntime and OpenVINO, in one run on the same tokenized batches.
 
-    python benchmarks/compare_peers.py --model MODEL_DIR [--texts 2000] [--threads 2]
+    python benchmarks/compare_peers.py --model MODEL_DIR [--name NAME] [--texts 2000] [--threads 2]
+                                       [--holdout-domain DOMAIN]
 
-Variants: PyTorch fp32 (the reference every cosine is taken against) and bf16; sentence-transformers' own
-exports run by onnxruntime (`export_optimized_onnx_model(..., "O3")`, `export_dynamic_quantized_onnx_model(...,
-"avx512_vnni")`); ours (fp32, fused, INT8 dynamic accuracy-aware, INT8 static QDQ, FP16). The peers' exporters
-need Optimum, which pins transformers<4.58, so they run in their own virtual environment
-(benchmarks/peers/make_env.sh) and this script only runs the files they produce. Speeds are ratios inside this
-one run; absolute numbers from another run or machine mean nothing here.
+Variants: PyTorch fp32 (the reference every cosine is taken against) and bf16 weights; sentence-transformers'
+own ONNX exports run by onnxruntime (`export_optimized_onnx_model(..., "O3")`, `export_dynamic_quantized_onnx_model
+(..., "avx512_vnni")`); the OpenVINO peers: the fp32 model at OpenVINO's default precision and with the f32 hint,
+and its NNCF INT8 made as sentence-transformers' `export_static_quantized_openvino_model` makes it (see
+openvino_peers.py), at the f32 and the default hint; ours (fp32, fused, FP16, INT8 dynamic, INT8 static QDQ,
+INT8 for OpenVINO when the CLI makes it) under onnxruntime, OpenVINO f32 and, on CPUs with native bf16, OpenVINO
+bf16. The sentence-transformers exporters need Optimum, which pins transformers<4.58, so they run in their own
+virtual environment (benchmarks/peers/make_env.sh); without it those rows are left out with the reason.
+Fidelity is measured on text no quantizer calibrated or chose on: the built-in corpus's "report" part and the
+STS sample's sentences, reported per text set. Speeds are ratios inside this one run.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,49 +32,126 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import openvino_peers as ovp  # noqa: E402
+from peers.report import Row, markdown  # noqa: E402
+
+PEER_INT8, OV_INT8 = "ST INT8 ONNX (avx512_vnni)", "OpenVINO INT8 (NNCF)"
+Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 @dataclass
-class Row:
+class Candidate:
+    key: str  # for --skip: "ours-int8-dynamic@openvino-f32"
     variant: str
-    size_mb: float
-    cos_mean: float
-    cos_min: float
-    cos_p1: float
-    top10: float
-    p50_ms_b1: float
-    seq_per_s_b32: float
-    vs_peer_int8: float = float("nan")
+    runtime: str
+    build: Callable[[], tuple[Runner, str, float]]  # runner, precision actually used, size in bytes
+    note: str = ""
 
 
-def evaluation_texts(count: int) -> list[str]:
-    """Real sentences the quantizers never saw: the built-in corpus, then the STS sample's sentences."""
-    from bge_export.corpus import builtin_corpus
-
-    texts = [c.text for c in builtin_corpus()]
-    sts = ROOT / "tests" / "data" / "sts_sample.tsv"
-    for line in sts.read_text(encoding="utf-8").splitlines()[1:]:
-        texts += line.split("\t")[1:3]
-    return list(dict.fromkeys(texts))[:count]
+@dataclass
+class TextSets:
+    texts: list[str]
+    sets: dict[str, np.ndarray] = field(default_factory=dict)  # name -> indices into texts
+    note: str = ""
 
 
-def ensure_peers(model_dir: Path, peers_dir: Path) -> None:
+def sts_sentences() -> list[str]:
+    lines = (ROOT / "tests" / "data" / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return list(dict.fromkeys(text for line in lines for text in line.split("\t")[1:3]))
+
+
+def corpus_domains() -> dict[str, str]:
+    from importlib import resources
+
+    rows = resources.files("bge_export").joinpath("data/corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    found: dict[str, str] = {}
+    for row in (json.loads(line) for line in rows if line.strip()):
+        found.setdefault(row["text"], row.get("domain", "unknown"))
+    return found
+
+
+def evaluation_sets(count: int, holdout_domain: str | None) -> TextSets:
+    """Text nobody tuned on: the corpus's "report" part (the INT8 search chooses on "selection", the export's check
+    uses "verdict") plus the STS sample's sentences, deduplicated; cut to `count` keeping both in proportion."""
+    from bge_export.corpus import builtin_texts
+
+    report = list(dict.fromkeys(builtin_texts("report")))
+    in_report = set(report)
+    sts = [text for text in sts_sentences() if text not in in_report]
+    total = len(report) + len(sts)
+    n_sts = len(sts) if count >= total else round(count * len(sts) / total)
+    n_report = min(len(report), count - n_sts)
+    texts = report[:n_report] + sts[:n_sts]
+    domains = corpus_domains()
+    result = TextSets(texts, note=f"{n_report} of the built-in corpus's {len(report)} 'report' texts + {n_sts} of "
+                                  f"{len(sts)} STS-sample sentences (deduplicated), {len(texts)} in all")
+    in_domain = [i for i in range(n_report) if domains.get(texts[i]) == holdout_domain]
+    if holdout_domain:
+        result.sets[f"corpus report, without {holdout_domain}"] = np.array(sorted(set(range(n_report)) - set(in_domain)))
+        result.sets[f"domain {holdout_domain}"] = np.array(in_domain)
+        result.note += f"; domain '{holdout_domain}': {len(in_domain)} of the report texts, reported apart"
+    else:
+        result.sets["corpus report"] = np.arange(n_report)
+    result.sets["STS sentences"] = np.arange(n_report, len(texts))
+    return result
+
+
+def ensure_peers(model_dir: Path, peers_dir: Path) -> str | None:
+    """The sentence-transformers exports (None), or why there are none (the venv is tried once)."""
     if (peers_dir / "onnx" / "model_qint8_avx512_vnni.onnx").is_file():
-        return
+        return None
     venv = Path(os.environ.get("PEER_VENV", ROOT / ".venv-peers"))
-    subprocess.run(["bash", str(ROOT / "benchmarks" / "peers" / "make_env.sh")], check=True)
-    subprocess.run([str(venv / "bin" / "python"), str(ROOT / "benchmarks" / "peers" / "export_peers.py"),
-                    str(model_dir), str(peers_dir)], check=True)
+    steps = {"benchmarks/peers/make_env.sh": ["bash", str(ROOT / "benchmarks" / "peers" / "make_env.sh")],
+             "benchmarks/peers/export_peers.py": [str(venv / "bin" / "python"), str(ROOT / "benchmarks" / "peers" /
+                                                  "export_peers.py"), str(model_dir), str(peers_dir)]}
+    for label, command in steps.items():
+        print(f"running {label} ...", file=sys.stderr, flush=True)
+        try:
+            done = subprocess.run(["nice", "-n", "10", *command], capture_output=True, text=True, check=False)
+        except OSError as exc:
+            return f"{label} could not start ({exc})"
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1][:160]
+            return f"{label} failed (exit {done.returncode}: {last})"
+    return None
 
 
-def ensure_ours(model_dir: Path, ours_dir: Path, with_static: bool) -> None:
-    """Our artifacts via the CLI, as a user makes them; a failed check still leaves the folder to measure."""
-    runs = {ours_dir: ["--optimize", "--quantize", "int8", "--fp16"]}
+def ensure_ours(model_dir: Path, work: Path, name: str, with_static: bool) -> dict[str, str]:
+    """Our artifacts via the CLI, as a user makes them (a failed check still leaves the folder to measure);
+    returns {folder: why it is missing} for the runs that made nothing."""
+    runs = {f"ours-{name}": ["--optimize", "--quantize", "int8", "--fp16"],
+            f"ours-{name}-openvino": ["--quantize", "int8-openvino"]}
     if with_static:
-        runs[ours_dir.with_name(ours_dir.name + "-static")] = ["--quantize", "int8-static"]
-    for target, extra in runs.items():
+        runs[f"ours-{name}-static"] = ["--quantize", "int8-static"]
+    missing = {}
+    for folder, extra in runs.items():
+        target = work / folder
+        if (target / "manifest.json").is_file():
+            continue
+        try:
+            done = subprocess.run(["nice", "-n", "10", "bge-export", "onnx", "-m", str(model_dir), "-o", str(target),
+                                   "--force", *extra], capture_output=True, text=True, check=False)
+        except OSError as exc:
+            missing[folder] = f"bge-export could not start ({exc})"
+            continue
         if not (target / "manifest.json").is_file():
-            subprocess.run(["bge-export", "onnx", "-m", str(model_dir), "-o", str(target), "--force", *extra], check=False)
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1][:200]
+            unknown = "int8-openvino" in extra and ("Invalid value" in done.stderr or "is not one of" in done.stderr)
+            missing[folder] = ("this bge-export does not know `--quantize int8-openvino` yet" if unknown else
+                               f"`bge-export onnx {' '.join(extra)}` made nothing (exit {done.returncode}: {last})")
+            print(f"skipping {folder}: {missing[folder]}", file=sys.stderr)
+    return missing
+
+
+def export_check(artifact: Path) -> str:
+    """'' when the export's own check passed this artifact, else what its manifest says (fail, unverified, ...)."""
+    try:
+        entries = json.loads((artifact.parents[1] / "manifest.json").read_text())["artifacts"]
+        status = next(e.get("status") for e in entries if e.get("path") == f"onnx/{artifact.name}")
+    except (OSError, ValueError, KeyError, StopIteration):
+        return "not in its manifest"
+    return "" if status == "pass" else f"export check: {status}"
 
 
 def mean_pool_normalize(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -78,123 +160,222 @@ def mean_pool_normalize(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="sentence-transformers folder (mean pooling)")
-    parser.add_argument("--name", default=None)
-    parser.add_argument("--work", type=Path, default=ROOT / "artifacts" / "bench")
+    parser.add_argument("--name", default=None, help="model name for files and tables (default: the folder's name)")
+    parser.add_argument("--work", type=Path, default=ROOT / "artifacts" / "bench", help="exports and caches")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--latency-texts", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="timed passes per variant, order rotating; best kept")
-    parser.add_argument("--with-static", action="store_true", help="also build and measure static QDQ INT8")
-    parser.add_argument("--skip", default="", help="comma-separated variants to leave out (e.g. ours-fp16)")
+    parser.add_argument("--no-static", action="store_true", help="leave out our static QDQ INT8 (its build is slow)")
+    parser.add_argument("--no-peers", action="store_true", help="do not build the sentence-transformers peers' venv")
+    parser.add_argument("--holdout-domain", default=None, help="a corpus domain (e.g. law) whose texts are reported apart")
+    parser.add_argument("--nncf-subset", type=int, default=300, help="NNCF calibration subset size for the OpenVINO peer")
+    parser.add_argument("--skip", default="", help="comma-separated keys or key prefixes to leave out (e.g. ours-fp16)")
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.texts < 50 or args.nncf_subset < 1:
+        parser.error("--rounds and --nncf-subset must be at least 1, --texts at least 50")
+    domains = sorted(set(corpus_domains().values()))
+    if args.holdout_domain is not None and args.holdout_domain not in domains:
+        parser.error(f"--holdout-domain must be one of {', '.join(domains)}")
+    return args
 
+
+def main() -> None:
+    args = parse_args()
     import onnxruntime as ort
+    import openvino as ov
     import torch
 
+    from bge_export.corpus import builtin_calibration_texts
     from bge_export.runtime import load_baseline
     from bge_export.validate.metrics import cosine_per_row, summarize_cosine, topk_neighbour_overlap
 
     name = args.name or args.model.name
+    cpu = ovp.cpu_description(args.threads)
     peers_dir, ours_dir = args.work / f"peers-{name}", args.work / f"ours-{name}"
-    ensure_peers(args.model, peers_dir)
-    ensure_ours(args.model, ours_dir, args.with_static)
-    static_dir = ours_dir.with_name(ours_dir.name + "-static")
+    skipped: dict[str, str] = {}
+    peer_reason = "--no-peers given" if args.no_peers else ensure_peers(args.model, peers_dir)
+    if peer_reason:
+        skipped["sentence-transformers peers"] = peer_reason
+        print(f"skipping the sentence-transformers peers: {peer_reason}", file=sys.stderr)
+    missing_folders = ensure_ours(args.model, args.work, name, not args.no_static)
+    bf16_reason = ovp.bf16_skip_reason(cpu)
+    if bf16_reason:
+        skipped["OpenVINO bf16 hint rows"] = bf16_reason
     torch.set_num_threads(args.threads)
 
     baseline = load_baseline(str(args.model), threads=args.threads)
     spec, tokenizer = baseline.spec, baseline.tokenizer
-    texts = evaluation_texts(args.texts)
+    text_sets = evaluation_sets(args.texts, args.holdout_domain)
+    texts = text_sets.texts
+    print(f"evaluation texts: {text_sets.note}", file=sys.stderr)
     batches = list(tokenizer.batches(texts, args.batch))
     singles = [tokenizer.pad([ids]) for ids in tokenizer.tokenize(texts[: args.latency_texts])]
 
-    def ort_runner(path: Path, pooled_outside: bool) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        output = session.get_outputs()[0].name if pooled_outside else "sentence_embedding"
+    def ort_build(path: Path, pooled_outside: bool) -> Callable[[], tuple[Runner, str, float]]:
+        def build() -> tuple[Runner, str, float]:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            output = session.get_outputs()[0].name if pooled_outside else "sentence_embedding"
 
-        def run(features: dict[str, np.ndarray]) -> np.ndarray:
-            (value,) = session.run([output], {k: features[k] for k in names})
-            return mean_pool_normalize(value, features["attention_mask"]) if pooled_outside else value
+            def run(features: dict[str, np.ndarray]) -> np.ndarray:
+                (value,) = session.run([output], {k: features[k] for k in names})
+                value = value.astype(np.float32)
+                return mean_pool_normalize(value, features["attention_mask"]) if pooled_outside else value
 
-        return run
+            return run, "as stored in the graph", ovp.model_size(path)
 
-    def torch_runner(dtype: torch.dtype) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-        module = baseline.module if dtype == torch.float32 else _copy_module(baseline.module).to(dtype)
+        return build
 
-        def run(features: dict[str, np.ndarray]) -> np.ndarray:
-            with torch.inference_mode():
-                out = module(**{k: torch.from_numpy(features[k]) for k in spec.input_names})
-            return out.float().numpy()
+    def ov_build(path: Callable[[], Path] | Path, pooled_outside: bool, hint: str | None) -> Callable:
+        def build() -> tuple[Runner, str, float]:
+            source = path() if callable(path) else path
+            compiled, used = ovp.compile_openvino(source, args.threads, hint)
+            return ovp.openvino_runner(compiled, pooled_outside, mean_pool_normalize), f"{hint or 'default'} → {used}", \
+                ovp.model_size(source)
 
-        return run
+        return build
 
-    variants: dict[str, tuple[Callable, float]] = {
-        "pytorch-fp32": (torch_runner(torch.float32), _size(args.model / "model.safetensors")),
-        "pytorch-bf16": (torch_runner(torch.bfloat16), _size(args.model / "model.safetensors") / 2),
-        "peer-onnx-O3": (ort_runner(peers_dir / "onnx/model_O3.onnx", True), _size(peers_dir / "onnx/model_O3.onnx")),
-        "peer-int8-avx512_vnni": (ort_runner(peers_dir / "onnx/model_qint8_avx512_vnni.onnx", True),
-                                  _size(peers_dir / "onnx/model_qint8_avx512_vnni.onnx")),
-    }
-    for label, path in (("ours-fp32", ours_dir / "onnx/model.onnx"), ("ours-fused", ours_dir / "onnx/model_optimized.onnx"),
-                        ("ours-fp16", ours_dir / "onnx/model_fp16.onnx"),
-                        ("ours-int8-dynamic", next(ours_dir.glob("onnx/model_qint8_*.onnx"), None)),
-                        ("ours-int8-static", static_dir / "onnx/model_qint8_static.onnx")):
-        if path is not None and path.is_file():
-            variants[label] = (ort_runner(path, False), _size(path))
-    for label in filter(None, args.skip.split(",")):
-        variants.pop(label, None)
+    def torch_build(dtype: torch.dtype) -> Callable[[], tuple[Runner, str, float]]:
+        def build() -> tuple[Runner, str, float]:
+            module = baseline.module if dtype == torch.float32 else _copy_module(baseline.module).to(dtype)
+
+            def run(features: dict[str, np.ndarray]) -> np.ndarray:
+                with torch.inference_mode():
+                    out = module(**{k: torch.from_numpy(features[k]) for k in spec.input_names})
+                return out.float().numpy()
+
+            weights = _size(args.model / "model.safetensors")
+            return run, "fp32" if dtype == torch.float32 else "bf16 weights", weights / (1 if dtype == torch.float32 else 2)
+
+        return build
+
+    candidates = [Candidate("pytorch-fp32", "PyTorch fp32", "pytorch", torch_build(torch.float32)),
+                  Candidate("pytorch-bf16", "PyTorch bf16 weights", "pytorch", torch_build(torch.bfloat16))]
+    peer_onnx = peers_dir / "onnx"
+    if not peer_reason:
+        candidates += [Candidate("st-onnx-O3", "ST ONNX O3", "onnxruntime", ort_build(peer_onnx / "model_O3.onnx", True)),
+                       Candidate("st-int8", PEER_INT8, "onnxruntime",
+                                 ort_build(peer_onnx / "model_qint8_avx512_vnni.onnx", True))]
+    if not peer_reason and (peer_onnx / "model.onnx").is_file():
+        ov_source, pooled = peer_onnx / "model.onnx", True
+        ov_source_note = "the sentence-transformers fp32 ONNX export (mean pooling done outside the graph)"
+    else:
+        ov_source, pooled = ours_dir / "onnx" / "model.onnx", False
+        ov_source_note = "our fp32 onnx/model.onnx (pooling inside the graph): the sentence-transformers export is missing"
+    nncf_info: dict = {"calibration": f"first {args.nncf_subset} texts of bge_export.corpus.builtin_calibration_texts() "
+                       "(glue/sst2, sentence-transformers' default, is unreachable here), padded to 384 tokens"}
+
+    def peer_int8_ir() -> Path:
+        if "ir" not in nncf_info:
+            names = [port.any_name for port in ov.Core().read_model(str(ov_source)).inputs]
+            samples = ovp.calibration_samples(tokenizer, builtin_calibration_texts()[: args.nncf_subset], names)
+            print("quantizing the OpenVINO peer with NNCF (cached) ...", file=sys.stderr, flush=True)
+            cache = args.work / f"openvino-int8-{name}-{'st' if pooled else 'ours'}"
+            nncf_info["ir"], nncf_info["settings"] = ovp.nncf_int8_ir(ov_source, cache, samples, args.nncf_subset)
+        return nncf_info["ir"]
+
+    candidates += [
+        Candidate("ov-fp32-default", "OpenVINO fp32, default precision", "openvino", ov_build(ov_source, pooled, None)),
+        Candidate("ov-fp32-f32", "OpenVINO fp32, f32 hint", "openvino", ov_build(ov_source, pooled, "f32")),
+        Candidate("ov-int8-f32", f"{OV_INT8}, f32 hint", "openvino", ov_build(peer_int8_ir, pooled, "f32")),
+        Candidate("ov-int8-default", f"{OV_INT8}, default hint", "openvino", ov_build(peer_int8_ir, pooled, None))]
+    dynamic = [p for p in sorted(ours_dir.glob("onnx/model_qint8_*.onnx")) if not p.stem.endswith(("_static", "_openvino"))]
+    ours = [("ours-fp32", ours_dir / "onnx/model.onnx", True),
+            ("ours-fused", ours_dir / "onnx/model_optimized.onnx", False),
+            ("ours-fp16", ours_dir / "onnx/model_fp16.onnx", False),
+            ("ours-int8-dynamic", dynamic[0] if dynamic else None, True),
+            ("ours-int8-static", args.work / f"ours-{name}-static/onnx/model_qint8_static.onnx", True),
+            ("ours-int8-openvino", args.work / f"ours-{name}-openvino/onnx/model_qint8_openvino.onnx", True)]
+    for label, path, with_bf16 in ours:
+        if path is None or not path.is_file():
+            folder, file = (path.parents[1].name, path.name) if path else (ours_dir.name, "model_qint8_<preset>.onnx")
+            skipped[label] = missing_folders.get(folder, f"no {file} in {folder}")
+            continue
+        check = export_check(path)
+        candidates += [Candidate(f"{label}@onnxruntime", label, "onnxruntime", ort_build(path, False), check),
+                       Candidate(f"{label}@openvino-f32", label, "openvino", ov_build(path, False, "f32"), check)]
+        if with_bf16 and not bf16_reason:
+            candidates.append(Candidate(f"{label}@openvino-bf16", label, "openvino", ov_build(path, False, "bf16"), check))
+    skips = [s for s in args.skip.split(",") if s]
+    candidates = [c for c in candidates if c.key == "pytorch-fp32" or not any(c.key.startswith(s) for s in skips)]
+
+    rows: list[Row] = []
+    live: dict[int, Runner] = {}
+    for candidate in candidates:
+        row = Row(candidate.key, candidate.variant, candidate.runtime, "", note=candidate.note)
+        print(f"building and warming up {candidate.key} ...", file=sys.stderr, flush=True)
+        try:
+            run, row.precision, size = candidate.build()
+            for features in (b.features for b in batches[:2]):
+                run(features)
+            row.size_mb, live[len(rows)] = size / 1e6, run
+        except Exception as exc:  # a runtime that cannot load or run an artifact is a row with the reason
+            row.note = "; ".join(filter(None, [row.note, f"not measured: {ovp.short_reason(exc)}"]))
+            print(f"  {candidate.key}: {row.note}", file=sys.stderr)
+        rows.append(row)
 
     # Each round times every variant's whole pass (batches, then single texts), and the order of the variants
     # rotates from round to round; a variant's speed is its fastest round. A slow spell of the machine (another
     # tenant, clocks) then costs one round, not one variant. Variants are not interleaved batch by batch: the
     # thread pools of the previous runtime still spin for a while after it returns and slow the next one.
-    labels = list(variants)
-    for label in labels:
-        print(f"warming up {label} ...", file=sys.stderr, flush=True)
-        for features in (b.features for b in batches[:2]):
-            variants[label][0](features)
-    embeddings = {label: np.zeros((len(texts), spec.embedding_dim), dtype=np.float32) for label in labels}
-    busy = dict.fromkeys(labels, float("inf"))
-    p50 = dict.fromkeys(labels, float("inf"))
+    order = list(live)
+    embeddings = {i: np.zeros((len(texts), spec.embedding_dim), dtype=np.float32) for i in order}
+    busy, p50 = dict.fromkeys(order, float("inf")), dict.fromkeys(order, float("inf"))
     for round_index in range(args.rounds):
-        shift = round_index % len(labels)
-        for label in labels[shift:] + labels[:shift]:
-            print(f"round {round_index + 1}/{args.rounds}: {label} ...", file=sys.stderr, flush=True)
-            run = variants[label][0]
+        shift = round_index % len(order)
+        for i in order[shift:] + order[:shift]:
+            print(f"round {round_index + 1}/{args.rounds}: {rows[i].key} ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
             for batch in batches:
-                embeddings[label][batch.indices] = run(batch.features)
-            busy[label] = min(busy[label], time.perf_counter() - start)
+                embeddings[i][batch.indices] = live[i](batch.features)
+            busy[i] = min(busy[i], time.perf_counter() - start)
             latencies = []
             for features in singles:
                 t0 = time.perf_counter()
-                run(features)
+                live[i](features)
                 latencies.append((time.perf_counter() - t0) * 1000)
-            p50[label] = min(p50[label], float(np.median(latencies)))
-    reference = embeddings[labels[0]]
-    rows: list[Row] = []
-    for label in labels:
-        summary = summarize_cosine(cosine_per_row(reference, embeddings[label]))
-        rows.append(Row(label, variants[label][1] / 1e6, summary.mean, summary.min, summary.p1,
-                        topk_neighbour_overlap(reference, embeddings[label], 10), p50[label], len(texts) / busy[label]))
-    peer = next((r for r in rows if r.variant == "peer-int8-avx512_vnni"), None)
-    for row in rows:
-        if peer:
-            row.vs_peer_int8 = row.seq_per_s_b32 / peer.seq_per_s_b32
-    table = _markdown(rows, name, len(texts), args)
+            p50[i] = min(p50[i], float(np.median(latencies)))
+
+    reference = embeddings[0]
+    all_texts = {"all": np.arange(len(texts))}
+    for i in order:
+        row = rows[i]
+        row.p50_ms_b1, row.seq_per_s_b32 = p50[i], len(texts) / busy[i]
+        for set_name, indices in {**all_texts, **text_sets.sets}.items():
+            if len(indices) < 2:  # neither a minimum nor a neighbour to speak of
+                continue
+            summary = summarize_cosine(cosine_per_row(reference[indices], embeddings[i][indices]))
+            overlap = topk_neighbour_overlap(reference[indices], embeddings[i][indices], 10)
+            row.by_text_set[set_name] = {"cos_mean": summary.mean, "cos_min": summary.min, "cos_p1": summary.p1,
+                                         "top10": overlap, "texts": int(len(indices))}
+        row.cos_mean, row.cos_min, row.top10 = (row.by_text_set["all"][k] for k in ("cos_mean", "cos_min", "top10"))
+    for attribute, variant in (("vs_pytorch_fp32", "PyTorch fp32"), ("vs_openvino_int8", f"{OV_INT8}, f32 hint"),
+                               ("vs_peer_int8", PEER_INT8)):
+        base = next((r for r in rows if r.variant == variant and r.seq_per_s_b32 == r.seq_per_s_b32), None)
+        for row in rows:
+            setattr(row, attribute, row.seq_per_s_b32 / base.seq_per_s_b32 if base else float("nan"))
+
+    context = {"model": name, "cpu": cpu, "texts": len(texts), "text_sets_note": text_sets.note,
+               "text_sets": {k: int(len(v)) for k, v in text_sets.sets.items()}, "threads": args.threads,
+               "batch": args.batch, "rounds": args.rounds, "latency_texts": min(args.latency_texts, len(texts)),
+               "openvino_peer_source": ov_source_note, "nncf": {k: v for k, v in nncf_info.items() if k != "ir"},
+               "skipped": skipped, "peers": not peer_reason}
+    table = markdown(rows, context)
     print(table)
-    out = args.work / f"compare-{name}.json"
-    out.write_text(json.dumps({"model": name, "texts": len(texts), "threads": args.threads,
-                               "rows": [asdict(r) for r in rows]}, indent=2))
-    (args.work / f"compare-{name}.md").write_text(table + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem = args.results / f"peers-{name}-{cpu['kind']}"
+    Path(f"{stem}.json").write_text(json.dumps({**context, "rows": [asdict(r) for r in rows]}, indent=2,
+                                                    default=str) + "\n")
+    Path(f"{stem}.md").write_text(table + "\n")
+    print(f"wrote {stem}.md and .json", file=sys.stderr)
 
 
 def _copy_module(module):
@@ -206,23 +387,6 @@ def _copy_module(module):
 def _size(path: Path) -> float:
     files = [path, path.with_name(path.name + ".data")]
     return float(sum(f.stat().st_size for f in files if f.exists()))
-
-
-def _markdown(rows: list[Row], name: str, count: int, args: argparse.Namespace) -> str:
-    fp32 = rows[0].seq_per_s_b32
-    lines = [
-        f"**{name}**: {count} texts, batch {args.batch}, {args.threads} threads, one run, fastest of {args.rounds} "
-        "rounds (variant order rotating); cosine and top-10 "
-        "neighbour overlap against PyTorch fp32.",
-        "",
-        "| variant | size MB | cos mean | cos min | cos p1 | top-10 | p50 ms (b=1) | seq/s (b=32) | vs fp32 | vs peer INT8 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r.variant} | {r.size_mb:.0f} | {r.cos_mean:.4f} | {r.cos_min:.4f} | {r.cos_p1:.4f} | "
-                     f"{r.top10:.3f} | {r.p50_ms_b1:.1f} | {r.seq_per_s_b32:.0f} | {r.seq_per_s_b32 / fp32:.2f}x | "
-                     f"{r.vs_peer_int8:.2f}x |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

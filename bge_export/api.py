@@ -15,7 +15,8 @@ ONNX_FP32_PATH = "onnx/model.onnx"
 OPTIMIZED_PATH = "onnx/model_optimized.onnx"
 FP16_PATH = "onnx/model_fp16.onnx"
 STATIC_INT8_PATH = "onnx/model_qint8_static.onnx"
-QUANTIZE_CHOICES = ("int8", "int8-static")
+OPENVINO_INT8_PATH = "onnx/model_qint8_openvino.onnx"
+QUANTIZE_CHOICES = ("int8", "int8-static", "int8-openvino")
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ExportOptions:
     output: str | None = None  # default: artifacts/<model name>
     revision: str | None = None
     pooling: str | None = None  # override, e.g. "cls" or "mean"; default: the model's own
+    prompts: dict[str, str] | None = None  # added to the model's own, e.g. E5's {"query": "query: ", "passage": "passage: "}
     allow_pickle: bool = False
     trust_remote_code: bool = False
     opset: int = 17
@@ -33,7 +35,9 @@ class ExportOptions:
     check_texts: int = 96
     optimize: bool = False  # fused graph -> onnx/model_optimized.onnx
     fp16: bool = False  # onnx/model_fp16.onnx (from the fused graph with optimize)
-    quantize: str | None = None  # "int8" (dynamic, accuracy-aware) or "int8-static" (QDQ)
+    # any of QUANTIZE_CHOICES ("int8": dynamic, accuracy-aware; "int8-static": QDQ; ...), each one artifact, all in
+    # one export; a plain string (the form before lists) is one method
+    quantize: list[str] = field(default_factory=list)
     int8_preset: str | None = None  # avx512_vnni | avx2 | arm64; default from this CPU
     min_cosine: float | None = None  # fidelity bound for INT8 (default per method)
     calibration: str | None = None  # .txt/.jsonl texts for calibration; default: built-in calibration set
@@ -71,6 +75,7 @@ def export(options: ExportOptions) -> ExportResult:
     from bge_export.output import plan_output, staged_folder
     from bge_export.recommend import recommend
     from bge_export.source import read_spec, resolve_model
+    from bge_export.spec import with_prompts
     from bge_export.tokenization import check_tokenizer_matches_model
     from bge_export.st_files import write_st_files
     from bge_export.target_folder import model_record
@@ -84,7 +89,8 @@ def export(options: ExportOptions) -> ExportResult:
 
     source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle)
     plan = plan_output(options.output_path(), options.force, [source.folder])
-    spec = read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code)
+    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
+                        options.prompts)
     progress.step(
         f"{spec.architecture}: {spec.pooling} pooling ({spec.pooling_source}), normalize={spec.normalize}, "
         f"max_seq_length={spec.max_seq_length}, dim={spec.embedding_dim}"
@@ -268,7 +274,8 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         progress.step(f"converting {source.name} to FP16 (attention cores, LayerNorm, pooling and normalize kept in fp32)")
         report = convert_fp16(source, stage / FP16_PATH)
         entries.append(_artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
-    if options.quantize == "int8":
+    methods = quantize_methods(options)
+    if "int8" in methods:
         from bge_export.optimizers.accuracy_aware import quantize_dynamic_accuracy_aware
         from bge_export.optimizers.int8 import preset_for
 
@@ -280,7 +287,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
             min_cosine=options.min_cosine, progress=progress,
         )
         entries.append(_artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
-    elif options.quantize == "int8-static":
+    if "int8-static" in methods:
         from bge_export.optimizers.accuracy_aware import quantize_static_accuracy_aware
 
         plan = quantize_static_accuracy_aware(
@@ -289,7 +296,24 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
             validation_baseline=checker.selection_baseline, min_cosine=options.min_cosine, progress=progress,
         )
         entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
+    if "int8-openvino" in methods:
+        from bge_export.optimizers.openvino_int8 import quantize_openvino_accuracy_aware
+
+        plan = quantize_openvino_accuracy_aware(
+            plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, calibration_texts,
+            validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
+            min_cosine=options.min_cosine, progress=progress,
+        )
+        entries.append(_artifact_entry(stage, OPENVINO_INT8_PATH, "int8-openvino",
+                                       {"runtime": "openvino", **plan.to_dict()}))
     return entries
+
+
+def quantize_methods(options: ExportOptions) -> list[str]:
+    """`options.quantize` as a list: None is none, and a plain string (the form before lists) is one method."""
+    if options.quantize is None:
+        return []
+    return [options.quantize] if isinstance(options.quantize, str) else list(options.quantize)
 
 
 OPSET_RANGE = (14, 20)  # 14: the attention ops the exporter emits; 20: the newest torch's TorchScript exporter writes
@@ -304,7 +328,7 @@ def check_export_options(options: ExportOptions) -> list[str]:
     from bge_export.corpus import builtin_calibration_texts, builtin_split, read_corpus_file
     from bge_export.optimizers.int8 import PRESETS
     from bge_export.option_checks import (
-        check_flags, check_min_cosine, check_model_reference, check_strings, is_int,
+        check_flags, check_min_cosine, check_model_reference, check_prompts, check_strings, is_int,
     )
 
     if not isinstance(options, ExportOptions):
@@ -313,6 +337,7 @@ def check_export_options(options: ExportOptions) -> list[str]:
     if options.output is not None and not isinstance(options.output, (str, Path)):
         raise InputError(f"output must be a folder path, got {type(options.output).__name__}")
     check_strings(options, ("revision", "pooling", "calibration"))
+    check_prompts(options.prompts)
     check_flags(options, _FLAGS)
     if not is_int(options.opset) or not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
         raise InputError(f"opset {options.opset!r} is not supported; choose {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (default 17)")
@@ -320,8 +345,18 @@ def check_export_options(options: ExportOptions) -> list[str]:
     if not is_int(options.check_texts) or not 1 <= options.check_texts <= verdict_texts:
         raise InputError(f"check_texts must be a whole number from 1 to {verdict_texts} (the built-in verdict texts), "
                          f"got {options.check_texts!r}")
-    if options.quantize not in (None, *QUANTIZE_CHOICES):
-        raise InputError(f"unknown quantization '{options.quantize}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
+    if options.quantize is not None and not isinstance(options.quantize, (str, list, tuple)):
+        raise InputError(f"quantize must be a list of methods ({', '.join(QUANTIZE_CHOICES)}), got {options.quantize!r}")
+    methods = quantize_methods(options)
+    for method in methods:
+        if method not in QUANTIZE_CHOICES:
+            raise InputError(f"unknown quantization '{method}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
+    if len(set(methods)) != len(methods):
+        raise InputError(f"--quantize (quantize) names a method twice ({', '.join(methods)}); name each once")
+    if "int8-openvino" in methods:
+        from bge_export.optimizers.openvino_int8 import import_nncf
+
+        import_nncf()  # before any work: a missing extra is named now, not after the fp32 export
     if options.int8_preset is not None and options.int8_preset not in PRESETS:
         raise InputError(f"unknown INT8 preset '{options.int8_preset}'; choose one of: {', '.join(PRESETS)}")
     if options.calibration_method not in CALIBRATION_METHODS:
@@ -332,6 +367,6 @@ def check_export_options(options: ExportOptions) -> list[str]:
         from bge_export.source import parse_pooling_override
 
         parse_pooling_override(options.pooling)
-    if options.calibration and not options.quantize:
+    if options.calibration and not methods:
         raise InputError("--calibration is used only by --quantize; add --quantize int8 (or int8-static), or drop it")
     return read_corpus_file(options.calibration, "calibration file") if options.calibration else builtin_calibration_texts()

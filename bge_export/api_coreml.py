@@ -33,6 +33,7 @@ class CoreMLOptions:
     output: str | None = None  # default: artifacts/<model name>, the same folder `bge-export onnx` writes
     revision: str | None = None
     pooling: str | None = None
+    prompts: dict[str, str] | None = None  # added to the model's own (as ExportOptions.prompts)
     allow_pickle: bool = False
     trust_remote_code: bool = False
     precision: str = "fp16"  # compute precision of the program: fp16 (Neural Engine) or fp32
@@ -58,13 +59,14 @@ def check_coreml_options(options: CoreMLOptions) -> None:
     from bge_export.corpus import builtin_split
     from bge_export.exporters.coreml_exporter import DEPLOYMENT_TARGETS
     from bge_export.optimizers.coreml_compress import COMPRESSIONS, needs_scikit_learn
-    from bge_export.option_checks import check_flags, check_model_reference, check_strings, is_int
+    from bge_export.option_checks import check_flags, check_model_reference, check_prompts, check_strings, is_int
     from bge_export.runtime.coreml_backend import COMPUTE_UNITS, import_coremltools
 
     if not isinstance(options, CoreMLOptions):
         raise InputError(f"export_coreml() takes a CoreMLOptions, got {type(options).__name__}")
     check_model_reference(options.model)
     check_strings(options, ("output", "revision", "pooling", "minimum_deployment_target"))
+    check_prompts(options.prompts)
     check_flags(options, _FLAGS)
     if options.precision not in PRECISIONS:
         raise InputError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
@@ -177,6 +179,7 @@ def export_coreml(options: CoreMLOptions) -> CoreMLResult:
     from bge_export.corpus import builtin_check_texts
     from bge_export.modeling import load_embedding_module
     from bge_export.source import read_spec, resolve_model
+    from bge_export.spec import with_prompts
     from bge_export.target_folder import open_model_folder
     from bge_export.tokenization import TextTokenizer, check_tokenizer_matches_model
     from bge_export.validate.coreml_check import CoreMLChecker
@@ -185,7 +188,8 @@ def export_coreml(options: CoreMLOptions) -> CoreMLResult:
     check_coreml_options(options)
     progress = Progress(options.quiet)
     source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle)
-    spec = read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code)
+    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
+                        options.prompts)
     shapes, target = plan_shapes(options, spec.max_seq_length)
     progress.step(f"{spec.architecture}: {spec.pooling} pooling, normalize={spec.normalize}, "
                   f"max_seq_length={spec.max_seq_length}; Core ML {options.precision}, target {target}, "

@@ -14,6 +14,16 @@ from bge_export.errors import BgeExportError, CheckFailedError
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+def parse_prompts(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str] | None:
+    """--prompt query="query: " --prompt passage="passage: " -> {"query": "query: ", "passage": "passage: "}."""
+    prompts: dict[str, str] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"'{value}' is not NAME=TEXT, e.g. query='query: '")
+        prompts[name.strip()] = text
+    return prompts or None
+
 
 @click.group(context_settings=_CONTEXT)
 @click.version_option(__version__, prog_name="bge-export")
@@ -42,11 +52,15 @@ def cli() -> None:
 @click.option("--pooling", default=None, metavar="MODE",
               help="Override the model's pooling: cls, mean, max, mean_sqrt_len_tokens, weightedmean, "
                    "lasttoken (combine with '+'). Default: the model's 1_Pooling config, else mean.")
+@click.option("--prompt", "prompts", multiple=True, callback=parse_prompts, metavar="NAME=TEXT",
+              help="Add a prompt to the model's own (repeatable), e.g. --prompt query='query: ' for E5.")
 @click.option("--optimize", is_flag=True, help="Also write onnx/model_optimized.onnx: fused attention, embeddings and GELU; per-token work skips the padding.")
 @click.option("--fp16", is_flag=True, help="Also write onnx/model_fp16.onnx (attention cores with their softmax, LayerNorm, pooling and normalize stay fp32; checked with real fp16 rounding).")
-@click.option("--quantize", type=click.Choice(["int8", "int8-static"]), default=None,
-              help="int8: dynamic, accuracy-aware, fastest on CPU -> onnx/model_qint8_<preset>.onnx; "
-                   "int8-static: QDQ with calibration (TensorRT & co) -> onnx/model_qint8_static.onnx.")
+@click.option("--quantize", multiple=True, type=click.Choice(["int8", "int8-static", "int8-openvino"]),
+              help="int8: dynamic, accuracy-aware, fastest on onnxruntime CPU -> onnx/model_qint8_<preset>.onnx; "
+                   "int8-static: QDQ with calibration (TensorRT & co) -> onnx/model_qint8_static.onnx; "
+                   "int8-openvino: outliers tamed, then NNCF's Q/DQ layout, fastest on OpenVINO (x86 VNNI/AMX) "
+                   "-> onnx/model_qint8_openvino.onnx (needs the [openvino] extra). Repeat for several.")
 @click.option("--int8-preset", type=click.Choice(["avx512_vnni", "avx2", "arm64"]), default=None,
               help="Target CPU for dynamic INT8.  [default: detected from this CPU]")
 @click.option("--min-cosine", type=float, default=None,
@@ -64,8 +78,9 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--no-check", is_flag=True, help="Skip the built-in check against the PyTorch baseline (artifact stays 'unverified').")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
-def onnx_command(model: str, output: str | None, revision: str | None, pooling: str | None, optimize: bool,
-                 fp16: bool, quantize: str | None, int8_preset: str | None, min_cosine: float | None,
+def onnx_command(model: str, output: str | None, revision: str | None, pooling: str | None,
+                 prompts: dict[str, str] | None, optimize: bool,
+                 fp16: bool, quantize: tuple[str, ...], int8_preset: str | None, min_cosine: float | None,
                  calibration: str | None, calibration_method: str, opset: int,
                  with_token_embeddings: bool, allow_pickle: bool, trust_remote_code: bool, force: bool,
                  no_check: bool, quiet: bool) -> None:
@@ -83,10 +98,10 @@ def onnx_command(model: str, output: str | None, revision: str | None, pooling: 
     from bge_export.api import ExportOptions, export
 
     options = ExportOptions(
-        model=model, output=output, revision=revision, pooling=pooling, opset=opset,
+        model=model, output=output, revision=revision, pooling=pooling, prompts=prompts, opset=opset,
         with_token_embeddings=with_token_embeddings, allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code, force=force, check=not no_check, quiet=quiet,
-        optimize=optimize, fp16=fp16, quantize=quantize, int8_preset=int8_preset, min_cosine=min_cosine,
+        optimize=optimize, fp16=fp16, quantize=list(quantize), int8_preset=int8_preset, min_cosine=min_cosine,
         calibration=calibration, calibration_method=calibration_method,
     )
     result = export(options)
@@ -170,6 +185,12 @@ from bge_export.cli_tensorrt import tensorrt_command  # noqa: E402  (TensorRT ta
 cli.add_command(tensorrt_command)
 from bge_export.cli_coreml import coreml_command  # noqa: E402  (CoreML target's command)
 cli.add_command(coreml_command)
+from bge_export.cli_build import build_command  # noqa: E402  (a recipe's whole flow)
+cli.add_command(build_command)
+from bge_export.cli_verify import verify_command  # noqa: E402  (a folder against its manifest)
+cli.add_command(verify_command)
+from bge_export.cli_triton import triton_command  # noqa: E402  (a Triton model repository from a folder)
+cli.add_command(triton_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

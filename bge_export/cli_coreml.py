@@ -7,6 +7,12 @@ import click
 from bge_export.errors import CheckFailedError
 
 
+def parse_prompts(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str] | None:
+    from bge_export.cli import parse_prompts as parse
+
+    return parse(ctx, param, values)
+
+
 def _seq_lens(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
     if value is None:
         return None
@@ -35,6 +41,8 @@ def _seq_range(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="Output folder; an export of the same model there gets coreml/ added.  [default: artifacts/<model name>]")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) to download.")
 @click.option("--pooling", default=None, metavar="MODE", help="Override the model's pooling (as for 'bge-export onnx').")
+@click.option("--prompt", "prompts", multiple=True, callback=parse_prompts, metavar="NAME=TEXT",
+              help="Add a prompt to the model's own (repeatable), as for 'bge-export onnx'.")
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
               help="Compute precision of the ML Program (fp16 runs on the Neural Engine; the pooling and "
                    "normalize tail stays fp32).")
@@ -61,7 +69,8 @@ def _seq_range(ctx: click.Context, param: click.Parameter, value: str | None) ->
                                             "artifacts too); without it coreml/ is added to an export of the same model.")
 @click.option("--no-check", is_flag=True, help="Skip the numerics check (packages stay 'unverified').")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result lines.")
-def coreml_command(model: str, output: str | None, revision: str | None, pooling: str | None, precision: str,
+def coreml_command(model: str, output: str | None, revision: str | None, pooling: str | None,
+                   prompts: dict[str, str] | None, precision: str,
                    compress: tuple[str, ...], seq_lens: list[int] | None, seq_range: tuple[int, int] | None,
                    batch_size: int, minimum_deployment_target: str | None, compute_units: str, check_texts: int,
                    allow_pickle: bool, trust_remote_code: bool, force: bool, no_check: bool, quiet: bool) -> None:
@@ -80,7 +89,7 @@ def coreml_command(model: str, output: str | None, revision: str | None, pooling
     from bge_export.api_coreml import CoreMLOptions, export_coreml
 
     options = CoreMLOptions(
-        model=model, output=output, revision=revision, pooling=pooling, allow_pickle=allow_pickle,
+        model=model, output=output, revision=revision, pooling=pooling, prompts=prompts, allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code, precision=precision, compress=list(compress), seq_lens=seq_lens,
         seq_range=seq_range, batch_size=batch_size, minimum_deployment_target=minimum_deployment_target,
         compute_units=compute_units, force=force, check=not no_check, check_texts=check_texts, quiet=quiet,

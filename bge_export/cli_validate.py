@@ -42,7 +42,12 @@ def _shared_speed_options(function: click.decorators.FC) -> click.decorators.FC:
         click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
                      help="Interleaved repeats per grid cell; the report gives their min/median/max."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="Threads for every backend alike (torch.set_num_threads and ORT intra-op).  [default: all cores]"),
+                     help="Threads for every backend alike (torch.set_num_threads, ORT intra-op, OpenVINO "
+                          "INFERENCE_NUM_THREADS).  [default: all cores]"),
+        click.option("--runtime", "runtimes", multiple=True, metavar="RUNTIME",
+                     help="Run the ONNX artifacts on this runtime (repeatable, one row each): onnxruntime (their own: "
+                          "the verdict), openvino-f32, openvino-bf16 (bf16 compute, on CPUs with avx512_bf16/amx_bf16; "
+                          "judged with fp16's floors).  [default: onnxruntime]"),
     ]):
         function = option(function)
     return function
@@ -75,9 +80,8 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
                      max_texts: int | None, sts: str | None, retrieval: str | None, retrieval_split: str,
                      min_cosine: tuple[str, ...], min_mean_cosine: tuple[str, ...], min_overlap: tuple[str, ...],
                      min_cross_overlap: tuple[str, ...], batch_size: int, speed: bool, batch_sizes: list[int],
-                     seq_lens: list[int], repeats: int,
-                     threads: int | None, report_dir: str | None, no_manifest_update: bool, as_json: bool,
-                     quiet: bool) -> None:
+                     seq_lens: list[int], repeats: int, threads: int | None, runtimes: tuple[str, ...],
+                     report_dir: str | None, no_manifest_update: bool, as_json: bool, quiet: bool) -> None:
     """Check FOLDER's artifacts against the model in PyTorch fp32.
 
     \b
@@ -85,8 +89,12 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
     worst texts), top-10 neighbour overlap, the same search with artifact
     queries in baseline documents (mixed precision), norms; STS Spearman and BEIR
     nDCG@10 / recall@100 when labelled data is given; speed as ratios to the
-    baseline. Writes report.json, report.md and report.html.
-    Exit 0: every artifact passed or is unverified; 1: any failed; 2: bad input.
+    baseline. Writes report.json, report.md and report.html. With --runtime
+    openvino-f32/openvino-bf16, every ONNX file also runs on OpenVINO: extra rows,
+    recorded under the artifact's validation["runtimes"]; its status stays
+    onnxruntime's, and a file OpenVINO cannot run is "n/a" there.
+    Exit 0: every artifact passed or is unverified; 1: any failed (or a requested
+    runtime's row missed its floors); 2: bad input.
     """
     from bge_export.validate.harness import ValidateOptions, parse_threshold_overrides, validate
     from bge_export.validate.report import dumps
@@ -100,6 +108,7 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
         min_cross_overlap=parse_threshold_overrides(min_cross_overlap, "--min-cross-overlap"),
         batch_size=batch_size, speed=speed, batch_sizes=batch_sizes, seq_lens=seq_lens, repeats=repeats,
         threads=threads, report_dir=report_dir, update_manifest=not no_manifest_update, quiet=quiet,
+        **({"runtimes": list(runtimes)} if runtimes else {}),
     )
     report = validate(options)
     data = report.to_dict()
@@ -107,23 +116,29 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
         click.echo(dumps(data))
     else:
         if not quiet:
-            from bge_export.validate.report import machine_line, speed_warning, summary_rows
+            from bge_export.validate.report import fastest_pair_lines, machine_line, speed_warning, summary_rows
 
             warning = speed_warning(data.get("speed"))
             if warning:
                 click.echo(warning)
             click.echo(_plain_table(*summary_rows(data)))
+            for line in fastest_pair_lines(data):
+                click.echo(line)
             if data.get("speed"):
                 click.echo(machine_line(data.get("machine")))
             click.echo("")
-        for artifact in report.artifacts:
-            click.echo(f"{artifact.status.upper():11s} {artifact.path}  ({artifact.reason})")
+        for artifact in report.rows():
+            click.echo(f"{artifact.status.upper():11s} {artifact.label}  ({artifact.reason})")
         if not quiet:
             click.echo("report: " + ", ".join(report.files))
+    where = report.files[1] if len(report.files) > 1 else folder
     if report.failed:
         names = ", ".join(a.path for a in report.failed)
-        where = report.files[1] if len(report.files) > 1 else folder
         raise CheckFailedError(f"{len(report.failed)} artifact(s) failed validation: {names}; see {where}")
+    if report.failed_runtime_rows:
+        names = ", ".join(a.label for a in report.failed_runtime_rows)
+        raise CheckFailedError(f"{len(report.failed_runtime_rows)} run(s) on a requested runtime missed their floors: "
+                               f"{names} (the artifacts' own verdicts passed); see {where}")
 
 
 @click.command("bench")
@@ -140,8 +155,9 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
 @click.option("--json", "as_json", is_flag=True, help="Print the bench JSON to stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def bench_command(folder: str, artifacts: tuple[str, ...], model: str | None, batch_sizes: list[int],
-                  seq_lens: list[int], repeats: int, threads: int | None, corpus: str | None, encode_texts: int,
-                  report_dir: str | None, no_report: bool, as_json: bool, quiet: bool) -> None:
+                  seq_lens: list[int], repeats: int, threads: int | None, runtimes: tuple[str, ...],
+                  corpus: str | None, encode_texts: int, report_dir: str | None, no_report: bool, as_json: bool,
+                  quiet: bool) -> None:
     """Measure the speed of FOLDER's artifacts next to the PyTorch fp32 baseline.
 
     \b
@@ -149,6 +165,9 @@ def bench_command(folder: str, artifacts: tuple[str, ...], model: str | None, ba
     on synthetic token ids (the same arrays for every backend), load time,
     peak memory, file size and end-to-end encode throughput; every backend on
     the same threads, repeats interleaved, results as ratios to the baseline.
+    With --runtime openvino-f32/openvino-bf16, each ONNX file is also measured
+    on OpenVINO (one row per runtime; a file OpenVINO cannot run is listed as
+    not applicable).
     Exit 0: every artifact measured or unverified; 1: an artifact's runtime
     refused it (validate fails it too); 2: bad input, or a file changed since
     the export.
@@ -159,7 +178,7 @@ def bench_command(folder: str, artifacts: tuple[str, ...], model: str | None, ba
     options = BenchOptions(
         folder=folder, artifacts=list(artifacts), model=model, batch_sizes=batch_sizes, seq_lens=seq_lens,
         threads=threads, repeats=repeats, corpus=corpus, encode_texts=encode_texts, report_dir=report_dir,
-        write_report=not no_report, quiet=quiet,
+        write_report=not no_report, quiet=quiet, **({"runtimes": list(runtimes)} if runtimes else {}),
     )
     report = bench(options)
     if as_json:
@@ -168,6 +187,8 @@ def bench_command(folder: str, artifacts: tuple[str, ...], model: str | None, ba
         click.echo(render_bench_markdown(report.to_dict()))
     for path, reason in report.unverified.items():
         click.echo(f"UNVERIFIED  {path}  ({reason})", err=as_json)
+    for label, reason in report.not_applicable.items():
+        click.echo(f"N/A         {label}  ({reason})", err=as_json)
     if report.failed:
         names = ", ".join(report.failed)
         raise CheckFailedError(f"{len(report.failed)} artifact(s) could not be run, as validate would fail them: {names}; "

@@ -9,7 +9,7 @@ from functools import lru_cache
 from itertools import zip_longest
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from bge_export.errors import InputError
 
@@ -19,6 +19,7 @@ class CorpusText:
     text: str
     kind: str = "text"
     pair: str | None = None
+    domain: str = ""
 
 
 @lru_cache(maxsize=1)
@@ -29,7 +30,7 @@ def builtin_corpus() -> tuple[CorpusText, ...]:
     for line in data.splitlines():
         if line.strip():
             row = json.loads(line)
-            items.append(CorpusText(row["text"], row.get("kind", "text"), row.get("pair")))
+            items.append(CorpusText(row["text"], row.get("kind", "text"), row.get("pair"), row.get("domain", "")))
     return tuple(items)
 
 
@@ -61,11 +62,18 @@ def builtin_split() -> dict[str, tuple[CorpusText, ...]]:
     return {role: tuple(items) for role, items in parts.items()}
 
 
-def builtin_texts(role: str, count: int | None = None) -> list[str]:
-    """`count` texts of one part of the corpus, spread over every kind (round-robin); all of them by default."""
+def builtin_domains() -> list[str]:
+    """The subject areas of the built-in corpus (medicine, law, software_engineering, ...)."""
+    return sorted({item.domain for item in builtin_corpus() if item.domain})
+
+
+def builtin_texts(role: str, count: int | None = None, exclude_domains: Sequence[str] = ()) -> list[str]:
+    """`count` texts of one part of the corpus, spread over every kind (round-robin); all of them by default.
+
+    `exclude_domains` leaves subject areas out, so a search can be judged on a domain it never saw."""
     if role not in CORPUS_ROLES:
         raise ValueError(f"role must be one of {CORPUS_ROLES}")
-    items = builtin_split()[role]
+    items = tuple(item for item in builtin_split()[role] if item.domain not in set(exclude_domains))
     if count is not None and not 1 <= count <= len(items):
         raise InputError(f"the built-in {role} texts number {len(items)}; ask for 1 to {len(items)}, not {count}")
     by_kind: dict[str, list[str]] = {}
@@ -73,6 +81,14 @@ def builtin_texts(role: str, count: int | None = None) -> list[str]:
         by_kind.setdefault(item.kind, []).append(item.text)
     picked = [text for row in zip_longest(*by_kind.values()) for text in row if text is not None]
     return picked[:count] if count is not None else picked
+
+
+def builtin_domain_texts(domain: str) -> list[str]:
+    """Every built-in text of one subject area, whatever its part: the held-out set of a domain-held-out search."""
+    texts = [item.text for item in builtin_corpus() if item.domain == domain]
+    if not texts:
+        raise InputError(f"the built-in corpus has no domain '{domain}'; choose one of: {', '.join(builtin_domains())}")
+    return texts
 
 
 def builtin_check_texts(count: int = 96) -> list[str]:

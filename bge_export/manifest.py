@@ -18,6 +18,14 @@ from bge_export.spec import EmbeddingSpec
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 STATUSES = ("pass", "fail", "unverified")
+# The manifest's own sha256: over its canonical JSON (sorted keys, no whitespace, UTF-8) without this field, so
+# `bge-export verify` can tell an edited manifest from the one bge-export wrote. Written by `write_manifest`.
+SEAL_FIELD = "manifest_sha256"
+# Top-level files an output folder may hold that are not hashed into `files`: the manifest itself, what
+# `validate`/`bench` write after the export, and the model card (README.md, bge_export/model_card.py).
+REPORT_FILES = ("report.json", "report.md", "report.html", "bench.json", "bench.md")
+MODEL_CARD_NAME = "README.md"
+UNRECORDED_FILES = (MANIFEST_NAME, MODEL_CARD_NAME, *REPORT_FILES)
 
 
 @dataclass
@@ -68,6 +76,9 @@ class Manifest:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     # Which artifact to deploy, per runtime (bge_export/recommend.py): written by the export, rewritten by validate.
     recommended: dict[str, Any] = field(default_factory=dict)
+    # `bge-export build`'s per-step input keys (build_inputs.py): kept by every other writer, so a later build
+    # can still tell which steps are up to date.
+    build: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spec(self) -> EmbeddingSpec:
@@ -98,11 +109,38 @@ class Manifest:
             "artifacts": [asdict(e) for e in self.artifacts],
             "files": self.files,
             "recommended": self.recommended,
+            **({"build": self.build} if self.build else {}),
         }
 
     def write(self, folder: str | Path) -> Path:
-        """Atomic: a reader never sees a half-written manifest."""
-        return write_json_atomic(Path(folder) / MANIFEST_NAME, self.to_dict())
+        """Atomic: a reader never sees a half-written manifest; sealed with its own sha256 (`write_manifest`)."""
+        return write_manifest(folder, self.to_dict())
+
+
+def manifest_seal(data: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its seal: sorted keys, no whitespace, UTF-8.
+
+    Computed on the JSON round trip of `data`, so the value written and the value recomputed from the file
+    read back agree (tuples become lists, floats keep their repr)."""
+    plain = json.loads(json.dumps({k: v for k, v in data.items() if k != SEAL_FIELD}, ensure_ascii=False))
+    canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal_state(data: dict[str, Any]) -> tuple[str, str | None, str]:
+    """("sealed" | "unsealed" | "broken", the recorded seal or None, the seal the content has now)."""
+    recorded = data.get(SEAL_FIELD)
+    actual = manifest_seal(data)
+    if recorded is None:
+        return "unsealed", None, actual
+    return ("sealed" if recorded == actual else "broken"), str(recorded), actual
+
+
+def write_manifest(folder: str | Path, data: dict[str, Any]) -> Path:
+    """The one writer of manifest.json: seals `data` (SEAL_FIELD, last) and writes it atomically."""
+    sealed = {k: v for k, v in data.items() if k != SEAL_FIELD}
+    sealed[SEAL_FIELD] = manifest_seal(sealed)
+    return write_json_atomic(Path(folder) / MANIFEST_NAME, sealed)
 
 
 def read_manifest(folder: str | Path) -> Manifest:
@@ -144,6 +182,7 @@ def read_manifest(folder: str | Path) -> Manifest:
             toolkit_version=str(data.get("toolkit_version", "unknown")),
             created=str(data.get("created", "")),
             recommended=recommended,
+            build=data.get("build") if isinstance(data.get("build"), dict) else {},
         )
         manifest.spec  # noqa: B018 - parse it now, so a damaged spec is reported here and not mid-run
     except (TypeError, KeyError, ValueError) as exc:
@@ -152,12 +191,13 @@ def read_manifest(folder: str | Path) -> Manifest:
 
 
 def hash_files(folder: str | Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
-    """sha256 of every file under `folder` (relative POSIX paths), leaving out the names in `skip`."""
+    """sha256 of every file under `folder` (relative POSIX paths), leaving out UNRECORDED_FILES and `skip`."""
     folder = Path(folder)
+    left_out = {*UNRECORDED_FILES, *skip}
     return {
         path.relative_to(folder).as_posix(): file_sha256(path)
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.relative_to(folder).as_posix() not in skip
+        if path.is_file() and path.relative_to(folder).as_posix() not in left_out
     }
 
 

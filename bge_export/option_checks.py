@@ -37,3 +37,12 @@ def check_min_cosine(value: object) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                               or not 0.0 < value <= 1.0):
         raise InputError(f"--min-cosine must be a number in (0, 1], got {value!r}")
+
+
+def check_prompts(value: object) -> None:
+    """Prompts given by the user (--prompt NAME=TEXT): names and texts, where an option has them."""
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k.strip() and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise InputError(f"prompts must map prompt names to texts, e.g. {{'query': 'query: '}}, got {value!r}")

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from bge_export.errors import InputError
+from bge_export.manifest import UNRECORDED_FILES
 
-# Files an export folder may hold besides those its manifest lists: the manifest itself and the reports that
-# `validate` and `bench` write into it.
-_OWN_EXTRA_FILES = frozenset({"manifest.json", "report.json", "report.md", "report.html", "bench.json", "bench.md"})
+# Files an export folder may hold besides those its manifest lists: the manifest itself, the model card and the
+# reports that `validate` and `bench` write into it.
+_OWN_EXTRA_FILES = frozenset(UNRECORDED_FILES)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def foreign_files(folder: Path) -> list[str] | None:
     return foreign
 
 
-_OWN_TEMP_FILE = re.compile(r"\.(manifest\.json|report\.(json|md|html)|bench\.(json|md))\.[A-Za-z0-9_]{8}")
+_OWN_TEMP_FILE = re.compile(r"\.(manifest\.json|README\.md|report\.(json|md|html)|bench\.(json|md))\.[A-Za-z0-9_]{8}")
 
 
 def _is_own_temp_file(relative: str) -> bool:

@@ -53,7 +53,9 @@ NEEDS = {
     "coreml": "a coreml/*.mlpackage",
 }
 # Which runtime a speed-grid backend measured: onnxruntime ran on whatever provider the measuring machine had.
-_BACKEND_RUNTIME = {"tensorrt": "gpu", "coreml": "coreml"}
+# OpenVINO rows ("path [openvino-bf16]") are no onnxruntime evidence: they rank nothing here (the validation
+# report names the fastest passing (artifact, runtime) pair beside this recommendation).
+_BACKEND_RUNTIME = {"tensorrt": "gpu", "coreml": "coreml", "openvino": "openvino"}
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 POOLING_MODES: tuple[str, ...] = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -64,3 +64,11 @@ class EmbeddingSpec:
         values["dense"] = tuple(DenseSpec(**d) for d in values.get("dense", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def with_prompts(spec: EmbeddingSpec, prompts: dict[str, str] | None) -> EmbeddingSpec:
+    """The spec with `prompts` added to (or replacing) the model's own, e.g. E5's {"query": "query: ",
+    "passage": "passage: "}, which its sentence-transformers config does not carry."""
+    if not prompts:
+        return spec
+    return replace(spec, prompts={**spec.prompts, **prompts})

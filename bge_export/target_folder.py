@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from bge_export.spec import EmbeddingSpec
 
 # Written by validate/bench after an export; not part of what the export wrote, so not hashed into `files`.
-REPORT_FILES = ("report.json", "report.md", "report.html", "bench.json", "bench.md")
 
 
 @dataclass
@@ -119,5 +118,5 @@ def _finish(target: TargetFolder) -> None:
 
     manifest = target.manifest
     manifest.recommended = recommend(manifest)
-    manifest.files = hash_files(target.stage, skip=(MANIFEST_NAME, *REPORT_FILES))
+    manifest.files = hash_files(target.stage)  # leaves out the manifest, the card and the reports
     manifest.write(target.stage)

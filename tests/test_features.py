@@ -134,9 +134,11 @@ def _expected_default_preset() -> str:
 
 def test_calibration_file_is_used_and_its_count_recorded(static_minmax_a, static_minmax_b, dynamic_auto_a):
     scales_a, scales_b = _activation_scales(static_minmax_a / STATIC), _activation_scales(static_minmax_b / STATIC)
-    assert scales_a and set(scales_a) == set(scales_b)
-    changed = [name for name in scales_a if not np.isclose(scales_a[name], scales_b[name], rtol=1e-3)]
-    assert len(changed) >= len(scales_a) // 2, "a different calibration file must move the activation scales"
+    # the search may keep a different MatMul or two in float for each calibration: compare what both quantized
+    common = set(scales_a) & set(scales_b)
+    assert scales_a and len(common) >= max(len(scales_a), len(scales_b)) - 4
+    changed = [name for name in common if not np.isclose(scales_a[name], scales_b[name], rtol=1e-3)]
+    assert len(changed) >= len(common) // 2, "a different calibration file must move the activation scales"
     recorded = {
         "static A": read_manifest(static_minmax_a).find(STATIC).options["calibration_texts"],
         "static B": read_manifest(static_minmax_b).find(STATIC).options["calibration_texts"],

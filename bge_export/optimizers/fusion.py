@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bge_export.architectures import architecture_for
 from bge_export.errors import UnsupportedModelError
+from bge_export.optimizers.graph import MICROSOFT_DOMAIN, ensure_opset
 from bge_export.spec import EmbeddingSpec
 
 FUSED_OP_TYPES = (
@@ -78,6 +79,7 @@ def fuse(source: str | Path, target: str | Path, spec: EmbeddingSpec) -> FusionR
     graph = model.model
     fuse_attention_cores(graph, spec.num_attention_heads)
     packing = pack_tokens(graph)
+    ensure_opset(graph, MICROSOFT_DOMAIN)  # the fused ops are com.microsoft's: onnx.checker wants it declared
     if _needs_external_data(source):
         onnx.save(graph, str(target), save_as_external_data=True, location=Path(target).name + ".data")
     else:

@@ -40,6 +40,7 @@ def load_encoder(
     artifact: str | None = None,
     threads: int | None = None,
     providers: list[str] | None = None,
+    runtime: str | None = None,
     **runtime_options: object,
 ) -> Encoder:
     """An encoder for one artifact of a bge-export output folder.
@@ -48,8 +49,10 @@ def load_encoder(
     when onnxruntime has the CUDA provider (given `providers`, or available here) and it is an ONNX file,
     else the onnxruntime-cpu one; onnx/model.onnx when nothing passed. The encoder says what it loaded and
     why: `encoder.artifact` (path relative to the folder) and `encoder.selection` (one line), also logged
-    at INFO on the "bge_export" logger. Each format opens through its target (bge_export/targets.py);
-    `runtime_options` go to that runtime (e.g. compute_units for Core ML).
+    at INFO on the "bge_export" logger. Each format opens through its target (bge_export/targets.py), on its
+    own runtime or on `runtime` (e.g. "openvino" for ONNX files; with no `artifact` it loads the onnxruntime-cpu
+    recommendation); `runtime_options` go to that runtime (e.g. compute_units for Core ML; precision "f32" or
+    "bf16" and performance_hint for OpenVINO).
     """
     from bge_export.manifest import read_manifest
     from bge_export.tokenization import TextTokenizer
@@ -63,7 +66,10 @@ def load_encoder(
     if artifact is None:
         from bge_export.recommend import choose_for_machine
 
-        relative, selection = choose_for_machine(manifest, providers)
+        # another runtime than onnxruntime runs on the CPU: the onnxruntime-cpu pick, measured on onnxruntime
+        relative, selection = choose_for_machine(manifest, providers if runtime is None else ["CPUExecutionProvider"])
+        if runtime is not None:
+            selection += f"; run on {runtime} (the recommendation was chosen for onnxruntime)"
     else:
         relative, selection = Path(artifact).as_posix(), "named by the caller (artifact=...)"
     entry = manifest.find(relative)
@@ -71,7 +77,8 @@ def load_encoder(
     tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
     from bge_export.targets import open_encoder
 
-    encoder = open_encoder(folder, entry, spec, tokenizer, threads=threads, providers=providers, **runtime_options)
+    encoder = open_encoder(folder, entry, spec, tokenizer, threads=threads, providers=providers, runtime=runtime,
+                           **runtime_options)
     encoder.artifact = entry.path
     encoder.selection = selection
     # a pick that did not pass (nothing passed for this runtime) is worth a warning, not a quiet INFO line

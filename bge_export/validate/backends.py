@@ -1,7 +1,10 @@
 """Loading what is compared: the PyTorch fp32 baseline and each artifact, with load time, memory and size.
 
 One loader for `validate` and `bench` alike (`open_artifact`), so both decide the same way whether an artifact
-runs here, is unverified (no runtime for its format on this machine) or failed to load.
+runs here, is unverified (no runtime for its format on this machine) or failed to load. `plan_runs` turns the
+artifacts and the requested runtimes (ValidateOptions.runtimes) into (artifact, runtime) runs: each artifact's
+own runtime gives its verdict; another runtime (OpenVINO on an ONNX file) gives extra rows, and a file that
+runtime refuses is "not applicable" there, never a failure of the artifact.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from bge_export.errors import InputError, MissingDependencyError
 from bge_export.manifest import ArtifactEntry, Manifest
 from bge_export.runtime.base import Encoder
 from bge_export.validate.integrity import size_on_disk
+from bge_export.targets import RuntimeChoice, target_of
 from bge_export.validate.memory import MEMORY_PROBE_BATCH, MEMORY_PROBE_TOKENS, MemoryProbe, MemoryUse
 
 BASELINE_LABEL = "baseline (PyTorch fp32)"
@@ -34,6 +38,7 @@ class LoadedBackend:
     load_seconds: float
     memory: MemoryUse = field(default_factory=lambda: MemoryUse(None, None))
     entry: ArtifactEntry | None = None  # None for the baseline
+    runtime: str = ""  # the run's runtime label: onnxruntime, openvino-bf16, ... ("" for the baseline)
 
     @property
     def is_baseline(self) -> bool:
@@ -47,6 +52,55 @@ class ArtifactLoad:
     loaded: LoadedBackend | None = None
     unverified: str | None = None  # no runtime for this format on this machine: never `pass`, never `fail`
     failed: str | None = None  # its runtime is here but refuses the file
+    not_applicable: str | None = None  # another runtime than the artifact's own refuses the file (not its fault)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One (artifact, runtime) pair: the artifact's own runtime (choice None: its verdict) or another one."""
+
+    entry: ArtifactEntry
+    choice: RuntimeChoice | None = None
+
+    @property
+    def verdict(self) -> bool:
+        return self.choice is None
+
+    @property
+    def runtime(self) -> str:
+        return self.choice.label if self.choice is not None else target_of(self.entry).runtimes[0]
+
+    @property
+    def label(self) -> str:
+        return self.entry.path if self.choice is None else run_label(self.entry.path, self.choice.label)
+
+
+def run_label(path: str, runtime: str) -> str:
+    """'onnx/model.onnx [openvino-bf16]': how reports and the speed grid name a run on another runtime."""
+    return f"{path} [{runtime}]"
+
+
+def plan_runs(entries: Sequence[ArtifactEntry], choices: Sequence[RuntimeChoice]) -> list[RunPlan]:
+    """Per artifact, in manifest order: its own runtime when requested (or when no requested runtime runs its
+    format, e.g. a TensorRT plan), then every other requested runtime that runs its format."""
+    plans: list[RunPlan] = []
+    for entry in entries:
+        target = target_of(entry)
+        applicable = [c for c in choices if c.runtime in target.runtimes]
+        others = [c for c in applicable if not (c.runtime == target.runtimes[0] and not c.options)]
+        if len(others) < len(applicable) or not applicable:
+            plans.append(RunPlan(entry))
+        plans += [RunPlan(entry, choice) for choice in others]
+    return plans
+
+
+def runtime_machine_info(choices: Sequence[RuntimeChoice]) -> dict[str, Any]:
+    """What the machine line adds when OpenVINO runs: its version and this CPU's bf16 support."""
+    if not any(c.runtime == "openvino" for c in choices):
+        return {}
+    from bge_export.runtime.openvino_backend import bf16_support, openvino_version
+
+    return {"openvino": openvino_version(), "bf16": bf16_support().describe()}
 
 
 def select_entries(manifest: Manifest, wanted: Sequence[str]) -> list[ArtifactEntry]:
@@ -111,17 +165,21 @@ def unavailable_runtime_reason(entry: ArtifactEntry) -> str | None:
     return unavailable_reason(entry)
 
 
-def load_artifact_backend(folder: Path, entry: ArtifactEntry, threads: int) -> LoadedBackend:
-    """Raises InputError (or MissingDependencyError) when the artifact cannot be loaded."""
+def load_artifact_backend(folder: Path, entry: ArtifactEntry, threads: int,
+                          choice: RuntimeChoice | None = None) -> LoadedBackend:
+    """Raises InputError (or MissingDependencyError) when the artifact cannot be loaded. `choice`: another
+    runtime than the artifact's own (with its options), e.g. openvino-bf16."""
     from bge_export.runtime import load_encoder
 
+    plan = RunPlan(entry, choice)
+    on = {} if choice is None else {"runtime": choice.runtime, **choice.runtime_options}
     probe = MemoryProbe()
     started = time.perf_counter()
-    encoder = load_encoder(folder, artifact=entry.path, threads=threads)
+    encoder = load_encoder(folder, artifact=entry.path, threads=threads, **on)
     seconds = time.perf_counter() - started
     probe.mark_loaded()
-    loaded = LoadedBackend(entry.path, encoder.backend, entry.precision, size_on_disk(folder, entry), encoder, seconds,
-                           entry=entry)
+    loaded = LoadedBackend(plan.label, encoder.backend, entry.precision, size_on_disk(folder, entry), encoder, seconds,
+                           entry=entry, runtime=plan.runtime)
     loaded.memory = _finish_memory(probe, encoder)
     return loaded
 
@@ -133,9 +191,19 @@ def _finish_memory(probe: MemoryProbe, encoder: Encoder) -> MemoryUse:
     return probe.result()
 
 
-def open_artifact(folder: Path, entry: ArtifactEntry, threads: int) -> ArtifactLoad:
+def open_artifact(folder: Path, entry: ArtifactEntry, threads: int, choice: RuntimeChoice | None = None) -> ArtifactLoad:
     """Load one artifact, or say why not: a format with no runtime here is unverified; an ONNX file that
-    onnxruntime refuses has failed."""
+    onnxruntime refuses has failed; a file another runtime (`choice`) cannot run is not applicable there."""
+    if choice is not None:
+        from bge_export.targets import unavailable_reason
+
+        try:
+            reason = unavailable_reason(entry, choice.runtime)
+            if reason is not None:
+                return ArtifactLoad(not_applicable=f"{choice.label} cannot run here: {reason}")
+            return ArtifactLoad(loaded=load_artifact_backend(folder, entry, threads, choice))
+        except (InputError, MissingDependencyError) as exc:
+            return ArtifactLoad(not_applicable=str(exc))
     reason = unavailable_runtime_reason(entry)
     if reason is not None:
         return ArtifactLoad(unverified=reason)

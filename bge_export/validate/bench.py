@@ -10,11 +10,14 @@ from typing import Any
 from bge_export.errors import InputError
 from bge_export.manifest import read_manifest
 from bge_export.progress import Progress
+from bge_export.targets import DEFAULT_RUNTIME_CHOICES, runtime_choices
 from bge_export.validate.backends import (
     baseline_reference,
     load_baseline_backend,
     open_artifact,
+    plan_runs,
     preload_runtimes,
+    runtime_machine_info,
     select_entries,
 )
 from bge_export.validate.integrity import verify_folder
@@ -46,6 +49,9 @@ class BenchOptions:
     report_dir: str | None = None  # where bench.json / bench.md go; default: the output folder
     write_report: bool = True
     quiet: bool = False
+    # Runtimes for the ONNX artifacts, one speed row per (artifact, runtime): "onnxruntime" (their own),
+    # "openvino-f32", "openvino-bf16".
+    runtimes: list[str] = field(default_factory=lambda: list(DEFAULT_RUNTIME_CHOICES))
 
 
 @dataclass
@@ -55,6 +61,7 @@ class BenchReport:
     speed: SpeedResult
     unverified: dict[str, str] = field(default_factory=dict)  # artifact -> why it could not run here
     failed: dict[str, str] = field(default_factory=dict)  # artifact -> why its runtime refused it (exit 1)
+    not_applicable: dict[str, str] = field(default_factory=dict)  # "path [runtime]" -> why that runtime cannot run it
     created: str = ""
     files: list[str] = field(default_factory=list)
 
@@ -70,6 +77,7 @@ class BenchReport:
             "baseline_model": self.model,
             "unverified": self.unverified,
             "failed": self.failed,
+            "not_applicable": self.not_applicable,
             **self.speed.to_dict(),
         }
 
@@ -85,6 +93,7 @@ def bench(options: BenchOptions) -> BenchReport:
     if options.encode_texts < 0:
         raise InputError(f"encode_texts must be >= 0, got {options.encode_texts}")
     texts = _bench_texts(options)
+    choices = runtime_choices(options.runtimes)
     threads = settings.threads or available_cores()
     if options.write_report:
         check_writable(Path(options.report_dir or folder), "pass --report-dir with a folder you can write to, or --no-report")
@@ -97,27 +106,34 @@ def bench(options: BenchOptions) -> BenchReport:
     backends = [baseline]
     unverified: dict[str, str] = {}
     failed: dict[str, str] = {}
-    for entry in entries:
-        progress.step(f"loading {entry.path}")
-        attempt = open_artifact(folder, entry, threads)
+    not_applicable: dict[str, str] = {}
+    for plan in plan_runs(entries, choices):
+        progress.step(f"loading {plan.label}")
+        attempt = open_artifact(folder, plan.entry, threads, plan.choice)
         if attempt.failed is not None:  # the file is what the export wrote, and its runtime refuses it: as validate
-            failed[entry.path] = attempt.failed
-            progress.step(f"{entry.path}: not measured ({attempt.failed})")
+            failed[plan.label] = attempt.failed
+            progress.step(f"{plan.label}: not measured ({attempt.failed})")
             continue
         if attempt.loaded is not None:
             backends.append(attempt.loaded)
             continue
-        unverified[entry.path] = attempt.unverified or ""
-        progress.step(f"{entry.path}: not measured ({attempt.unverified})")
+        if attempt.not_applicable is not None:  # another runtime cannot run this file: not the artifact's fault
+            not_applicable[plan.label] = attempt.not_applicable
+            progress.step(f"{plan.label}: not applicable ({attempt.not_applicable})")
+            continue
+        unverified[plan.label] = attempt.unverified or ""
+        progress.step(f"{plan.label}: not measured ({attempt.unverified})")
     progress.step(f"measuring {len(backends)} backends, {settings.repeats} interleaved repeats per cell")
     speed = measure_speed(backends, settings, encode_texts=texts, progress=progress)
     speed.notes[:0] = notes
+    speed.machine.update(runtime_machine_info(choices))
     report = BenchReport(
         folder=str(folder),
         model=baseline_reference(manifest, options.model)[0],
         speed=speed,
         unverified=unverified,
         failed=failed,
+        not_applicable=not_applicable,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     if options.write_report:

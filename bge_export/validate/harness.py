@@ -1,6 +1,7 @@
 """`validate(ValidateOptions)`: every artifact of an output folder against the PyTorch fp32 baseline.
 
-Per artifact: fidelity on a corpus (per-text cosine, top-10 neighbour overlap, the same search with artifact
+Per artifact, and per requested runtime (`runtimes`: onnxruntime and OpenVINO run the same ONNX files, one row
+each): fidelity on a corpus (per-text cosine, top-10 neighbour overlap, the same search with artifact
 queries in baseline documents, norms), task metrics on labelled data when given (STS Spearman, BEIR nDCG@10 /
 recall@100, also mixed) next to the baseline's, and speed as ratios to the baseline measured in the same run.
 Each artifact ends `pass`, `fail` (naming the threshold missed) or `unverified` (naming why it could not run
@@ -24,12 +25,16 @@ import numpy as np
 from bge_export.errors import InputError
 from bge_export.manifest import ArtifactEntry, read_manifest
 from bge_export.progress import Progress
+from bge_export.targets import DEFAULT_RUNTIME_CHOICES, RuntimeChoice, runtime_choices
 from bge_export.validate.backends import (
     LoadedBackend,
+    RunPlan,
     baseline_reference,
     load_baseline_backend,
     open_artifact,
+    plan_runs,
     preload_runtimes,
+    runtime_machine_info,
     select_entries,
 )
 from bge_export.validate.check import PRECISION_CLASSES, precision_class
@@ -98,6 +103,9 @@ class ValidateOptions:
     report_dir: str | None = None  # default: the output folder itself
     update_manifest: bool = True
     quiet: bool = False
+    # Runtimes for the ONNX artifacts: "onnxruntime" (their own: the verdict in manifest.json), "openvino-f32",
+    # "openvino-bf16" (extra rows, recorded under validation["runtimes"]; bf16 compute is judged with fp16's floors).
+    runtimes: list[str] = field(default_factory=lambda: list(DEFAULT_RUNTIME_CHOICES))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -142,6 +150,8 @@ def validate(options: ValidateOptions) -> ValidationReport:
                 raise InputError(f"{name} override '{key}' must be '*' or one of {', '.join(PRECISION_CLASSES)}")
     if options.batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {options.batch_size}")
+    choices = runtime_choices(options.runtimes)
+    plans = plan_runs(entries, choices)
     settings = SpeedSettings(tuple(options.batch_sizes), tuple(options.seq_lens), options.repeats,
                              threads=options.threads).checked() if options.speed else None
     threads = options.threads or available_cores()
@@ -170,13 +180,14 @@ def validate(options: ValidateOptions) -> ValidationReport:
     )
 
     results: list[ArtifactResult] = []
+    runtime_rows: list[ArtifactResult] = []
     runnable: list[LoadedBackend] = [baseline]
-    for number, entry in enumerate(entries, start=1):
-        progress.step(f"artifact {number}/{len(entries)}: {entry.path}")
-        result, loaded = _validate_artifact(folder, entry, options, inputs, baseline_run, threads, progress)
-        result.size_bytes = verified.artifact_sizes[entry.path]
-        results.append(result)
-        progress.step(f"{entry.path}: {result.status} ({result.reason})")
+    for number, plan in enumerate(plans, start=1):
+        progress.step(f"artifact {number}/{len(plans)}: {plan.label}")
+        result, loaded = _validate_artifact(folder, plan, options, inputs, baseline_run, threads, progress)
+        result.size_bytes = verified.artifact_sizes[plan.entry.path]
+        (results if plan.verdict else runtime_rows).append(result)
+        progress.step(f"{plan.label}: {result.status} ({result.reason})")
         if loaded is not None and settings is not None:
             runnable.append(loaded)
         del loaded
@@ -198,10 +209,13 @@ def validate(options: ValidateOptions) -> ValidationReport:
         baseline=baseline_result,
         artifacts=results,
         speed=speed,
-        machine=speed.machine if speed is not None else machine_info(threads),
+        machine={**(speed.machine if speed is not None else machine_info(threads)), **runtime_machine_info(choices)},
         notes=notes + (speed.notes if speed is not None else []),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        runtime_rows=runtime_rows,
     )
+    if speed is not None:
+        speed.machine = report.machine
     # --- [recommend] which file to deploy (bge_export/recommend.py), for the report and manifest.json
     from bge_export.recommend import recommend_validated
 
@@ -210,7 +224,7 @@ def validate(options: ValidateOptions) -> ValidationReport:
     report.files = [str(p) for p in write_validation_report(report.to_dict(), report_dir)]
     if options.update_manifest:
         _record_in_manifest(folder, results, inputs.corpus_name, report.files[0] if report.files else None,
-                            speed=speed, when=report.created)
+                            speed=speed, when=report.created, runtime_rows=runtime_rows)
     return report
 
 
@@ -225,35 +239,61 @@ class BaselineRun:
 
 def _validate_artifact(
     folder: Path,
-    entry: ArtifactEntry,
+    plan: RunPlan,
     options: ValidateOptions,
     inputs: ValidationInputs,
     baseline: BaselineRun,
     threads: int,
     progress: Progress,
 ) -> tuple[ArtifactResult, LoadedBackend | None]:
-    result = ArtifactResult(entry.path, entry.format, entry.precision, "-", entry.size_bytes, "unverified", "")
-    progress.step(f"{entry.path}: loading")
-    attempt = open_artifact(folder, entry, threads)
+    entry, label = plan.entry, plan.label
+    result = ArtifactResult(entry.path, entry.format, entry.precision, "-", entry.size_bytes, "unverified", "",
+                            runtime=plan.runtime, verdict=plan.verdict)
+    progress.step(f"{label}: loading")
+    attempt = open_artifact(folder, entry, threads, plan.choice)
     if attempt.loaded is None:  # refused by its runtime: fail; no runtime here: unverified, never pass
-        if attempt.failed:
+        if attempt.not_applicable:  # another runtime cannot run this file: says nothing about the artifact
+            result.status, result.reason = "n/a", f"not applicable: {attempt.not_applicable}"
+        elif attempt.failed:
             result.status, result.reason = "fail", attempt.failed
         else:
             result.status, result.reason = not_run_here(entry, attempt.unverified or "")
         return result, None
     loaded = attempt.loaded
     result.backend, result.load_seconds, result.memory = loaded.backend, loaded.load_seconds, loaded.memory
+    describe = getattr(loaded.encoder, "describe", None)
+    result.runtime_details = describe() if callable(describe) else {}
     embeddings, result.corpus_encode = timed_encode(loaded.encoder, inputs.texts, options.batch_size, progress,
-                                                    f"{entry.path}: corpus")
+                                                    f"{label}: corpus")
     started = time.perf_counter()
     result.fidelity = fidelity(baseline.corpus, embeddings, inputs.texts)
-    progress.step(f"{entry.path}: cosine and top-{NEIGHBOURS} searches over {len(inputs.texts)} texts in "
+    progress.step(f"{label}: cosine and top-{NEIGHBOURS} searches over {len(inputs.texts)} texts in "
                   f"{time.perf_counter() - started:.1f}s")
-    tasks, _ = task_scores(loaded.encoder, inputs, options.batch_size, progress, entry.path, baseline.retrieval)
+    tasks, _ = task_scores(loaded.encoder, inputs, options.batch_size, progress, label, baseline.retrieval)
     result.tasks = with_deltas(tasks, baseline.tasks)
-    result.thresholds = thresholds_for(entry.precision, options, entry.options.get("floors"))
+    judged = judged_precision(entry.precision, plan.choice)
+    own_class = precision_class(judged) == precision_class(entry.precision)
+    result.thresholds = thresholds_for(judged, options, entry.options.get("floors") if own_class else None)
     result.status, result.reason, result.checks = judge(result.fidelity, result.thresholds)
+    if not own_class:
+        result.judged_as = precision_class(judged)
+        result.reason += (f" ({plan.choice.compute if plan.choice else ''} compute on a {entry.precision} artifact: "
+                          f"judged with the {result.judged_as} floors)")
     return result, loaded
+
+
+# Compute precisions a runtime can impose, as the precision class whose floors judge them. bf16 keeps 8
+# mantissa bits (fp16 keeps 11): no floor table of its own, it is held to fp16's, the reduced-float standard.
+_COMPUTE_CLASSES = {"bf16": "fp16"}
+
+
+def judged_precision(precision: str, choice: RuntimeChoice | None) -> str:
+    """The precision whose floors judge a run: the artifact's own, or the looser class a runtime's compute
+    precision imposes (bf16 on an fp32 graph: fp16's floors; an INT8 graph keeps INT8's)."""
+    imposed = _COMPUTE_CLASSES.get(choice.compute or "") if choice is not None else None
+    if imposed is None or PRECISION_CLASSES.index(imposed) <= PRECISION_CLASSES.index(precision_class(precision)):
+        return precision
+    return imposed
 
 
 _NOT_RUN = " [validate could not run it here: "
@@ -272,9 +312,13 @@ def not_run_here(entry: ArtifactEntry, why: str) -> tuple[str, str]:
 
 
 def _record_in_manifest(folder: Path, results: Sequence[ArtifactResult], corpus: str, report: str | None,
-                        speed: SpeedResult | None = None, when: str | None = None) -> None:
-    """Re-read just before writing (the run may take minutes), then write atomically."""
+                        speed: SpeedResult | None = None, when: str | None = None,
+                        runtime_rows: Sequence[ArtifactResult] = ()) -> None:
+    """Re-read just before writing (the run may take minutes), then write atomically. Runs on other runtimes
+    go under validation["runtimes"][<runtime>], beside the verdict; they never change an artifact's status."""
     manifest = read_manifest(folder)
+    for row in runtime_rows:
+        manifest.find(row.path).validation.setdefault("runtimes", {})[row.runtime] = row.manifest_summary(corpus, report)
     for result in results:
         entry = manifest.find(result.path)
         if result.fidelity is None:  # not run: no validate numbers to record, only the verdict and why

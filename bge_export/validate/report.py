@@ -28,11 +28,15 @@ from bge_export.validate.report_tables import (  # noqa: F401  (re-exported, as 
     HEADLINE_SEQ_LEN,
     MIXED_NDCG_COLUMN,
     MIXED_NOTE,
+    fastest_pair_lines,
     grid_rows,
     headline_cells,
     load_rows,
     machine_line,
     mixed_retrieval_rows,
+    report_rows,
+    row_label,
+    runtime_details_line,
     speed_trusted,
     speed_warning,
     summary_rows,
@@ -125,14 +129,17 @@ def render_validation_markdown(data: dict[str, Any]) -> str:
     if warning:
         out += [f"> **{warning}**", ""]
     out += render_deploy_markdown(data.get("recommended"))  # [recommend]
+    out += [line for text in fastest_pair_lines(data) for line in (text, "")]
     out += [_md_table(*summary_rows(data)), "", MIXED_NOTE, ""]
     if data.get("speed"):
         out += [machine_line(data.get("machine")), ""]
-    for artifact in data["artifacts"]:
-        out.append(f"## {artifact['path']}: {artifact['status'].upper()}")
+    for artifact in report_rows(data):
+        out.append(f"## {row_label(artifact)}: {artifact['status'].upper()}")
         out.append("")
         out.append(artifact["reason"])
         out.append("")
+        if artifact.get("runtime_details"):
+            out += [runtime_details_line(artifact["runtime_details"]), ""]
         if artifact.get("checks"):
             out.append(_md_table(["check", "value", "threshold", "result"], [
                 [c["name"], f"{c['value']:.6g}", f"{'≥' if c['kind'] == 'min' else '≤'} {c['threshold']:g}",
@@ -183,6 +190,8 @@ def render_bench_markdown(data: dict[str, Any]) -> str:
     ]
     for path, reason in data.get("unverified", {}).items():
         out.append(f"- {path}: not measured, {reason}")
+    for label, reason in (data.get("not_applicable") or {}).items():
+        out.append(f"- {label}: not applicable, {reason}")
     out += _notes_and_machine_md(data)
     return "\n".join(out)
 

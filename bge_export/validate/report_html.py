@@ -14,11 +14,15 @@ from typing import Any, Iterable, Sequence
 from bge_export.recommend import render_html as render_deploy_html  # [recommend] "Which file to deploy"
 from bge_export.validate.report_tables import (
     MIXED_NOTE,
+    fastest_pair_lines,
     grid_rows,
     headline_cells,
     load_rows,
     machine_line,
     mixed_retrieval_rows,
+    report_rows,
+    row_label,
+    runtime_details_line,
     speed_warning,
     summary_rows,
     fmt_num,
@@ -48,7 +52,7 @@ def _figure() -> tuple[Any, Any]:
 
 def plot_cosine_distribution(data: dict[str, Any]) -> str | None:
     """ECDF of 1 - cosine per artifact on a log axis: fp32 sits near 1e-7, int8 near 1e-2; one glance tells."""
-    artifacts = [a for a in data["artifacts"] if a.get("fidelity")]
+    artifacts = [a for a in report_rows(data) if a.get("fidelity")]
     if not artifacts:
         return None
     figure, axes = _figure()
@@ -56,7 +60,7 @@ def plot_cosine_distribution(data: dict[str, Any]) -> str | None:
         color = f"C{index % 10}"
         gaps = [max(g, 1e-10) for g in artifact["fidelity"]["one_minus_cosine_quantiles"]]
         percent = [100 * i / (len(gaps) - 1) for i in range(len(gaps))]
-        axes.step(gaps, percent, where="post", color=color, label=f"{artifact['path']} ({artifact['status']})")
+        axes.step(gaps, percent, where="post", color=color, label=f"{row_label(artifact)} ({artifact['status']})")
         threshold = (artifact.get("thresholds") or {}).get("min_cosine")
         if threshold is not None and threshold < 1:
             axes.axvline(1 - threshold, color=color, linestyle="--", linewidth=1, alpha=0.7)
@@ -119,7 +123,7 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f0f2f5; }
 .PASS { background: #d8f3dc; font-weight: bold; } .FAIL { background: #ffd6d6; font-weight: bold; }
-.UNVERIFIED { background: #fff3bf; font-weight: bold; } .reference { color: #666; }
+.UNVERIFIED { background: #fff3bf; font-weight: bold; } [class="N/A"] { background: #eceff3; } .reference { color: #666; }
 .meta { color: #555; } figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f4f4f4; padding: 1px 4px; }
 .warning { background: #ffd6d6; border: 2px solid #c00; padding: 0.6em 1em; font-weight: bold; }
@@ -164,16 +168,19 @@ def render_validation_html(data: dict[str, Any]) -> str:
         f"in PyTorch fp32. Corpus: {html.escape(data['corpus']['source'])} ({data['corpus']['texts']} texts).</p>",
         _html_warning(speed_warning(data.get("speed"))),
         render_deploy_html(data.get("recommended")),  # [recommend]
+        "".join(f"<p>{html.escape(line)}</p>" for line in fastest_pair_lines(data)),
         _html_table(header, rows, status_column=len(header) - 1),
         f"<p class=\"meta\">{html.escape(MIXED_NOTE)}</p>",
         f"<p class=\"meta\">{html.escape(machine_line(data.get('machine')))}</p>" if data.get("speed") else "",
         "<h2>Fidelity</h2>",
         _html_figure(plot_cosine_distribution(data), "Distribution of 1 − cosine to the baseline per artifact"),
     ]
-    for artifact in data["artifacts"]:
+    for artifact in report_rows(data):
         status = artifact["status"].upper()
-        parts.append(f'<h3>{html.escape(artifact["path"])}: <span class="{status}">{status}</span></h3>')
+        parts.append(f'<h3>{html.escape(row_label(artifact))}: <span class="{status}">{status}</span></h3>')
         parts.append(f"<p>{html.escape(artifact['reason'])}</p>")
+        if artifact.get("runtime_details"):
+            parts.append(f"<p class=\"meta\">{html.escape(runtime_details_line(artifact['runtime_details']))}</p>")
         if artifact.get("checks"):
             parts.append(_html_table(["check", "value", "threshold", "result"], [
                 [c["name"], f"{c['value']:.6g}", f"{'≥' if c['kind'] == 'min' else '≤'} {c['threshold']:g}",

@@ -44,6 +44,67 @@ def speed_warning(speed: dict[str, Any] | None) -> str | None:
             "Re-run on a quiet machine, or with --threads at most the cores other processes leave free.")
 
 
+def report_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every row of a validation report in display order: each artifact's verdict row, then its runs on other
+    runtimes (`runtime_rows`: "path [openvino-bf16]"); runs whose artifact has no verdict row in this run last."""
+    extra = list(data.get("runtime_rows") or [])
+    rows: list[dict[str, Any]] = []
+    for artifact in data["artifacts"]:
+        rows.append(artifact)
+        rows += [r for r in extra if r["path"] == artifact["path"]]
+    shown = {a["path"] for a in data["artifacts"]}
+    return rows + [r for r in extra if r["path"] not in shown]
+
+
+def row_label(row: dict[str, Any]) -> str:
+    return row.get("label") or row["path"]
+
+
+def runtime_details_line(details: dict[str, Any]) -> str:
+    """'Runtime: openvino-bf16, OpenVINO 2026.4.1, compute precision bf16 (read back from the compiled model),
+    performance hint LATENCY, threads 2, ...': what the runtime really compiled, under a row that ran on it."""
+    parts = [f"{details.get('runtime', 'runtime')}"]
+    if details.get("openvino"):
+        parts.append(f"OpenVINO {details['openvino']}")
+    if details.get("precision"):
+        parts.append(f"compute precision {details['precision']} (read back from the compiled model)")
+    parts += [f"{key.replace('_', ' ')} {details[key]}" for key in ("performance_hint", "threads", "streams",
+                                                                   "dynamic_quantization_group_size") if key in details]
+    return "Runtime: " + ", ".join(parts) + "."
+
+
+def fastest_pair_lines(data: dict[str, Any]) -> list[str]:
+    """When other runtimes ran beside onnxruntime: the fastest passing (artifact, runtime) pair at the headline
+    cell, and the fastest on onnxruntime alone, as ratios to the baseline (only from a trustworthy run)."""
+    if not data.get("runtime_rows") or not data.get("speed"):
+        return []
+    speed = data["speed"]
+    head = headline_cells(speed)
+    if head is None:
+        return []
+    if not speed_trusted(speed):
+        return ["Fastest passing (artifact, runtime) pair: not quoted, the speed measurement is not trustworthy "
+                "(see the warning)."]
+    _, batch, seq = head
+    key = f"{batch}x{seq}"
+    ratios = []
+    for row in report_rows(data):
+        backend = _speed_backend(speed, row_label(row))
+        ratio = (backend or {}).get("speedup", {}).get(key)
+        if row["status"] == "pass" and ratio:
+            ratios.append((ratio["median"], row_label(row), row.get("runtime") or row["backend"], ratio))
+    if not ratios:
+        return [f"Fastest passing (artifact, runtime) pair: none; no passing run was measured at batch {batch} × {seq} tokens."]
+    ratios.sort(key=lambda item: -item[0])
+    _, label, runtime, ratio = ratios[0]
+    line = (f"Fastest passing (artifact, runtime) pair in this run: `{label}` on {runtime}, {_ratio(ratio)} the PyTorch "
+            f"fp32 baseline at batch {batch} × {seq} tokens")
+    own = [item for item in ratios if item[2] == "onnxruntime"]
+    if own and own[0][1] != label:
+        line += f"; fastest on onnxruntime: `{own[0][1]}`, {_ratio(own[0][3])}"
+    return [line + ". (The recommendation above ranks onnxruntime runs only.)"]
+
+
 def machine_line(machine: dict[str, Any] | None) -> str:
     """CPU model, its AMX / VNNI / bf16 flags, threads and runtime versions: what every speed figure depends on."""
     machine = machine or {}
@@ -54,9 +115,10 @@ def machine_line(machine: dict[str, Any] | None) -> str:
         present = [name for name, on in features.items() if on]
         absent = [name for name, on in features.items() if not on]
         flags = (", ".join(present) or "none of the AMX/VNNI/bf16 flags") + (f"; no {', '.join(absent)}" if absent else "")
-    versions = ", ".join(f"{name} {machine[name]}" for name in ("onnxruntime", "torch") if name in machine)
+    versions = ", ".join(f"{name} {machine[name]}" for name in ("onnxruntime", "openvino", "torch") if machine.get(name))
     return (f"Machine: CPU {machine.get('cpu', 'unknown')} ({flags}); {machine.get('threads', '?')} threads on "
-            f"{machine.get('cores_available', '?')} available cores" + (f"; {versions}" if versions else ""))
+            f"{machine.get('cores_available', '?')} available cores" + (f"; {versions}" if versions else "")
+            + (f"; bf16: {machine['bf16']}" if machine.get("bf16") else ""))
 
 
 def _speed_backend(speed: dict[str, Any] | None, label: str) -> dict[str, Any] | None:
@@ -150,13 +212,14 @@ def summary_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
     rows = [[BASELINE_ROW, baseline["backend"], "fp32", _size(baseline["size_bytes"]), "1 (reference)", "1 (reference)",
              "1 (reference)", "1 (reference)", *task_cells(baseline.get("tasks", {})), *speed_cells(BASELINE_ROW, True), "reference"]]
-    for artifact in data["artifacts"]:
+    for artifact in report_rows(data):
         fid = artifact.get("fidelity") or {}
+        verdict = artifact.get("verdict", True)
         rows.append([
-            artifact["path"], artifact["backend"], artifact["precision"], _size(artifact["size_bytes"]),
-            _cosine(fid.get("cosine_mean")), _cosine(fid.get("cosine_min")), fmt_num(fid.get("top10_overlap")),
-            fmt_num(fid.get("cross_top10_overlap")), *task_cells(artifact.get("tasks", {})),
-            *speed_cells(artifact["path"], False), artifact["status"].upper(),
+            row_label(artifact), artifact["backend"] if verdict else artifact["runtime"], artifact["precision"],
+            _size(artifact["size_bytes"]), _cosine(fid.get("cosine_mean")), _cosine(fid.get("cosine_min")),
+            fmt_num(fid.get("top10_overlap")), fmt_num(fid.get("cross_top10_overlap")),
+            *task_cells(artifact.get("tasks", {})), *speed_cells(row_label(artifact), False), artifact["status"].upper(),
         ])
     return header, rows
 
@@ -188,7 +251,7 @@ def load_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     entries: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
     if "baseline" in data:  # a validation report: the corpus encode of the fidelity pass
         entries.append((BASELINE_ROW, data["baseline"], data["baseline"].get("corpus_encode")))
-        entries += [(a["path"], a, a.get("corpus_encode")) for a in data["artifacts"] if a.get("load_seconds") is not None]
+        entries += [(row_label(a), a, a.get("corpus_encode")) for a in report_rows(data) if a.get("load_seconds") is not None]
     else:  # a bench report: the repeated end-to-end encode
         entries += [(b["label"], b, b.get("encode")) for b in (speed or {}).get("backends", [])]
     for label, item, encode in entries:

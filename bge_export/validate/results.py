@@ -74,10 +74,23 @@ class ArtifactResult:
     load_seconds: float | None = None
     memory: MemoryUse | None = None
     corpus_encode: EncodeTiming | None = None
+    # The runtime it ran on: its own (verdict=True: this row is the artifact's verdict, written to the manifest's
+    # status) or another one (verdict=False: extra evidence, e.g. "openvino-bf16"; status pass, fail or "n/a"
+    # when that runtime cannot run the file, recorded under validation["runtimes"] and never the artifact's status).
+    runtime: str = ""
+    verdict: bool = True
+    runtime_details: dict[str, Any] = field(default_factory=dict)  # what the runtime compiled (OpenVINO: precision, ...)
+    judged_as: str | None = None  # the precision class whose floors applied, when not the artifact's own (bf16 compute)
+
+    @property
+    def label(self) -> str:
+        """The artifact's path for its verdict row; 'path [runtime]' for a row on another runtime."""
+        return self.path if self.verdict else f"{self.path} [{self.runtime}]"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["checks"] = [check.to_dict() for check in self.checks]
+        data["label"] = self.label
         return data
 
     def manifest_summary(self, corpus: str, report: str | None) -> dict[str, Any]:
@@ -96,6 +109,10 @@ class ArtifactResult:
                            worst_texts=[w.text for w in f.worst_texts[:3]])
         if self.thresholds is not None:  # [recommend/inspect] the floors this verdict was judged against
             summary["floors"] = self.thresholds.to_dict()
+        if self.judged_as is not None:
+            summary["judged_as"] = self.judged_as
+        if self.runtime_details:
+            summary["runtime_details"] = dict(self.runtime_details)
         for task, values in self.tasks.items():
             summary[task] = {k: v for k, v in values.items() if k not in ("dataset",)}
         return summary
@@ -125,6 +142,7 @@ class ValidationReport:
     created: str = ""
     files: list[str] = field(default_factory=list)
     recommended: dict[str, Any] = field(default_factory=dict)  # [recommend] which file to deploy, per runtime
+    runtime_rows: list[ArtifactResult] = field(default_factory=list)  # runs on other runtimes (verdict=False)
 
     @property
     def failed(self) -> list[ArtifactResult]:
@@ -134,10 +152,22 @@ class ValidationReport:
     def unverified(self) -> list[ArtifactResult]:
         return [a for a in self.artifacts if a.status == "unverified"]
 
+    def rows(self) -> list[ArtifactResult]:
+        """Display order: each artifact's verdict row, then its runs on other runtimes; the rest last."""
+        shown = {a.path for a in self.artifacts}
+        ordered = [row for a in self.artifacts for row in (a, *[r for r in self.runtime_rows if r.path == a.path])]
+        return ordered + [r for r in self.runtime_rows if r.path not in shown]
+
+    @property
+    def failed_runtime_rows(self) -> list[ArtifactResult]:
+        """Runs on another runtime that missed their floors (a runtime that cannot run a file is "n/a", not here)."""
+        return [a for a in self.runtime_rows if a.status == "fail"]
+
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed (unverified alone does not fail the run), 1 when any artifact failed."""
-        return 1 if self.failed else 0
+        """0 when nothing failed (unverified and n/a alone do not fail the run), 1 when any artifact failed or a
+        run on a runtime the caller asked for missed its floors."""
+        return 1 if self.failed or self.failed_runtime_rows else 0
 
     def to_dict(self) -> dict[str, Any]:
         from bge_export import __version__
@@ -156,6 +186,9 @@ class ValidationReport:
             "speed": self.speed.to_dict() if self.speed is not None else None,
             "notes": self.notes,
             "recommended": self.recommended,  # [recommend] rendered by report.py via bge_export/recommend.py
+            "runtime_rows": [a.to_dict() for a in self.runtime_rows],
+            "runtime_summary": {status: [a.label for a in self.runtime_rows if a.status == status]
+                                for status in ("pass", "fail", "n/a")},
             "summary": {
                 "exit_code": self.exit_code,
                 "pass": [a.path for a in self.artifacts if a.status == "pass"],

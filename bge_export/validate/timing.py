@@ -104,6 +104,7 @@ class BackendSpeed:
     latency_speedup: dict[str, RatioSummary] = field(default_factory=dict)  # batch-1 p50 ratios
     encode: EncodeTiming | None = None
     encode_speedup: RatioSummary | None = None
+    runtime: str = ""  # onnxruntime, openvino-f32, openvino-bf16, ... ("" for the baseline)
 
     def cell(self, batch_size: int, seq_len: int) -> CellTiming | None:
         for cell in self.cells:
@@ -177,7 +178,8 @@ def measure_speed(
     if not backends or not backends[0].is_baseline:
         raise ValueError("measure_speed needs the baseline as its first backend")
     results = [
-        BackendSpeed(b.label, b.backend, b.precision, b.size_bytes, b.load_seconds, b.memory) for b in backends
+        BackendSpeed(b.label, b.backend, b.precision, b.size_bytes, b.load_seconds, b.memory, runtime=b.runtime)
+        for b in backends
     ]
     notes: list[str] = []
     max_len = min(b.encoder.spec.max_seq_length for b in backends)

@@ -1,0 +1,127 @@
+"""--quantize int8-openvino: our outlier taming + NNCF's Q/DQ layout, one ONNX file that OpenVINO runs as INT8.
+
+Real NNCF, real OpenVINO and onnxruntime sessions, real all-MiniLM-L6-v2 against real sentence-transformers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nncf", reason="int8-openvino needs NNCF: pip install 'bge-export[openvino]'")
+ov = pytest.importorskip("openvino", reason="OpenVINO is the runtime this graph is made for: pip install 'bge-export[openvino]'")
+
+from bge_export.validate.check import FLOORS  # noqa: E402
+from bge_export.validate.metrics import cosine_per_row, topk_neighbour_overlap  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+def _runtime_precisions(path: Path) -> Counter:
+    """(layer type, runtime precision) of OpenVINO's compiled CPU graph: what actually runs in INT8."""
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    counts: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        counts[(info["layerType"].astype(str), info["runtimePrecision"].astype(str))] += 1
+    return counts
+
+
+@pytest.fixture(scope="module")
+def openvino_int8(minilm_export: Path, tmp_path_factory: pytest.TempPathFactory):
+    from bge_export.corpus import builtin_calibration_texts, builtin_texts
+    from bge_export.optimizers.openvino_int8 import quantize_openvino_accuracy_aware
+    from bge_export.runtime import load_encoder
+
+    encoder = load_encoder(minilm_export, artifact="onnx/model.onnx")
+    selection = builtin_texts("selection")
+    target = tmp_path_factory.mktemp("openvino-int8") / "model_qint8_openvino.onnx"
+    plan = quantize_openvino_accuracy_aware(
+        minilm_export / "onnx/model.onnx", target, encoder.spec, encoder.tokenizer, builtin_calibration_texts(),
+        selection, encoder.encode(selection))
+    return plan, target, encoder
+
+
+def test_openvino_runs_the_weight_and_attention_matmuls_in_int8(openvino_int8):
+    plan, target, _encoder = openvino_int8
+    assert plan.meets_bound, plan.reason
+    counts = _runtime_precisions(target)
+    int8_fully_connected = sum(n for (kind, precision), n in counts.items()
+                               if kind == "FullyConnected" and precision in ("i8", "u8"))
+    # 6 layers x (Q, K, V, attention output, FFN in, FFN out), less what the search kept in float
+    assert int8_fully_connected == 36 - len(plan.kept_float), counts
+    if "attention products in float" not in plan.kept_trial.variant:
+        assert counts[("Subgraph", "i8")] + counts[("Subgraph", "u8")] >= 6, "attention products in INT8"
+
+
+def test_onnxruntime_fuses_every_int8_weight(openvino_int8, tmp_path: Path):
+    """No int8 weight is dequantized at run time: each becomes part of a MatMulIntegerToFloat (batch-1 latency)."""
+    import onnx
+    import onnxruntime as ort
+
+    _plan, target, _encoder = openvino_int8
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    constants = {i.name for i in optimized.graph.initializer}
+    runtime_dequantized = [n.name for n in optimized.graph.node
+                           if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+    assert not runtime_dequantized
+    assert sum(n.op_type == "MatMulIntegerToFloat" for n in optimized.graph.node) >= 30
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_meets_the_int8_floors_on_sentences_it_never_saw(openvino_int8, minilm_dir: Path, runtime: str):
+    from sentence_transformers import SentenceTransformer
+
+    _plan, target, encoder = openvino_int8
+    lines = (DATA / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    texts = list(dict.fromkeys(s for line in lines for s in line.split("\t")[1:3]))
+    reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, batch_size=32)
+    if runtime == "onnxruntime":
+        from bge_export.runtime.onnx_backend import OnnxEncoder
+
+        embeddings = OnnxEncoder(target, encoder.spec, encoder.tokenizer).encode(texts)
+    else:
+        compiled = ov.Core().compile_model(str(target), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        rows = []
+        for batch in encoder.tokenizer.batches(texts, 32):
+            result = request.infer({name: batch.features[name] for name in encoder.spec.input_names})
+            rows.append((batch.indices, result[compiled.output("sentence_embedding")].copy()))
+        embeddings = _in_text_order(rows, len(texts))
+    cosine = cosine_per_row(reference, embeddings)
+    floors = FLOORS["int8"]
+    assert cosine.mean() >= floors.min_mean_cosine and cosine.min() >= floors.min_cosine, (cosine.mean(), cosine.min())
+    assert topk_neighbour_overlap(reference, embeddings, k=10) >= floors.min_top10_overlap
+
+
+def _in_text_order(rows: list[tuple[np.ndarray, np.ndarray]], count: int) -> np.ndarray:
+    out = np.zeros((count, rows[0][1].shape[1]), dtype=np.float32)
+    for order, values in rows:
+        out[order] = values
+    return out
+
+
+def test_a_matmul_kept_in_float_reads_fp32_weights_and_input(openvino_int8, tmp_path: Path):
+    import onnx
+
+    from bge_export.optimizers.graph import producers
+    from bge_export.optimizers.openvino_int8 import restore_float_matmuls
+
+    _plan, target, _encoder = openvino_int8
+    model = onnx.load(str(target))
+    writers = producers(model)
+    quantized = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in writers
+                 and writers[n.input[1]].op_type == "DequantizeLinear"]
+    chosen = quantized[0].name
+    assert restore_float_matmuls(model, [chosen]) == 1
+    node = next(n for n in model.graph.node if n.name == chosen)
+    writers = producers(model)
+    assert node.input[1] in {i.name for i in model.graph.initializer}
+    assert node.input[0] not in writers or writers[node.input[0]].op_type != "DequantizeLinear"
+    onnx.checker.check_model(model)

@@ -1,0 +1,241 @@
+"""`bge-export verify`: a real tiny export (ONNX fp32 + dynamic INT8, a Core ML package when coremltools is
+installed, a TensorRT entry prepared for a GPU host), copied and then damaged the ways a download, a disk or a
+hand can damage it; every damage must be named, an intact folder must pass with one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bge_export.cli_verify import verify_command
+from bge_export.errors import CheckFailedError, InputError
+from bge_export.manifest import SEAL_FIELD, file_sha256, hash_files, read_manifest
+from bge_export.verify import verify_folder
+
+HAS_COREML = importlib.util.find_spec("coremltools") is not None
+INT8 = "onnx/model_qint8_avx512_vnni.onnx"
+PACKAGE = "coreml/model_fp16.mlpackage"
+
+
+def shared_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once per session (tests/test_model_card.py uses it too); never modified: tests copy it."""
+    from conftest import build_tiny_model
+
+    from bge_export.api import ExportOptions, export
+
+    root = tmp_path_factory.getbasetemp() / "verify-shared"
+    output = root / "out"
+    if (root / "ready").is_file():
+        return output
+    shutil.rmtree(root, ignore_errors=True)
+    model = build_tiny_model(root / "tiny-bge", pooling="cls", prompts={"query": "query: "})
+    (model / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
+    # the INT8 artifact's status does not matter here (a random tiny model may miss the INT8 bound): it is a file
+    export(ExportOptions(model=str(model), output=str(output), check_texts=11, quantize="int8",
+                         int8_preset="avx512_vnni", quiet=True))
+    if HAS_COREML:
+        from bge_export.api_coreml import CoreMLOptions, export_coreml
+
+        assert export_coreml(CoreMLOptions(model=str(model), output=str(output), quiet=True, seq_lens=[64],
+                                           check_texts=11)).ok
+    from bge_export.api_tensorrt import TensorRTOptions, build_tensorrt
+
+    assert build_tensorrt(TensorRTOptions(folder=str(output), prepare_only=True, check_texts=11, quiet=True)).ok
+    (root / "ready").touch()
+    return output
+
+
+@pytest.fixture
+def folder(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+    copy = tmp_path / "export"
+    shutil.copytree(shared_export(tmp_path_factory), copy)
+    return copy
+
+
+def _flip(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _problem(result, *fragments: str) -> str:
+    found = [p for p in result.problems if all(f in p for f in fragments)]
+    assert found, (fragments, result.problems)
+    return found[0]
+
+
+def test_intact_folder_passes_with_one_summary_line(folder: Path) -> None:
+    result = verify_folder(folder)
+    assert result.ok, result.problems
+    manifest = read_manifest(folder)
+    assert result.files_hashed == len(manifest.files)
+    assert result.graphs_loaded == 3 and result.packages_parsed == HAS_COREML  # fp32, INT8, TensorRT-ready graph
+    assert any("tensorrt/model_fp16.plan not built" in n for n in result.not_checked)
+    outcome = CliRunner().invoke(verify_command, [str(folder)])
+    assert outcome.exit_code == 0, outcome.output
+    (line,) = outcome.output.strip().splitlines()
+    assert "intact" in line and f"{len(manifest.files)} files" in line and "not built" in line
+
+
+def test_one_flipped_byte_in_each_kind_of_file_is_named(folder: Path) -> None:
+    flipped = ["onnx/model.onnx", INT8, "tokenizer.json", "tensorrt/model_fp16.onnx", "1_Pooling/config.json"]
+    if HAS_COREML:
+        flipped.append(f"{PACKAGE}/Data/com.apple.CoreML/weights/weight.bin")
+    for relative in flipped:
+        _flip(folder / relative, 0.9 if relative.endswith(".onnx") else 0.5)
+    outcome = CliRunner().invoke(verify_command, [str(folder)])
+    assert outcome.exit_code == 1 and isinstance(outcome.exception, CheckFailedError)
+    printed = outcome.output.splitlines()
+    for relative in flipped:
+        assert any(line.startswith(f"problem: {relative} changed since the export") for line in printed), relative
+    assert "failed verification" in str(outcome.exception)
+
+
+def test_swapped_tokenizer_is_named_by_hash_vocabulary_and_config(folder: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(40000)]
+    other = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    other.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    other.save(str(folder / "tokenizer.json"))  # another model's tokenizer: 40005 tokens for a 30522-row table
+    result = verify_folder(folder)
+    _problem(result, "tokenizer.json changed since the export")
+    _problem(result, "tokenizer.json gives token ids up to 40004", "vocab_size is 30522")
+    _problem(result, "vocab.txt and tokenizer.json hold different vocabularies")
+
+
+def test_deleted_file_and_missing_package_are_named(folder: Path) -> None:
+    (folder / "config_sentence_transformers.json").unlink()
+    if HAS_COREML:
+        shutil.rmtree(folder / PACKAGE)
+    result = verify_folder(folder)
+    _problem(result, "config_sentence_transformers.json is missing")
+    _problem(result, "config_sentence_transformers.json: prompts")  # the query prompt is gone with it
+    if HAS_COREML:
+        _problem(result, f"{PACKAGE}/Manifest.json is missing")
+
+
+def test_edited_manifest_is_caught_and_rehash_seals_only_on_purpose(folder: Path) -> None:
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    data["artifacts"][0]["validation"]["builtin_check"]["cosine_min"] = 0.5
+    path.write_text(json.dumps(data, indent=2))
+    result = verify_folder(folder)
+    assert len(result.problems) == 1
+    _problem(result, "manifest.json was edited after bge-export wrote it")
+    # a deliberate edit: --rehash seals it, and only then the folder verifies
+    outcome = CliRunner().invoke(verify_command, [str(folder), "--rehash"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "sealed now (--rehash)" in outcome.output
+    assert verify_folder(folder).ok
+    assert json.loads(path.read_text())["artifacts"][0]["validation"]["builtin_check"]["cosine_min"] == 0.5
+    # an edit that hides a swapped file: --rehash refuses while the file disagrees, and writes nothing
+    _flip(folder / INT8, 0.9)
+    data = json.loads(path.read_text())
+    data["files"]["tokenizer.json"] = "0" * 64
+    path.write_text(json.dumps(data, indent=2))
+    before = path.read_bytes()
+    result = verify_folder(folder, rehash=True)
+    _problem(result, "--rehash did not seal manifest.json")
+    _problem(result, f"{INT8} changed since the export")
+    _problem(result, "tokenizer.json changed since the export")
+    assert path.read_bytes() == before
+
+
+def test_manifest_from_an_older_bge_export_is_reported_with_the_fix(folder: Path) -> None:
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    del data[SEAL_FIELD]
+    path.write_text(json.dumps(data, indent=2))
+    problem = _problem(verify_folder(folder), f"manifest.json has no {SEAL_FIELD}")
+    assert "re-run the export" in problem and "--rehash" in problem
+    assert verify_folder(folder, rehash=True).ok and verify_folder(folder).ok
+    del data["files"]  # older still: no file hashes either (data was read before the seal was written)
+    path.write_text(json.dumps(data))
+    result = verify_folder(folder)
+    _problem(result, "records no file hashes")
+    _flip(folder / INT8, 0.9)  # the artifacts' own sha256 still catches this
+    _problem(verify_folder(folder), INT8, "does not match its artifact entry")
+
+
+def test_unexpected_files_are_named_and_reports_and_card_are_not(folder: Path) -> None:
+    (folder / "notes.txt").write_text("mine")
+    (folder / "onnx" / "model_other.onnx").write_bytes((folder / "onnx/model.onnx").read_bytes())
+    (folder / "tensorrt" / "model_fp16.plan").write_bytes(b"not an engine")
+    (folder / ".manifest.json.abcd1234").write_text("{")
+    for name in ("report.json", "report.md", "bench.json"):
+        (folder / name).write_text("{}")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    result = verify_folder(folder)
+    _problem(result, "notes.txt is not recorded in manifest.json")
+    _problem(result, "onnx/model_other.onnx is not recorded in manifest.json")
+    _problem(result, "tensorrt/model_fp16.plan exists", "not built")
+    _problem(result, ".manifest.json.abcd1234 was left by an interrupted write")
+    assert len(result.problems) == 4, result.problems
+    named = {p.split(" ", 1)[0] for p in result.problems}
+    assert not named & {"report.json", "report.md", "bench.json", ".git/HEAD"}, named
+
+
+def test_external_data_is_hashed_loaded_and_a_flip_in_it_named(folder: Path) -> None:
+    """A graph over 2 GB keeps its weights in model.onnx.data: rewrite the tiny one that way, record it as the
+    export would (files, entry sha256 and size), then verify loads it and names a flip in the data file."""
+    import onnx
+
+    graph = folder / "onnx/model.onnx"
+    onnx.save_model(onnx.load(str(graph)), str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=1024)
+    manifest = read_manifest(folder)
+    entry = manifest.find("onnx/model.onnx")
+    entry.sha256 = file_sha256(graph)
+    entry.size_bytes = graph.stat().st_size + (folder / "onnx/model.onnx.data").stat().st_size
+    manifest.files = hash_files(folder)
+    manifest.write(folder)
+    result = verify_folder(folder)
+    assert result.ok, result.problems
+    assert any(c.startswith("onnx/model.onnx: onnx.checker passes") for c in result.checked)
+    _flip(folder / "onnx/model.onnx.data")
+    _problem(verify_folder(folder), "onnx/model.onnx.data changed since the export")
+    (folder / "onnx/model.onnx.data").unlink()
+    result = verify_folder(folder)
+    _problem(result, "onnx/model.onnx.data is missing")
+    _problem(result, "onnx/model.onnx: onnx.checker rejects it")
+
+
+def test_a_damaged_graph_that_still_hashes_as_recorded_fails_to_load(folder: Path) -> None:
+    """A graph truncated at export time and recorded that way: the hashes agree, onnx.checker does not."""
+    graph = folder / "onnx/model.onnx"
+    graph.write_bytes(graph.read_bytes()[: 4000])
+    manifest = read_manifest(folder)
+    entry = manifest.find("onnx/model.onnx")
+    entry.sha256, entry.size_bytes = file_sha256(graph), graph.stat().st_size
+    manifest.files = hash_files(folder)
+    manifest.write(folder)
+    result = verify_folder(folder)
+    assert len(result.problems) == 1, result.problems
+    _problem(result, "onnx/model.onnx: onnx.checker rejects it")
+
+
+def test_not_an_output_folder_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="has no manifest.json"):
+        verify_folder(tmp_path)
+    with pytest.raises(InputError, match="is not a folder"):
+        verify_folder(tmp_path / "missing")
+    (tmp_path / "manifest.json").write_text("{not json")
+    (problem,) = verify_folder(tmp_path).problems
+    assert problem.startswith("manifest.json is not valid JSON")
+
+
+def test_paths_outside_the_folder_are_not_read(folder: Path) -> None:
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    data["files"]["../../etc/hostname"] = "0" * 64
+    path.write_text(json.dumps(data))
+    result = verify_folder(folder)
+    _problem(result, "names '../../etc/hostname', a path outside the folder")
+    _problem(result, "manifest.json was edited after bge-export wrote it")
