@@ -71,9 +71,9 @@ class NncfQuantizer:
         trial.CopyFrom(self.quantized)
         quantized_here = {node.name for node in weight_matmuls(model)} & set(nodes)
         restore_float_matmuls(trial, [node.name for node in weight_matmuls(model) if node.name not in quantized_here])
+        quantize_after_layout_ops(trial)  # first: a pair that reaches its MatMul through a reshape feeds it directly
         if configuration.float_attention:
             float_attention_products(trial)
-        quantize_after_layout_ops(trial)
         unsigned_activations(trial)
         onnx.save(trial, str(path))
         return GraphRewrites()
