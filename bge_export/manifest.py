@@ -201,19 +201,24 @@ def hash_files(folder: str | Path, skip: tuple[str, ...] = ()) -> dict[str, str]
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> Path:
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write beside the target, then rename: a reader never sees half a manifest, report or card. Readable by all
+    (mkstemp creates 0600; these files are meant to be read by others)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, ensure_ascii=False)
-            out.write("\n")
-        os.chmod(temp, 0o644)  # mkstemp creates 0600; a manifest is meant to be read by others
+            out.write(text)
+        os.chmod(temp, 0o644)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def file_sha256(path: str | Path) -> str:

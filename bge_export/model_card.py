@@ -18,13 +18,13 @@ another manifest. README.md is never hashed into the manifest's `files` (manifes
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bge_export.manifest import MANIFEST_NAME, MODEL_CARD_NAME, ArtifactEntry, Manifest, read_manifest, seal_state
+from bge_export.manifest import (
+    MANIFEST_NAME, MODEL_CARD_NAME, ArtifactEntry, Manifest, read_manifest, seal_state, write_text_atomic,
+)
 from bge_export.manifest_view import recommendation_of
 from bge_export.recommend import RUNTIMES, render_markdown, status_evidence
 
@@ -39,17 +39,7 @@ def write_model_card(folder: str | Path) -> Path:
     """Write FOLDER/README.md from its manifest.json (atomically); returns its path."""
     folder = Path(folder)
     text = render_model_card(folder)
-    path = folder / MODEL_CARD_NAME
-    handle, temp = tempfile.mkstemp(prefix=f".{MODEL_CARD_NAME}.", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(folder / MODEL_CARD_NAME, text)
 
 
 def render_model_card(folder: str | Path) -> str:

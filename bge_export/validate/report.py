@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bge_export.errors import InputError
+from bge_export.manifest import write_text_atomic  # noqa: F401  (the one atomic writer; re-exported)
 from bge_export.recommend import render_markdown as render_deploy_markdown  # [recommend] "Which file to deploy"
 from bge_export.validate.report_html import (  # noqa: F401  (re-exported: tests and callers import them from here)
     plot_cosine_distribution,
@@ -63,20 +63,6 @@ def write_bench_report(data: dict[str, Any], directory: Path, stem: str = "bench
         write_text_atomic(directory / f"{stem}.json", dumps(data) + "\n"),
         write_text_atomic(directory / f"{stem}.md", render_bench_markdown(data)),
     ]
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write beside the target, then rename: a reader never sees half a report. Readable by all, like a report."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def check_writable(folder: Path, hint: str) -> None:
