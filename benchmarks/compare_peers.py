@@ -74,7 +74,7 @@ def corpus_domains() -> dict[str, str]:
 def evaluation_sets(count: int, holdout_domain: str | None) -> TextSets:
     """Text nobody tuned on: the corpus's "report" part (the INT8 search chooses on "selection", the export's check
     uses "verdict") plus the STS sample's sentences, deduplicated; cut to `count` keeping both in proportion."""
-    from bge_export.corpus import builtin_texts
+    from bge_export.model.corpus import builtin_texts
 
     report = list(dict.fromkeys(builtin_texts("report")))
     in_report = set(report)
@@ -191,9 +191,9 @@ def main() -> None:
     import openvino as ov
     import torch
 
-    from bge_export.corpus import builtin_calibration_texts
-    from bge_export.runtime import load_baseline
-    from bge_export.validate.metrics import cosine_per_row, summarize_cosine, topk_neighbour_overlap
+    from bge_export.model.corpus import builtin_calibration_texts
+    from bge_export.folder.loading import load_baseline
+    from bge_export.quality.metrics import cosine_per_row, summarize_cosine, topk_neighbour_overlap
 
     name = args.name or args.model.name
     cpu = ovp.cpu_description(args.threads)
@@ -270,7 +270,7 @@ def main() -> None:
     else:
         ov_source, pooled = ours_dir / "onnx" / "model.onnx", False
         ov_source_note = "our fp32 onnx/model.onnx (pooling inside the graph): the sentence-transformers export is missing"
-    nncf_info: dict = {"calibration": f"first {args.nncf_subset} texts of bge_export.corpus.builtin_calibration_texts() "
+    nncf_info: dict = {"calibration": f"first {args.nncf_subset} texts of bge_export.model.corpus.builtin_calibration_texts() "
                        "(glue/sst2, sentence-transformers' default, is unreachable here), padded to 384 tokens"}
 
     def peer_int8_ir() -> Path:

@@ -33,9 +33,9 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("error: no CUDA device; run this on a GPU machine", file=sys.stderr)
         sys.exit(2)
-    from bge_export.corpus import builtin_corpus
-    from bge_export.runtime import load_baseline
-    from bge_export.validate.metrics import cosine_per_row, summarize_cosine
+    from bge_export.model.corpus import builtin_corpus
+    from bge_export.folder.loading import load_baseline
+    from bge_export.quality.metrics import cosine_per_row, summarize_cosine
 
     texts = [c.text for c in builtin_corpus()]
     cpu = load_baseline(args.model)
@@ -88,8 +88,8 @@ def _long_sequence_check(torch) -> dict[str, float]:
     """BertModel base config + CLS pooling + normalize at 64 x 512 tokens: fp16/bf16 vs fp32 on the GPU."""
     from transformers import BertConfig, BertModel
 
-    from bge_export.modeling import EmbeddingModule
-    from bge_export.spec import EmbeddingSpec
+    from bge_export.model.modeling import EmbeddingModule
+    from bge_export.model.spec import EmbeddingSpec
 
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(attn_implementation="eager"), add_pooling_layer=False).eval()

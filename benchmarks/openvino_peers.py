@@ -30,7 +30,7 @@ Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 def cpu_description(threads: int) -> dict[str, Any]:
     """CPU model, its AMX/VNNI/bf16 flags from /proc/cpuinfo, OpenVINO's view of it, and a short kind name."""
-    from bge_export.validate.machine import machine_info
+    from bge_export.runtime.machine import machine_info
 
     info = machine_info(threads)
     features = info.get("cpu_features") or {}

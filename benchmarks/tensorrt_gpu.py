@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from bge_export.runtime.tensorrt_backend import tensorrt_unavailable
+    from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
 
     reason = tensorrt_unavailable()
     if reason is not None:
@@ -65,17 +65,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import tensorrt as trt
     import torch
 
-    from bge_export.corpus import builtin_texts
+    from bge_export.model.corpus import builtin_texts
     from bge_export.errors import BgeExportError, InputError
-    from bge_export.manifest import ArtifactEntry, read_manifest
+    from bge_export.folder.manifest import ArtifactEntry, read_manifest
     from bge_export.progress import Progress
-    from bge_export.tokenization import TextTokenizer
-    from bge_export.runtime import load_baseline, load_encoder
-    from bge_export.runtime.onnx_backend import OnnxEncoder
-    from bge_export.runtime.tensorrt_backend import gpu_description
-    from bge_export.runtime.torch_backend import TorchEncoder
+    from bge_export.model.tokenization import TextTokenizer
+    from bge_export.folder.loading import load_baseline, load_encoder
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+    from bge_export.targets.tensorrt.runtime import gpu_description
+    from bge_export.runtime.torch_encoder import TorchEncoder
     from bge_export.validate.backends import LoadedBackend, baseline_reference
-    from bge_export.validate.metrics import cosine_per_row
+    from bge_export.quality.metrics import cosine_per_row
     from bge_export.validate.timing import SpeedSettings, cell_key, measure_speed
 
     progress = Progress()

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "export": ("bge_export.api", "export"),
-    "ExportOptions": ("bge_export.api", "ExportOptions"),
-    "ExportResult": ("bge_export.api", "ExportResult"),
-    "load_encoder": ("bge_export.runtime", "load_encoder"),
-    "ModelSource": ("bge_export.source", "ModelSource"),
-    "resolve_model": ("bge_export.source", "resolve_model"),
-    "EmbeddingSpec": ("bge_export.spec", "EmbeddingSpec"),
-    "read_manifest": ("bge_export.manifest", "read_manifest"),
+    "export": ("bge_export.targets.onnx.export", "export"),
+    "ExportOptions": ("bge_export.targets.onnx.export", "ExportOptions"),
+    "ExportResult": ("bge_export.targets.onnx.export", "ExportResult"),
+    "load_encoder": ("bge_export.folder.loading", "load_encoder"),
+    "ModelSource": ("bge_export.model.source", "ModelSource"),
+    "resolve_model": ("bge_export.model.source", "resolve_model"),
+    "EmbeddingSpec": ("bge_export.model.spec", "EmbeddingSpec"),
+    "read_manifest": ("bge_export.folder.manifest", "read_manifest"),
     "BgeExportError": ("bge_export.errors", "BgeExportError"),
     "validate": ("bge_export.validate.harness", "validate"),
     "ValidateOptions": ("bge_export.validate.harness", "ValidateOptions"),
@@ -29,12 +29,12 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bge_export.api import ExportOptions, ExportResult, export
+    from bge_export.targets.onnx.export import ExportOptions, ExportResult, export
     from bge_export.errors import BgeExportError
-    from bge_export.manifest import read_manifest
-    from bge_export.runtime import load_encoder
-    from bge_export.source import ModelSource, resolve_model
-    from bge_export.spec import EmbeddingSpec
+    from bge_export.folder.manifest import read_manifest
+    from bge_export.folder.loading import load_encoder
+    from bge_export.model.source import ModelSource, resolve_model
+    from bge_export.model.spec import EmbeddingSpec
     from bge_export.validate.harness import ValidateOptions, validate
     from bge_export.validate.speed import BenchOptions, bench
 

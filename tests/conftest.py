@@ -134,7 +134,7 @@ def bge_shaped_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """all-MiniLM-L6-v2 exported once for the whole session (with its built-in check)."""
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
 
     output = tmp_path_factory.mktemp("exports") / "all-MiniLM-L6-v2"
     result = export(ExportOptions(model=str(minilm_dir), output=str(output), quiet=True))
@@ -145,7 +145,7 @@ def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def minilm_int8_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """all-MiniLM-L6-v2 with our own fused, FP16 and dynamic INT8 artifacts, exported once per session."""
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
 
     output = tmp_path_factory.mktemp("exports") / "all-MiniLM-L6-v2-int8"
     result = export(ExportOptions(model=str(minilm_dir), output=str(output), quiet=True, optimize=True, fp16=True,
@@ -157,7 +157,7 @@ def minilm_int8_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def minilm_static_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """all-MiniLM-L6-v2 with our own static (QDQ) INT8 artifact, exported once per session."""
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
 
     output = tmp_path_factory.mktemp("exports") / "all-MiniLM-L6-v2-static"
     result = export(ExportOptions(model=str(minilm_dir), output=str(output), quiet=True, quantize="int8-static"))

@@ -22,7 +22,7 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def export_folder(model: Path, output: Path, **options) -> Path:
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
 
     result = export(ExportOptions(model=str(model), output=str(output), quiet=True, **options))
     assert result.ok, [a.status_reason for a in result.manifest.artifacts]

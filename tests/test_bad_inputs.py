@@ -761,7 +761,7 @@ def _(w: World):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, world: World, capsys, monkeypatch, tmp_path_factory):
-    import bge_export.modeling as modeling
+    import bge_export.model.modeling as modeling
 
     action = case.setup(world)
     watched = (world.root, world.tiny_src, world.tiny_export)

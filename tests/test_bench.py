@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bge_export.runtime import load_encoder
-from bge_export.validate.machine import CpuLoad, CpuLoadMeter, assess_speed_trust
+from bge_export.folder.loading import load_encoder
+from bge_export.runtime.machine import CpuLoad, CpuLoadMeter, assess_speed_trust
 from bge_export.validate.speed import (
     BenchOptions,
     available_cores,
@@ -88,7 +88,7 @@ def test_bench_reports_ratios_latency_memory_and_skips(bench_folder, tmp_path):
 def test_default_threads_are_all_cores_for_every_backend(bench_folder, monkeypatch):
     import torch
 
-    from bge_export.runtime import onnx_backend
+    from bge_export.folder.loading import onnxruntime_encoder as onnx_backend
 
     session_threads = []
     original = onnx_backend.make_session

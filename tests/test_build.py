@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bge_export.build import BuildOptions, build
+from bge_export.recipes.build import BuildOptions, build
 from conftest import build_tiny_model
 
 RECIPE = """\
@@ -45,9 +45,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_build_makes_every_target_into_one_folder_and_one_report(built: dict) -> None:
-    from bge_export.build_inputs import tensorrt_mode
-    from bge_export.manifest import read_manifest
-    from bge_export.recipes import load_recipe
+    from bge_export.recipes.inputs import tensorrt_mode
+    from bge_export.folder.manifest import read_manifest
+    from bge_export.recipes.recipe import load_recipe
 
     result, folder = built["result"], built["folder"]
     engines = tensorrt_mode(load_recipe(built["recipe"]))

@@ -131,7 +131,7 @@ def test_inspect_of_a_folder_that_is_not_an_export(capsys, tmp_path):
 
 
 def test_failed_check_exits_1_and_marks_the_artifact(capsys, tmp_path, tiny_model, monkeypatch):
-    from bge_export.validate import check
+    from bge_export.quality import floors as check
 
     monkeypatch.setitem(check.FLOORS, "fp32", check.Floors(1.5, 1.5, 1.0, 1.0, 0.0))  # impossible to meet: the check must fail
     folder = tiny_model(pooling="mean")
@@ -146,7 +146,7 @@ def test_failed_check_exits_1_and_marks_the_artifact(capsys, tmp_path, tiny_mode
 def test_one_exit_code_rule_for_an_artifact_its_runtime_refuses(capsys, tmp_path, tiny_model):
     """A file that is what the export recorded (hash matches) but that onnxruntime refuses is a failed artifact:
     exit 1 in validate and in bench alike; a file changed since the export is bad input: exit 2 in both."""
-    from bge_export.manifest import file_sha256, read_manifest
+    from bge_export.folder.manifest import file_sha256, read_manifest
 
     folder = tiny_model(pooling="mean")
     out = tmp_path / "out"
@@ -177,7 +177,7 @@ def test_one_exit_code_rule_for_an_artifact_its_runtime_refuses(capsys, tmp_path
 
 def test_validate_keeps_the_floor_a_user_set_at_export(capsys, tmp_path, tiny_model):
     """--min-cosine at export is the INT8 artifact's own floor: validate judges it against that, not the table."""
-    from bge_export.manifest import read_manifest
+    from bge_export.folder.manifest import read_manifest
 
     folder = tiny_model(pooling="mean")
     out = tmp_path / "out"

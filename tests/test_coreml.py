@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install 'bge-export[coreml]'")
 
-from bge_export.api_coreml import CoreMLOptions, export_coreml  # noqa: E402
+from bge_export.targets.coreml.export import CoreMLOptions, export_coreml  # noqa: E402
 from bge_export.errors import InputError, UnsupportedModelError  # noqa: E402
-from bge_export.manifest import read_manifest  # noqa: E402
-from bge_export.runtime.coreml_backend import (  # noqa: E402
+from bge_export.folder.manifest import read_manifest  # noqa: E402
+from bge_export.targets.coreml.runtime import (  # noqa: E402
     PackageShapes, coreml_unavailable, pad_features, plan_length, plan_rows, read_package_shapes,
 )
 from helpers import export_folder, row_cosine  # noqa: E402
@@ -79,7 +79,7 @@ def test_package_metadata_names_what_a_swift_app_needs(tiny_coreml):
 
 
 def test_one_folder_one_manifest_lists_onnx_and_coreml(tiny_coreml):
-    from bge_export.validate.integrity import verify_folder
+    from bge_export.folder.integrity import verify_folder
 
     manifest = read_manifest(tiny_coreml)
     assert [(a.path, a.format) for a in manifest.artifacts] == [
@@ -117,10 +117,10 @@ def test_fp32_range_batch_and_palettized_package(tiny_model, tmp_path):
 
 
 def test_conversion_is_deterministic(tiny_model, tmp_path):
-    from bge_export.exporters.coreml_exporter import ShapePlan, convert, save
-    from bge_export.manifest import file_sha256
-    from bge_export.modeling import load_embedding_module
-    from bge_export.source import read_spec, resolve_model
+    from bge_export.targets.coreml.convert import ShapePlan, convert, save
+    from bge_export.folder.manifest import file_sha256
+    from bge_export.model.modeling import load_embedding_module
+    from bge_export.model.source import read_spec, resolve_model
 
     source = resolve_model(str(tiny_model(model_type="mpnet", pooling="cls")))
     spec = read_spec(source)
@@ -136,9 +136,9 @@ def test_an_op_coremltools_cannot_convert_is_named_with_its_version(tiny_model):
     import coremltools
     import torch
 
-    from bge_export.exporters.coreml_exporter import ShapePlan, convert
-    from bge_export.modeling import EmbeddingModule
-    from bge_export.source import read_spec, resolve_model
+    from bge_export.targets.coreml.convert import ShapePlan, convert
+    from bge_export.model.modeling import EmbeddingModule
+    from bge_export.model.source import read_spec, resolve_model
 
     class Encoder(torch.nn.Module):  # an encoder built on an op coremltools has no converter for
         def __init__(self) -> None:
@@ -207,7 +207,7 @@ def test_coreml_unavailable_says_why_off_macos():
 def test_import_bge_export_does_not_import_coremltools():
     import subprocess
 
-    code = "import sys, bge_export.cli, bge_export.api_coreml; print('coremltools' in sys.modules)"
+    code = "import sys, bge_export.cli, bge_export.targets.coreml.export; print('coremltools' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
@@ -242,10 +242,10 @@ def test_minilm_packages_meet_the_floors_in_the_mil_program(minilm_coreml):
 @pytest.mark.coreml_runtime
 @needs_core_ml
 def test_core_ml_predictions_match_the_baseline(minilm_coreml, minilm_dir):
-    from bge_export.corpus import builtin_check_texts
-    from bge_export.runtime import load_baseline
-    from bge_export.runtime.coreml_backend import CoreMLEncoder
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.model.corpus import builtin_check_texts
+    from bge_export.folder.loading import load_baseline
+    from bge_export.targets.coreml.runtime import CoreMLEncoder
+    from bge_export.model.tokenization import TextTokenizer
 
     output, _ = minilm_coreml
     manifest = read_manifest(output)
@@ -261,8 +261,8 @@ def test_core_ml_predictions_match_the_baseline(minilm_coreml, minilm_dir):
 @pytest.mark.coreml_runtime
 @needs_core_ml
 def test_core_ml_runs_short_and_truncated_long_texts(tiny_coreml):
-    from bge_export.runtime.coreml_backend import CoreMLEncoder
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.targets.coreml.runtime import CoreMLEncoder
+    from bge_export.model.tokenization import TextTokenizer
 
     spec = read_manifest(tiny_coreml).spec
     encoder = CoreMLEncoder(tiny_coreml / "coreml/model_fp16.mlpackage", spec,

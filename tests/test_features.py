@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 import pytest
 
-from bge_export.manifest import read_manifest
-from bge_export.runtime import load_encoder
+from bge_export.folder.manifest import read_manifest
+from bge_export.folder.loading import load_encoder
 from conftest import VARIED_TEXTS, build_tiny_model
 from helpers import export_folder, row_cosine, st_encode
 from test_cli_errors import run_cli
@@ -32,7 +32,7 @@ CALIBRATION_B = [f"ZEBRA {i * 7919} 🚀 Ünïcödé 数字 «QUOTE» {'xylophon
 
 def _export(model: Path, output: Path, **options) -> Path:
     """export_folder without the all-passed assertion (check=False artifacts are 'unverified')."""
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
 
     export(ExportOptions(model=str(model), output=str(output), quiet=True, **options))
     return output
@@ -193,7 +193,7 @@ def test_default_int8_preset_follows_this_cpu(dynamic_auto_a):
 
 
 def test_opset_14_and_20_export_and_match_opset_17(source, root, plain_export):
-    from bge_export.api import ExportOptions, check_export_options
+    from bge_export.targets.onnx.export import ExportOptions, check_export_options
     from bge_export.errors import InputError
 
     reference = load_encoder(plain_export, FP32).encode(VARIED_TEXTS)
@@ -304,8 +304,8 @@ def test_dense_with_residual_matches_sentence_transformers(source, root, out_fea
 
 @pytest.mark.parametrize("model_type", ["distilbert", "roberta", "xlm-roberta", "electra", "camembert"])
 def test_optimize_on_other_encoder_families(root, model_type):
-    from bge_export.architectures import ARCHITECTURES
-    from bge_export.optimizers.fusion import count_ops
+    from bge_export.model.architectures import ARCHITECTURES
+    from bge_export.targets.onnx.fusion import count_ops
 
     folder = build_tiny_model(root / f"fam_{model_type}", model_type=model_type, pooling="mean")
     export_dir = _export(folder, root / f"fam_{model_type}_export", optimize=True, check=False)
@@ -325,7 +325,7 @@ def test_optimize_on_other_encoder_families(root, model_type):
 
 
 def test_bge_zh_and_en_folders_get_their_documented_query_prompts(source, root):
-    from bge_export.source import read_spec, resolve_model
+    from bge_export.model.source import read_spec, resolve_model
 
     prompts = {}
     for name in ("bge-small-zh-v1.5", "bge-small-en-v1.5", "tiny-zh-model"):
@@ -371,7 +371,7 @@ def test_validate_corpus_texts_are_what_the_report_counts(plain_copy, corpus_fil
 
 
 def test_validate_batch_size_sets_the_encode_batches(plain_copy, corpus_file, capsys, monkeypatch):
-    from bge_export.runtime.base import Encoder
+    from bge_export.runtime.encoder import Encoder
 
     calls: dict[str, list[tuple[int, int]]] = {}
     original = Encoder.encode

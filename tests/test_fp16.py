@@ -9,13 +9,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from bge_export.corpus import builtin_check_texts
-from bge_export.manifest import read_manifest
-from bge_export.optimizers.fp16 import split_fused_attention
-from bge_export.runtime import load_encoder
-from bge_export.runtime.onnx_backend import OnnxEncoder
-from bge_export.validate.check import FLOORS
-from bge_export.validate.fp16_reference import NUMERICS_CHECK, Fp16ReferenceEvaluator, fp16_reference_check
+from bge_export.model.corpus import builtin_check_texts
+from bge_export.folder.manifest import read_manifest
+from bge_export.graph.fp16 import split_fused_attention
+from bge_export.folder.loading import load_encoder
+from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+from bge_export.quality.floors import FLOORS
+from bge_export.quality.fp16_reference import NUMERICS_CHECK, Fp16ReferenceEvaluator, fp16_reference_check
 from conftest import VARIED_TEXTS
 from helpers import export_folder, row_cosine, st_encode
 
@@ -221,7 +221,7 @@ def test_reference_contrib_ops_match_onnxruntime_in_fp32(op):
 def test_an_fp16_graph_the_reference_cannot_evaluate_is_unverified_not_passed(tiny_model, tmp_path, monkeypatch):
     """When the numpy fp16 reference meets an op form it does not implement, the FP16 artifact says what was and
     was not checked, and is 'unverified' rather than 'pass'."""
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
     from bge_export.validate import fp16_reference
 
     def unknown_form(*args, **kwargs):

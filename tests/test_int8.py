@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from bge_export.corpus import builtin_split, builtin_texts
-from bge_export.manifest import read_manifest
-from bge_export.runtime import load_encoder
-from bge_export.validate.metrics import cosine_per_row, topk_neighbour_overlap
+from bge_export.model.corpus import builtin_split, builtin_texts
+from bge_export.folder.manifest import read_manifest
+from bge_export.folder.loading import load_encoder
+from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 from helpers import export_folder, row_cosine
 
 
@@ -35,8 +35,8 @@ def _ops(path) -> Counter:
 
 
 def test_merge_and_outlier_fixes_are_exact(bge_shaped_dir, tmp_path):
-    from bge_export.optimizers.graph_edit import channel_abs_max, merge_shared_input_matmuls, tame_outlier_channels
-    from bge_export.runtime.onnx_backend import OnnxEncoder
+    from bge_export.graph.edit import channel_abs_max, merge_shared_input_matmuls, tame_outlier_channels
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
     export_dir = export_folder(bge_shaped_dir, tmp_path / "out")
     encoder = load_encoder(export_dir)
@@ -55,8 +55,8 @@ def test_merge_and_outlier_fixes_are_exact(bge_shaped_dir, tmp_path):
 @pytest.mark.parametrize("model_type", ["bert", "mpnet", "xlm-roberta"])
 def test_attention_cores_become_multihead_attention_exactly(tiny_model, tmp_path, model_type):
     """The padding mask and MPNet's relative position bias go in as attention_bias; lengths mix in one batch."""
-    from bge_export.optimizers.attention import fuse_attention_cores
-    from bge_export.runtime.onnx_backend import OnnxEncoder
+    from bge_export.graph.attention import fuse_attention_cores
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
     export_dir = export_folder(tiny_model(model_type=model_type, pooling="mean"), tmp_path / "out")
     encoder = load_encoder(export_dir)
@@ -107,7 +107,7 @@ def test_dynamic_int8_on_minilm_meets_the_fidelity_floors(minilm_int8):
 
 
 def test_search_order_finds_the_fewest_kept_float_with_doubling_then_bisection():
-    from bge_export.optimizers.accuracy_aware import Configuration, search_order
+    from bge_export.graph.accuracy_aware import Configuration, search_order
 
     def run(limit: int, plain_passes: bool, fewest_passing: int) -> list[Configuration]:
         order, tried, verdict = search_order(limit), [], None
@@ -135,10 +135,10 @@ def test_search_order_finds_the_fewest_kept_float_with_doubling_then_bisection()
 
 
 def test_unreachable_bound_keeps_the_closest_trial_and_says_so(tiny_model, tmp_path):
-    from bge_export.corpus import builtin_calibration_texts, builtin_check_texts
-    from bge_export.optimizers.accuracy_aware import quantize_dynamic_accuracy_aware
-    from bge_export.optimizers.int8 import PRESETS
-    from bge_export.runtime.onnx_backend import OnnxEncoder
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts
+    from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware
+    from bge_export.graph.int8 import PRESETS
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
     export_dir = export_folder(tiny_model(pooling="mean"), tmp_path / "out")
     encoder = load_encoder(export_dir)
@@ -188,8 +188,8 @@ def test_weight_quantization_is_what_onnxruntime_computes():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from bge_export.optimizers.graph import quantize_weight
-    from bge_export.optimizers.int8 import PRESETS, quantize_matmuls_dynamic
+    from bge_export.graph.nodes import quantize_weight
+    from bge_export.graph.int8 import PRESETS, quantize_matmuls_dynamic
 
     rng = np.random.default_rng(0)
     weight = (rng.normal(size=(16, 8)) * np.linspace(0.1, 3.0, 8)).astype(np.float32)  # columns of unequal range
@@ -246,8 +246,8 @@ def test_static_int8_on_minilm_meets_the_fidelity_floors(minilm_static_export):
 
 def test_static_qdq_leaves_float_matmuls_on_float_inputs(bge_shaped_dir, tmp_path):
     """K shares its input with the INT8 Q and V: onnxruntime would hand K the rounded copy; we give it the float."""
-    from bge_export.optimizers.graph import weight_matmuls
-    from bge_export.optimizers.int8 import quantize_static_qdq
+    from bge_export.graph.nodes import weight_matmuls
+    from bge_export.graph.int8 import quantize_static_qdq
 
     export_dir = export_folder(bge_shaped_dir, tmp_path / "out")
     encoder = load_encoder(export_dir)

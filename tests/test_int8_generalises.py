@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bge_export.validate.check import FLOORS
-from bge_export.validate.metrics import cosine_per_row, topk_neighbour_overlap
+from bge_export.quality.floors import FLOORS
+from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 
 HELD_OUT = "software_engineering"
 DATA = Path(__file__).parent / "data"
@@ -26,10 +26,10 @@ def _sts_sentences() -> list[str]:
 
 @pytest.fixture(scope="module")
 def held_out_search(minilm_dir: Path, minilm_export: Path, tmp_path_factory: pytest.TempPathFactory):
-    from bge_export.corpus import builtin_calibration_texts, builtin_texts
-    from bge_export.optimizers.accuracy_aware import quantize_dynamic_accuracy_aware
-    from bge_export.optimizers.int8 import PRESETS
-    from bge_export.runtime import load_encoder
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
+    from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware
+    from bge_export.graph.int8 import PRESETS
+    from bge_export.folder.loading import load_encoder
 
     encoder = load_encoder(minilm_export, artifact="onnx/model.onnx")
     selection = builtin_texts("selection", exclude_domains=[HELD_OUT])
@@ -41,7 +41,7 @@ def held_out_search(minilm_dir: Path, minilm_export: Path, tmp_path_factory: pyt
 
 
 def _judge(target: Path, encoder, texts: list[str], reference: np.ndarray) -> tuple[float, float, float]:
-    from bge_export.runtime.onnx_backend import OnnxEncoder
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
     embeddings = OnnxEncoder(target, encoder.spec, encoder.tokenizer).encode(texts, batch_size=32)
     cosine = cosine_per_row(reference, embeddings)
@@ -49,7 +49,7 @@ def _judge(target: Path, encoder, texts: list[str], reference: np.ndarray) -> tu
 
 
 def test_the_held_out_domain_never_reaches_the_search(held_out_search):
-    from bge_export.corpus import builtin_domain_texts
+    from bge_export.model.corpus import builtin_domain_texts
 
     plan, _target, _encoder, selection = held_out_search
     assert not set(selection) & set(builtin_domain_texts(HELD_OUT))
@@ -69,7 +69,7 @@ def test_the_held_out_domain_never_reaches_the_search(held_out_search):
 def test_int8_meets_every_floor_on_text_it_never_saw(held_out_search, minilm_dir: Path, text_set: str):
     from sentence_transformers import SentenceTransformer
 
-    from bge_export.corpus import builtin_domain_texts
+    from bge_export.model.corpus import builtin_domain_texts
 
     _plan, target, encoder, _selection = held_out_search
     texts = builtin_domain_texts(HELD_OUT) if text_set == "held-out domain" else _sts_sentences()

@@ -1,4 +1,4 @@
-"""Tests for bge_export.validate.metrics against values worked out by hand (arithmetic in comments)."""
+"""Tests for bge_export.quality.metrics against values worked out by hand (arithmetic in comments)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from bge_export.validate import metrics
-from bge_export.validate.metrics import (
+from bge_export.quality import metrics
+from bge_export.quality.metrics import (
     CosineSummary,
     cosine_per_row,
     cross_topk_neighbour_overlap,

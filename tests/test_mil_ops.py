@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
-from bge_export.validate.mil_reference import MilEvaluator, UnsupportedMilOpError, round_to_fp16  # noqa: E402
+from bge_export.targets.coreml.mil_reference import MilEvaluator, UnsupportedMilOpError, round_to_fp16  # noqa: E402
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((2, 3, 4)).astype(np.float32)
@@ -309,7 +309,7 @@ def test_unknown_op_fails_naming_it(tmp_path: Path) -> None:
 def test_every_implemented_op_is_tested(op_outputs: Any, compressed_outputs: dict[str, Any],
                                         ios18_and_fp16: MilEvaluator) -> None:
     """Each op the evaluator implements appears in one of the saved programs these tests compare."""
-    from bge_export.validate.mil_ops import OPS
+    from bge_export.targets.coreml.mil_ops import OPS
 
     seen = set(op_outputs[0].op_types) | set(ios18_and_fp16.op_types)
     seen |= {op for _, op_types in compressed_outputs.values() for op in op_types}

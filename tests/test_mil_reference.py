@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 from conftest import build_tiny_model  # noqa: E402
 
 from bge_export.errors import InputError  # noqa: E402
-from bge_export.validate.check import floors_for  # noqa: E402
-from bge_export.validate.mil_reference import (  # noqa: E402
+from bge_export.quality.floors import floors_for  # noqa: E402
+from bge_export.targets.coreml.mil_reference import (  # noqa: E402
     MilEvaluator, evaluate_program, load_program, mil_reference_check)
 
 LENGTHS = (16, 32)
@@ -59,9 +59,9 @@ class _Int32Inputs(torch.nn.Module):
 
 
 def trace(folder: Path) -> tuple[Any, Any, Any, Any]:
-    from bge_export.modeling import load_embedding_module
-    from bge_export.source import read_spec, resolve_model
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.model.modeling import load_embedding_module
+    from bge_export.model.source import read_spec, resolve_model
+    from bge_export.model.tokenization import TextTokenizer
 
     source = resolve_model(str(folder))
     spec = read_spec(source)
@@ -137,7 +137,7 @@ def test_fp16_program_rounded_stays_close_to_pytorch(converted: Any, arch: str) 
 
 
 def test_check_passes_at_every_enumerated_length(converted: Any) -> None:
-    from bge_export.runtime.torch_backend import TorchEncoder
+    from bge_export.runtime.torch_encoder import TorchEncoder
 
     package, module, spec, tokenizer = converted("bert", "fp16")
     baseline = TorchEncoder(module, tokenizer).encode(TEXTS)
@@ -153,7 +153,7 @@ def test_check_passes_at_every_enumerated_length(converted: Any) -> None:
 def test_a_flipped_weight_fails_the_check(converted: Any, tmp_path: Path) -> None:
     from coremltools.converters.mil import Builder as mb
 
-    from bge_export.runtime.torch_backend import TorchEncoder
+    from bge_export.runtime.torch_encoder import TorchEncoder
 
     package, module, spec, tokenizer = converted("bert", "fp32")
     program = load_program(package)
@@ -191,7 +191,7 @@ def test_a_length_outside_the_enumerated_set_is_refused(converted: Any) -> None:
 
 def test_check_on_a_flexible_length_range(converted: Any, tmp_path: Path) -> None:
     """seq_lens None: texts padded to their batch's longest, rows run one by one on a batch-1 package."""
-    from bge_export.runtime.torch_backend import TorchEncoder
+    from bge_export.runtime.torch_encoder import TorchEncoder
 
     package, module, spec, tokenizer = converted("bert", "fp32")
     program = load_program(package)

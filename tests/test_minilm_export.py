@@ -8,9 +8,9 @@ import json
 import numpy as np
 import onnx
 
-from bge_export.corpus import builtin_corpus
-from bge_export.manifest import read_manifest
-from bge_export.runtime import load_baseline, load_encoder
+from bge_export.model.corpus import builtin_corpus
+from bge_export.folder.manifest import read_manifest
+from bge_export.folder.loading import load_baseline, load_encoder
 from helpers import row_cosine, st_encode
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from bge_export.manifest import file_sha256, hash_files, read_manifest
-from bge_export.model_card import render_model_card, write_model_card
-from bge_export.verify import verify_folder
+from bge_export.folder.manifest import file_sha256, hash_files, read_manifest
+from bge_export.report.model_card import render_model_card, write_model_card
+from bge_export.folder.verify import verify_folder
 from test_verify import INT8, shared_export
 
 HAS_COREML = importlib.util.find_spec("coremltools") is not None
@@ -42,7 +42,7 @@ def validated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def measured(validated: Path, tmp_path: Path) -> Path:
     """A copy whose recommendation is rebuilt from the run's own speed grid marked trustworthy, as on a quiet
     machine (these shared test machines are never quiet enough for validate to trust its speed-ups)."""
-    from bge_export.recommend import recommend
+    from bge_export.folder.recommend import recommend
 
     folder = tmp_path / "measured"
     shutil.copytree(validated, folder)
@@ -141,8 +141,8 @@ def test_measured_speed_ups_are_the_manifests(measured: Path) -> None:
 
 
 def test_onnxruntime_snippet_computes_what_bge_export_computes(validated: Path) -> None:
-    from bge_export.runtime.onnx_backend import OnnxEncoder
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+    from bge_export.model.tokenization import TextTokenizer
 
     text = (validated / "README.md").read_text()
     section = text[text.index("### onnxruntime"):]

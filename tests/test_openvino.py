@@ -12,15 +12,15 @@ import pytest
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'bge-export[openvino]'")
 
 from bge_export.errors import InputError, MissingDependencyError  # noqa: E402
-from bge_export.runtime import load_encoder  # noqa: E402
-from bge_export.runtime.openvino_backend import (  # noqa: E402
+from bge_export.folder.loading import load_encoder  # noqa: E402
+from bge_export.targets.openvino.runtime import (  # noqa: E402
     Bf16Support,
     OpenVINOEncoder,
     bf16_support,
     check_options,
     refusal_line,
 )
-from bge_export.targets import TARGETS, runtime_choices  # noqa: E402
+from bge_export.registry import TARGETS, runtime_choices  # noqa: E402
 from conftest import VARIED_TEXTS  # noqa: E402
 from helpers import export_folder, row_cosine  # noqa: E402
 from test_cli_errors import assert_one_line_error, run_cli  # noqa: E402
@@ -132,7 +132,7 @@ def test_runtime_options_are_checked(ov_folder, monkeypatch):
 
 
 def test_validate_gives_one_row_per_runtime(ov_folder, tmp_path):
-    from bge_export.manifest import read_manifest
+    from bge_export.folder.manifest import read_manifest
     from bge_export.validate.harness import ValidateOptions, validate
 
     folder = tmp_path / "tiny"
@@ -169,7 +169,7 @@ def test_validate_gives_one_row_per_runtime(ov_folder, tmp_path):
     assert "[openvino-f32]" in (folder / "report.html").read_text()
 
     # the fastest passing (artifact, runtime) pair is named beside the onnxruntime-only recommendation
-    from bge_export.validate.report import fastest_pair_lines
+    from bge_export.report.markdown import fastest_pair_lines
 
     untrusted = fastest_pair_lines(dict(data, speed={**data["speed"], "trust": {"trustworthy": False}}))
     assert untrusted == ["Fastest passing (artifact, runtime) pair: not quoted, the speed measurement is not "

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("nncf", reason="int8-openvino needs NNCF: pip install 'bge-export[openvino]'")
 ov = pytest.importorskip("openvino", reason="OpenVINO is the runtime this graph is made for: pip install 'bge-export[openvino]'")
 
-from bge_export.validate.check import FLOORS  # noqa: E402
-from bge_export.validate.metrics import cosine_per_row, topk_neighbour_overlap  # noqa: E402
+from bge_export.quality.floors import FLOORS  # noqa: E402
+from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -32,9 +32,9 @@ def _runtime_precisions(path: Path) -> Counter:
 
 @pytest.fixture(scope="module")
 def openvino_int8(minilm_export: Path, tmp_path_factory: pytest.TempPathFactory):
-    from bge_export.corpus import builtin_calibration_texts, builtin_texts
-    from bge_export.optimizers.openvino_int8 import quantize_openvino_accuracy_aware
-    from bge_export.runtime import load_encoder
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
+    from bge_export.graph.nncf_int8 import quantize_openvino_accuracy_aware
+    from bge_export.folder.loading import load_encoder
 
     encoder = load_encoder(minilm_export, artifact="onnx/model.onnx")
     selection = builtin_texts("selection")
@@ -83,7 +83,7 @@ def test_meets_the_int8_floors_on_sentences_it_never_saw(openvino_int8, minilm_d
     texts = list(dict.fromkeys(s for line in lines for s in line.split("\t")[1:3]))
     reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, batch_size=32)
     if runtime == "onnxruntime":
-        from bge_export.runtime.onnx_backend import OnnxEncoder
+        from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
         embeddings = OnnxEncoder(target, encoder.spec, encoder.tokenizer).encode(texts)
     else:
@@ -110,8 +110,8 @@ def _in_text_order(rows: list[tuple[np.ndarray, np.ndarray]], count: int) -> np.
 def test_a_matmul_kept_in_float_reads_fp32_weights_and_input(openvino_int8, tmp_path: Path):
     import onnx
 
-    from bge_export.optimizers.graph import producers
-    from bge_export.optimizers.openvino_int8 import restore_float_matmuls
+    from bge_export.graph.nodes import producers
+    from bge_export.graph.nncf_int8 import restore_float_matmuls
 
     _plan, target, _encoder = openvino_int8
     model = onnx.load(str(target))

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from bge_export.manifest import read_manifest
-from bge_export.optimizers.fusion import count_ops
-from bge_export.runtime import load_encoder
+from bge_export.folder.manifest import read_manifest
+from bge_export.targets.onnx.fusion import count_ops
+from bge_export.folder.loading import load_encoder
 from conftest import VARIED_TEXTS
 from helpers import export_folder, row_cosine
 

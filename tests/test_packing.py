@@ -7,8 +7,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from bge_export.manifest import read_manifest
-from bge_export.runtime import load_encoder
+from bge_export.folder.manifest import read_manifest
+from bge_export.folder.loading import load_encoder
 from helpers import export_folder
 
 TEXTS = ["short", "a somewhat longer sentence, so that one batch mixes lengths and pads a lot", "mid length text"]
@@ -32,8 +32,8 @@ def _features(encoder, texts, left: bool = False) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("model_type", ["bert", "mpnet", "xlm-roberta"])
 def test_packed_graph_gives_the_same_embeddings_for_mixed_lengths(tiny_model, tmp_path, model_type):
-    from bge_export.optimizers.attention import fuse_attention_cores
-    from bge_export.optimizers.packing import pack_tokens
+    from bge_export.graph.attention import fuse_attention_cores
+    from bge_export.graph.packing import pack_tokens
 
     export_dir = export_folder(tiny_model(model_type=model_type, pooling="mean"), tmp_path / "out")
     encoder = load_encoder(export_dir)
@@ -59,7 +59,7 @@ def test_packed_graph_gives_the_same_embeddings_for_mixed_lengths(tiny_model, tm
 def test_packing_leaves_a_graph_without_attention_ops_alone(tiny_model, tmp_path):
     """In the eager graph nothing marks where the attention output is [batch, sequence, hidden] again, so
     packing would stop after the first Q/K/V projections: not worth two Gathers, the graph stays as it is."""
-    from bge_export.optimizers.packing import pack_tokens
+    from bge_export.graph.packing import pack_tokens
 
     export_dir = export_folder(tiny_model(model_type="bert", pooling="cls"), tmp_path / "out")
     model = onnx.load(str(export_dir / "onnx/model.onnx"))

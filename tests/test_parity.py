@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bge_export.runtime import load_baseline, load_encoder
+from bge_export.folder.loading import load_baseline, load_encoder
 from conftest import VARIED_TEXTS
 from helpers import export_folder, row_cosine, st_encode
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bge_export.corpus import read_corpus_file, read_utf8_lines
+from bge_export.model.corpus import read_corpus_file, read_utf8_lines
 from bge_export.errors import InputError
 from bge_export.validate.datasets import read_beir_folder, read_sts_tsv
 

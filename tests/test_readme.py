@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bge_export.validate.check import FLOORS
+from bge_export.quality.floors import FLOORS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bge_export.errors import InputError
-from bge_export.recipes import load_recipe
+from bge_export.recipes.recipe import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))
@@ -26,7 +26,7 @@ def _field_names(cls: type) -> set[str]:
 def _load_shipped(path: Path):
     import yaml
 
-    from bge_export.api import ExportOptions
+    from bge_export.targets.onnx.export import ExportOptions
 
     if "prompts" in yaml.safe_load(path.read_text()) and "prompts" not in _field_names(ExportOptions):
         pytest.skip(f"{path.name} sets prompts, and this bge-export's ExportOptions has no prompts field yet")
@@ -65,11 +65,11 @@ def test_e5_recipes_carry_the_query_and_passage_prompts() -> None:
 
 def test_every_recipe_key_is_one_api_field() -> None:
     """No second vocabulary: a section's keys are field names of the dataclass it fills."""
-    from bge_export.api import ExportOptions
-    from bge_export.api_coreml import CoreMLOptions
-    from bge_export.api_tensorrt import TensorRTOptions
-    from bge_export.recipe_schema import coreml_schema, onnx_schema, tensorrt_schema, validation_schema
-    from bge_export.recipes import SOURCE_KEYS
+    from bge_export.targets.onnx.export import ExportOptions
+    from bge_export.targets.coreml.export import CoreMLOptions
+    from bge_export.targets.tensorrt.export import TensorRTOptions
+    from bge_export.recipes.schema import coreml_schema, onnx_schema, tensorrt_schema, validation_schema
+    from bge_export.recipes.recipe import SOURCE_KEYS
     from bge_export.validate.harness import ValidateOptions
 
     assert set(onnx_schema()) <= _field_names(ExportOptions)
@@ -81,8 +81,8 @@ def test_every_recipe_key_is_one_api_field() -> None:
 
 
 def test_coreml_deployment_targets_are_the_exporters() -> None:
-    from bge_export.exporters.coreml_exporter import DEPLOYMENT_TARGETS as EXPORTER
-    from bge_export.recipe_schema import DEPLOYMENT_TARGETS
+    from bge_export.targets.coreml.convert import DEPLOYMENT_TARGETS as EXPORTER
+    from bge_export.recipes.schema import DEPLOYMENT_TARGETS
 
     assert set(DEPLOYMENT_TARGETS) == set(EXPORTER.values())
 
@@ -168,7 +168,7 @@ def test_missing_and_unreadable_recipe_files(tmp_path: Path) -> None:
 
 
 def test_quantize_is_a_list_and_a_plain_string_still_works() -> None:
-    from bge_export.api import ExportOptions, check_export_options, quantize_methods
+    from bge_export.targets.onnx.export import ExportOptions, check_export_options, quantize_methods
 
     assert quantize_methods(ExportOptions()) == []
     assert quantize_methods(ExportOptions(quantize="int8-static")) == ["int8-static"]  # the form before lists
@@ -182,7 +182,7 @@ def test_quantize_is_a_list_and_a_plain_string_still_works() -> None:
 
 
 def test_quantize_flag_repeats_onto_the_list_field() -> None:
-    from bge_export.api import QUANTIZE_CHOICES
+    from bge_export.targets.onnx.export import QUANTIZE_CHOICES
     from bge_export.cli import onnx_command
 
     (option,) = [p for p in onnx_command.params if p.name == "quantize"]

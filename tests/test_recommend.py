@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from bge_export.errors import InputError
-from bge_export.manifest import read_manifest
-from bge_export.recommend import choose_for_machine, recommend, status_evidence
-from bge_export.runtime import load_encoder
-from bge_export.validate.machine import SpeedTrust
+from bge_export.folder.manifest import read_manifest
+from bge_export.folder.recommend import choose_for_machine, recommend, status_evidence
+from bge_export.folder.loading import load_encoder
+from bge_export.runtime.machine import SpeedTrust
 from bge_export.validate.speed import (
     BASELINE_LABEL,
     BackendSpeed,

@@ -20,9 +20,9 @@ from bge_export.validate.harness import (
     ValidationReport,
     WorstText,
 )
-from bge_export.validate.check import Floors
-from bge_export.validate.machine import CpuLoad, SpeedTrust
-from bge_export.validate.report import (
+from bge_export.quality.floors import Floors
+from bge_export.runtime.machine import CpuLoad, SpeedTrust
+from bge_export.report.markdown import (
     render_bench_markdown,
     render_validation_html,
     render_validation_markdown,

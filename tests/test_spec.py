@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bge_export.errors import InputError, UnsupportedModelError
-from bge_export.source import read_spec, resolve_model
+from bge_export.model.source import read_spec, resolve_model
 
 
 def spec_of(folder, **kwargs):

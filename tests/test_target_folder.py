@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bge_export.errors import InputError
-from bge_export.manifest import ArtifactEntry, file_sha256, read_manifest
-from bge_export.target_folder import open_model_folder, open_target_folder
-from bge_export.targets import TARGETS, target_of, unavailable_reason
-from bge_export.validate.integrity import verify_folder
+from bge_export.folder.manifest import ArtifactEntry, file_sha256, read_manifest
+from bge_export.folder.target_folder import open_model_folder, open_target_folder
+from bge_export.registry import TARGETS, target_of, unavailable_reason
+from bge_export.folder.integrity import verify_folder
 from helpers import export_folder
 
 
@@ -67,7 +67,7 @@ def test_a_damaged_or_foreign_file_is_refused_before_any_copy(export):
 
 
 def test_model_folder_joins_an_export_of_the_same_model_and_refuses_another(tiny_model, tmp_path):
-    from bge_export.source import read_spec, resolve_model
+    from bge_export.model.source import read_spec, resolve_model
 
     model = tiny_model()
     export = export_folder(model, tmp_path / "out", check_texts=8)

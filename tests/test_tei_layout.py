@@ -27,7 +27,7 @@ def exported(source: Path) -> Path:
 
 
 def _export(source: Path, output: Path, **options: object) -> Path:
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
 
     result = export(ExportOptions(model=str(source), output=str(output), quiet=True, **options))
     assert result.ok
@@ -40,8 +40,8 @@ def test_export_matches_what_tei_reads(exported):
     way, the graph gives the toolkit's embeddings."""
     import onnxruntime as ort
 
-    from bge_export.runtime import load_encoder
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.folder.loading import load_encoder
+    from bge_export.model.tokenization import TextTokenizer
 
     folder = exported
     layout = check_tei_layout(folder)

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bge_export.engines.tensorrt_options import (
+from bge_export.targets.tensorrt.options import (
     DEFAULT_PROFILES, PROFILE_FORM, BuildOptions, Profile, check_profiles, default_profiles, parse_profile,
     plan_chunks, trtexec_command,
 )
-from bge_export.engines.tensorrt_report import (
+from bge_export.targets.tensorrt.records import (
     EngineReport, layer_precision, plan_mismatch, record_engine, recorded_engine, summarize_layers,
 )
 from bge_export.errors import BgeExportError, InputError
-from bge_export.manifest import ArtifactEntry
-from bge_export.runtime.tensorrt_backend import tensorrt_unavailable
+from bge_export.folder.manifest import ArtifactEntry
+from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
 
 LATENCY, THROUGHPUT = DEFAULT_PROFILES
 
@@ -222,17 +222,17 @@ def test_tensorrt_unavailable_says_what_is_missing_in_one_line() -> None:
 
 
 def test_importing_the_tensorrt_modules_never_imports_tensorrt() -> None:
-    code = ("import sys, bge_export.engines.tensorrt_build, bge_export.runtime.tensorrt_backend, "
-            "bge_export.engines.tensorrt_options; assert 'tensorrt' not in sys.modules, sorted(sys.modules)")
+    code = ("import sys, bge_export.targets.tensorrt.engine, bge_export.targets.tensorrt.runtime, "
+            "bge_export.targets.tensorrt.options; assert 'tensorrt' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 @pytest.mark.skipif(tensorrt_unavailable() is None, reason="TensorRT and a GPU are here")
 def test_without_tensorrt_build_and_runtime_refuse_in_one_line(tmp_path: Path, minilm_dir: Path) -> None:
-    from bge_export.engines.tensorrt_build import build_engine
-    from bge_export.runtime.tensorrt_backend import TensorRTEncoder
-    from bge_export.source import read_spec, resolve_model
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.targets.tensorrt.engine import build_engine
+    from bge_export.targets.tensorrt.runtime import TensorRTEncoder
+    from bge_export.model.source import read_spec, resolve_model
+    from bge_export.model.tokenization import TextTokenizer
 
     with pytest.raises(BgeExportError, match="building a TensorRT engine") as caught:
         build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", BuildOptions("fp16", [LATENCY]))
@@ -288,7 +288,7 @@ def test_cli_builds_engines_and_records_them(engines: Path) -> None:
     import tensorrt as trt
     import torch
 
-    from bge_export.manifest import read_manifest
+    from bge_export.folder.manifest import read_manifest
 
     manifest = read_manifest(engines)
     major, minor = torch.cuda.get_device_capability(0)
@@ -306,9 +306,9 @@ def test_cli_builds_engines_and_records_them(engines: Path) -> None:
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_engines_meet_their_floors_through_load_encoder(engines: Path, minilm_dir: Path, precision: str) -> None:
-    from bge_export.corpus import builtin_check_texts
-    from bge_export.runtime import load_baseline, load_encoder
-    from bge_export.validate.check import check_against_baseline, floors_for
+    from bge_export.model.corpus import builtin_check_texts
+    from bge_export.folder.loading import load_baseline, load_encoder
+    from bge_export.quality.floors import check_against_baseline, floors_for
 
     texts = builtin_check_texts(96)
     baseline = load_baseline(str(minilm_dir)).encode(texts)
@@ -321,7 +321,7 @@ def test_engines_meet_their_floors_through_load_encoder(engines: Path, minilm_di
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_profile_selection_batch_splitting_and_too_long_sequences(engines: Path) -> None:
-    from bge_export.runtime import load_encoder
+    from bge_export.folder.loading import load_encoder
     from bge_export.validate.backends import synthetic_features
 
     encoder = load_encoder(engines, artifact="tensorrt/model_fp16.plan")
@@ -343,8 +343,8 @@ def test_profile_selection_batch_splitting_and_too_long_sequences(engines: Path)
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_a_plan_from_another_gpu_or_tensorrt_is_recognised_from_the_manifest(engines: Path, tmp_path: Path) -> None:
-    from bge_export.manifest import read_manifest
-    from bge_export.runtime import load_encoder
+    from bge_export.folder.manifest import read_manifest
+    from bge_export.folder.loading import load_encoder
 
     for change, expected in (({"compute_capability": "5.2", "gpu_name": "Tesla M60"}, "Tesla M60 (compute capability 5.2)"),
                              ({"tensorrt_version": "9.3.0.1"}, "built with TensorRT 9.3.0.1")):

@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 import pytest
 
-from bge_export.manifest import hash_files, read_manifest
-from bge_export.optimizers.tensorrt_ops import check_graph
-from bge_export.optimizers.tensorrt_ready import Int8Search, prepare_graph
+from bge_export.folder.manifest import hash_files, read_manifest
+from bge_export.targets.tensorrt.parser_ops import check_graph
+from bge_export.targets.tensorrt.ready import Int8Search, prepare_graph
 from helpers import export_folder
 
 TEXTS = ["what is the capital of france", "A man is playing a guitar on stage.", "x",
@@ -33,8 +33,8 @@ def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _encoder(folder: Path, graph: Path):
-    from bge_export.runtime.onnx_backend import OnnxEncoder
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+    from bge_export.model.tokenization import TextTokenizer
 
     spec = read_manifest(folder).spec
     return OnnxEncoder(graph, spec, TextTokenizer.from_artifact_folder(folder, spec))
@@ -73,8 +73,8 @@ def test_only_batch_and_sequence_may_vary(tiny_exports, tmp_path):
 
 @pytest.mark.parametrize("name", ["bert", "mpnet"])
 def test_fp16_graph_keeps_softmax_layernorm_and_pooling_fp32(tiny_exports, tmp_path, name):
-    from bge_export.optimizers.fp16 import compute_precisions
-    from bge_export.validate.metrics import cosine_per_row
+    from bge_export.graph.fp16 import compute_precisions
+    from bge_export.quality.metrics import cosine_per_row
 
     folder = tiny_exports[name]
     ready = prepare_graph(folder / "onnx/model.onnx", tmp_path / "fp16.onnx", "fp16", embedding_dim=32)
@@ -90,7 +90,7 @@ def test_fp16_graph_keeps_softmax_layernorm_and_pooling_fp32(tiny_exports, tmp_p
 
 
 def test_int8_graph_has_qdq_only_where_tensorrt_fuses_it(tiny_exports, tmp_path):
-    from bge_export.corpus import builtin_calibration_texts, builtin_texts
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
 
     folder = tiny_exports["bert"]
     encoder = _encoder(folder, folder / "onnx/model.onnx")
@@ -209,7 +209,7 @@ def test_build_script_rebuilds_each_entry_as_it_was_prepared(tiny_exports, tmp_p
 
 def test_prepare_only_fp16_and_int8_on_minilm(minilm_export, tmp_path):
     """The real MiniLM: both graphs pass the ops check and meet their floors with onnxruntime on the CPU."""
-    from bge_export.api_tensorrt import TensorRTOptions, build_tensorrt
+    from bge_export.targets.tensorrt.export import TensorRTOptions, build_tensorrt
 
     folder = shutil.copytree(minilm_export, tmp_path / "minilm")
     # a loose INT8 bound keeps this test to one search trial; the default bound is measured in the closing note
@@ -229,7 +229,7 @@ def test_prepare_only_fp16_and_int8_on_minilm(minilm_export, tmp_path):
 
 
 def _no_tensorrt() -> str | None:
-    from bge_export.runtime.tensorrt_backend import tensorrt_unavailable
+    from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
 
     return tensorrt_unavailable()
 
@@ -238,7 +238,7 @@ def _no_tensorrt() -> str | None:
 @pytest.mark.skipif(_no_tensorrt() is not None, reason=str(_no_tensorrt()))
 def test_gpu_host_builds_and_validates_what_cpu_ci_prepared(minilm_export, tmp_path):
     """On a GPU host: the prepared graphs are reused as they are, built, and validated against the baseline."""
-    from bge_export.api_tensorrt import TensorRTOptions, build_tensorrt
+    from bge_export.targets.tensorrt.export import TensorRTOptions, build_tensorrt
 
     folder = shutil.copytree(minilm_export, tmp_path / "minilm")
     options = TensorRTOptions(str(folder), precisions=["fp16", "int8"], profiles=["batch=1:8:32,seq=1:128:256"],

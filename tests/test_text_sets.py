@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from bge_export.corpus import CORPUS_ROLES, builtin_check_texts, builtin_corpus, builtin_split, builtin_texts
+from bge_export.model.corpus import CORPUS_ROLES, builtin_check_texts, builtin_corpus, builtin_split, builtin_texts
 from bge_export.errors import InputError
 
 
@@ -54,7 +54,7 @@ def test_asking_for_more_texts_than_a_part_holds_is_an_input_error():
 
 
 def test_the_export_records_its_text_sets(tiny_model, tmp_path):
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
 
     folder = tiny_model(pooling="mean")
     result = export(ExportOptions(model=str(folder), output=str(tmp_path / "out"), quiet=True, quantize="int8",

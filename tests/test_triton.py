@@ -34,7 +34,7 @@ TEMPLATE = PROTO.with_name("triton_tokenizer.py")
 def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT (mean pooling, token_type_ids) exported with its check; max_seq_length 24, so the long
     texts are truncated."""
-    from bge_export.api import ExportOptions, export as run_export
+    from bge_export.targets.onnx.export import ExportOptions, export as run_export
 
     root = tmp_path_factory.mktemp("triton")
     model = build_tiny_model(root / "src", pooling="mean", legacy_pooling_format=True, max_seq_length=24)
@@ -199,9 +199,9 @@ def run_ensemble(repo: Path, configs: dict[str, object], name: str, pb: types.Mo
 
 
 def test_strings_to_embeddings_through_the_repository(export, tmp_path, model_config_pb2, pb_utils):
-    from bge_export.manifest import read_manifest
-    from bge_export.runtime import load_encoder
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.folder.manifest import read_manifest
+    from bge_export.folder.loading import load_encoder
+    from bge_export.model.tokenization import TextTokenizer
 
     repo = write_triton_repository(export, tmp_path / "repo")
     configs = parse_repository(repo, model_config_pb2)
@@ -276,8 +276,8 @@ def test_tokenizer_model_lower_cases_and_reports_bad_bytes(export, tmp_path, mod
 
     from google.protobuf import text_format
 
-    from bge_export.manifest import read_manifest
-    from bge_export.tokenization import TextTokenizer
+    from bge_export.folder.manifest import read_manifest
+    from bge_export.model.tokenization import TextTokenizer
 
     cased = json.loads((export / "tokenizer.json").read_text())
     cased["normalizer"]["lowercase"] = False
@@ -337,7 +337,7 @@ def test_tensorrt_plans(export, tmp_path, model_config_pb2):
     here: the plan's bytes are a placeholder, and what is tested is the repository made from its manifest entry."""
     import shutil
 
-    from bge_export.manifest import ArtifactEntry, TensorInfo, file_sha256, read_manifest
+    from bge_export.folder.manifest import ArtifactEntry, TensorInfo, file_sha256, read_manifest
 
     folder = tmp_path / "tiny-bert"
     shutil.copytree(export, folder)
@@ -383,7 +383,7 @@ def test_tensorrt_plans(export, tmp_path, model_config_pb2):
 def test_cli(export, tmp_path):
     from click.testing import CliRunner
 
-    from bge_export.cli_triton import triton_command
+    from bge_export.cli.triton import triton_command
 
     out = tmp_path / "repo"
     result = CliRunner().invoke(triton_command, [str(export), "-o", str(out), "--name", "embedder",
@@ -401,7 +401,7 @@ def test_cli(export, tmp_path):
 @pytest.mark.slow
 def test_minilm_strings_to_embeddings(minilm_export, tmp_path, model_config_pb2, pb_utils):
     """The real all-MiniLM-L6-v2 through its repository equals load_encoder on the export folder."""
-    from bge_export.runtime import load_encoder
+    from bge_export.folder.loading import load_encoder
 
     repo = write_triton_repository(minilm_export, tmp_path / "repo", name="minilm")
     configs = parse_repository(repo, model_config_pb2)

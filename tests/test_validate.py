@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bge_export.errors import InputError
-from bge_export.manifest import read_manifest
-from bge_export.validate.check import FLOORS
+from bge_export.folder.manifest import read_manifest
+from bge_export.quality.floors import FLOORS
 from bge_export.validate.harness import (
     ValidateOptions,
     parse_threshold_overrides,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bge_export.cli_verify import verify_command
+from bge_export.cli.verify import verify_command
 from bge_export.errors import CheckFailedError, InputError
-from bge_export.manifest import SEAL_FIELD, file_sha256, hash_files, read_manifest
-from bge_export.verify import verify_folder
+from bge_export.folder.manifest import SEAL_FIELD, file_sha256, hash_files, read_manifest
+from bge_export.folder.verify import verify_folder
 
 HAS_COREML = importlib.util.find_spec("coremltools") is not None
 INT8 = "onnx/model_qint8_avx512_vnni.onnx"
@@ -26,7 +26,7 @@ def shared_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built once per session (tests/test_model_card.py uses it too); never modified: tests copy it."""
     from conftest import build_tiny_model
 
-    from bge_export.api import ExportOptions, export
+    from bge_export.targets.onnx.export import ExportOptions, export
 
     root = tmp_path_factory.getbasetemp() / "verify-shared"
     output = root / "out"
@@ -39,11 +39,11 @@ def shared_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export(ExportOptions(model=str(model), output=str(output), check_texts=11, quantize="int8",
                          int8_preset="avx512_vnni", quiet=True))
     if HAS_COREML:
-        from bge_export.api_coreml import CoreMLOptions, export_coreml
+        from bge_export.targets.coreml.export import CoreMLOptions, export_coreml
 
         assert export_coreml(CoreMLOptions(model=str(model), output=str(output), quiet=True, seq_lens=[64],
                                            check_texts=11)).ok
-    from bge_export.api_tensorrt import TensorRTOptions, build_tensorrt
+    from bge_export.targets.tensorrt.export import TensorRTOptions, build_tensorrt
 
     assert build_tensorrt(TensorRTOptions(folder=str(output), prepare_only=True, check_texts=11, quiet=True)).ok
     (root / "ready").touch()

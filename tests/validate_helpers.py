@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bge_export.manifest import ArtifactEntry, file_sha256, read_manifest
+from bge_export.folder.manifest import ArtifactEntry, file_sha256, read_manifest
 
 FP32 = "onnx/model.onnx"
 

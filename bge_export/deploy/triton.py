@@ -8,7 +8,7 @@
     REPO/bge_export_triton.json            what was written from where, every file's sha256 (Triton reads only
                                            the sub-folders of a repository, so it ignores this file)
 
-The repository is written into a hidden sibling and renamed into place (bge_export/output.py), and every
+The repository is written into a hidden sibling and renamed into place (bge_export/folder/staging.py), and every
 ensemble is checked with Triton's own wiring rules (triton_config.check_ensemble) before that.
 """
 
@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 from bge_export.deploy.triton_config import (EMBEDDING_OUTPUT, TOKEN_INPUTS, check_ensemble, encoder_config,
                                              ensemble_config, render, tokenizer_config, triton_dtype)
 from bge_export.errors import InputError
-from bge_export.option_checks import check_strings, is_int
+from bge_export.options import check_strings, is_int
 
 if TYPE_CHECKING:
-    from bge_export.manifest import ArtifactEntry, Manifest
-    from bge_export.output import OutputPlan
+    from bge_export.folder.manifest import ArtifactEntry, Manifest
+    from bge_export.folder.staging import OutputPlan
 
 MARKER = "bge_export_triton.json"
 INSTANCE_KINDS = ("cpu", "gpu")
@@ -81,9 +81,9 @@ def write_triton_repository(folder: str | Path, output: str | Path, artifact: st
 
 def make_triton_repository(options: TritonOptions) -> TritonRepository:
     """`write_triton_repository` with the full result: models written, the artifact and why, notes."""
-    from bge_export.manifest import read_manifest
-    from bge_export.tokenization import TextTokenizer
-    from bge_export.validate.integrity import verify_folder
+    from bge_export.folder.manifest import read_manifest
+    from bge_export.model.tokenization import TextTokenizer
+    from bge_export.folder.integrity import verify_folder
 
     _check_options(options)
     folder = Path(options.folder).expanduser()
@@ -108,7 +108,7 @@ def make_triton_repository(options: TritonOptions) -> TritonRepository:
     if problems:
         raise RuntimeError(f"bge-export wired a Triton ensemble wrongly (a bug): {problems[0]}")
     from bge_export import __version__
-    from bge_export.output import staged_folder
+    from bge_export.folder.staging import staged_folder
 
     with staged_folder(plan_out) as stage:
         builder.write(stage)
@@ -155,7 +155,7 @@ def _choose_onnx(manifest: "Manifest", options: TritonOptions) -> tuple["Artifac
         entry = manifest.find(str(options.artifact))
         selection = "named with --artifact"
     else:
-        from bge_export.recommend import choose_for_machine
+        from bge_export.folder.recommend import choose_for_machine
 
         providers = ["CUDAExecutionProvider"] if options.instance_kind == "gpu" else ["CPUExecutionProvider"]
         relative, selection = choose_for_machine(manifest, providers)
@@ -191,7 +191,7 @@ def _choose_plans(manifest: "Manifest", folder: Path, instance_kind: str, notes:
 
 
 def _plan_note(entry: "ArtifactEntry") -> str:
-    from bge_export.engines.tensorrt_report import recorded_engine
+    from bge_export.targets.tensorrt.records import recorded_engine
 
     built = recorded_engine(entry)
     version = built.get("tensorrt_version") or "an unrecorded TensorRT version"
@@ -273,7 +273,7 @@ class _Builder:
         return self._tokenizers[outputs]
 
     def _artifact_files(self, entry: "ArtifactEntry", kind: str) -> list[tuple[Path, str]]:
-        from bge_export.validate.integrity import artifact_files
+        from bge_export.folder.integrity import artifact_files
 
         main = "model.onnx" if kind == "onnx" else "model.plan"
         files = [(self.folder / entry.path, main)]
@@ -304,7 +304,7 @@ class _Builder:
 
 
 def _hashes(stage: Path) -> dict[str, str]:
-    from bge_export.manifest import hash_files
+    from bge_export.folder.manifest import hash_files
 
     return hash_files(stage, skip=(MARKER,))
 
@@ -315,7 +315,7 @@ def _hashes(stage: Path) -> dict[str, str]:
 def _plan_output(output: str | Path, force: bool, source: Path) -> "OutputPlan":
     """Refuse, before writing, an output that is a file, the export folder (or inside it, or holding it), or
     a non-empty folder (without --force; with it, only a repository this command wrote)."""
-    from bge_export.output import OutputPlan
+    from bge_export.folder.staging import OutputPlan
 
     final = Path(os.path.abspath(Path(output).expanduser()))
     for ancestor in reversed(final.parents):

@@ -1,6 +1,6 @@
 """Triton Python-backend model, written by `bge-export triton` as <repository>/<name>_tokenizer/1/model.py.
 
-Strings in, token ids out, exactly as bge-export's TextTokenizer (bge_export/tokenization.py) makes them for
+Strings in, token ids out, exactly as bge-export's TextTokenizer (bge_export/model/tokenization.py) makes them for
 the encoder graph: the export folder's tokenizer.json (copied beside this file), the text lower-cased when the
 model says so, truncated at the model's max_seq_length (longest_first, special tokens kept), no padding by the
 tokenizer; then each request is right-padded to its longest text with the pad id, with an attention mask of

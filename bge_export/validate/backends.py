@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from bge_export.errors import InputError, MissingDependencyError
-from bge_export.manifest import ArtifactEntry, Manifest
-from bge_export.runtime.base import Encoder
-from bge_export.validate.integrity import size_on_disk
-from bge_export.targets import RuntimeChoice, target_of
+from bge_export.folder.manifest import ArtifactEntry, Manifest
+from bge_export.runtime.encoder import Encoder
+from bge_export.folder.integrity import size_on_disk
+from bge_export.registry import RuntimeChoice, target_of
 from bge_export.validate.memory import MEMORY_PROBE_BATCH, MEMORY_PROBE_TOKENS, MemoryProbe, MemoryUse
 
 BASELINE_LABEL = "baseline (PyTorch fp32)"
@@ -98,7 +98,7 @@ def runtime_machine_info(choices: Sequence[RuntimeChoice]) -> dict[str, Any]:
     """What the machine line adds when OpenVINO runs: its version and this CPU's bf16 support."""
     if not any(c.runtime == "openvino" for c in choices):
         return {}
-    from bge_export.runtime.openvino_backend import bf16_support, openvino_version
+    from bge_export.targets.openvino.runtime import bf16_support, openvino_version
 
     return {"openvino": openvino_version(), "bf16": bf16_support().describe()}
 
@@ -136,8 +136,8 @@ def baseline_reference(manifest: Manifest, model: str | None) -> tuple[str, dict
 
 def load_baseline_backend(manifest: Manifest, model: str | None, threads: int) -> tuple[LoadedBackend, list[str]]:
     """The PyTorch fp32 baseline, timed and measured; notes say if its weights differ from the export's."""
-    from bge_export.runtime import load_baseline
-    from bge_export.source import resolve_model
+    from bge_export.folder.loading import load_baseline
+    from bge_export.model.source import resolve_model
 
     reference, kwargs = baseline_reference(manifest, model)
     notes: list[str] = []
@@ -160,7 +160,7 @@ def load_baseline_backend(manifest: Manifest, model: str | None, threads: int) -
 
 def unavailable_runtime_reason(entry: ArtifactEntry) -> str | None:
     """Why this artifact's format cannot run on this machine, decided without trying (None: try it)."""
-    from bge_export.targets import unavailable_reason
+    from bge_export.registry import unavailable_reason
 
     return unavailable_reason(entry)
 
@@ -169,7 +169,7 @@ def load_artifact_backend(folder: Path, entry: ArtifactEntry, threads: int,
                           choice: RuntimeChoice | None = None) -> LoadedBackend:
     """Raises InputError (or MissingDependencyError) when the artifact cannot be loaded. `choice`: another
     runtime than the artifact's own (with its options), e.g. openvino-bf16."""
-    from bge_export.runtime import load_encoder
+    from bge_export.folder.loading import load_encoder
 
     plan = RunPlan(entry, choice)
     on = {} if choice is None else {"runtime": choice.runtime, **choice.runtime_options}
@@ -195,7 +195,7 @@ def open_artifact(folder: Path, entry: ArtifactEntry, threads: int, choice: Runt
     """Load one artifact, or say why not: a format with no runtime here is unverified; an ONNX file that
     onnxruntime refuses has failed; a file another runtime (`choice`) cannot run is not applicable there."""
     if choice is not None:
-        from bge_export.targets import unavailable_reason
+        from bge_export.registry import unavailable_reason
 
         try:
             reason = unavailable_reason(entry, choice.runtime)

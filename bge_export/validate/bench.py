@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from bge_export.errors import InputError
-from bge_export.manifest import read_manifest
+from bge_export.folder.manifest import read_manifest
 from bge_export.progress import Progress
-from bge_export.targets import DEFAULT_RUNTIME_CHOICES, runtime_choices
+from bge_export.registry import DEFAULT_RUNTIME_CHOICES, runtime_choices
 from bge_export.validate.backends import (
     baseline_reference,
     load_baseline_backend,
@@ -20,9 +20,9 @@ from bge_export.validate.backends import (
     runtime_machine_info,
     select_entries,
 )
-from bge_export.validate.integrity import verify_folder
-from bge_export.validate.machine import available_cores
-from bge_export.validate.report import check_writable, write_bench_report
+from bge_export.folder.integrity import verify_folder
+from bge_export.runtime.machine import available_cores
+from bge_export.report.markdown import check_writable, write_bench_report
 from bge_export.validate.timing import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_SEQ_LENS,
@@ -145,9 +145,9 @@ def _bench_texts(options: BenchOptions) -> list[str]:
     if options.encode_texts == 0:
         return []
     if options.corpus:
-        from bge_export.corpus import read_corpus_file
+        from bge_export.model.corpus import read_corpus_file
 
         return read_corpus_file(options.corpus)[: options.encode_texts]
-    from bge_export.corpus import builtin_texts
+    from bge_export.model.corpus import builtin_texts
 
     return builtin_texts("report")[: options.encode_texts]

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from bge_export.errors import InputError
-from bge_export.validate.check import PRECISION_CLASSES, Floors, floors_for, precision_class
-from bge_export.validate.metrics import (
+from bge_export.quality.floors import PRECISION_CLASSES, Floors, floors_for, precision_class
+from bge_export.quality.metrics import (
     cosine_per_row,
     cross_topk_neighbour_overlap,
     summarize_cosine,

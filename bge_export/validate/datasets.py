@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bge_export.corpus import is_unicode, parse_json_line, read_utf8_lines, shown
+from bge_export.model.corpus import is_unicode, parse_json_line, read_utf8_lines, shown
 from bge_export.errors import InputError
 
 STS_FORMAT = "score<TAB>sentence1<TAB>sentence2 (an optional header line first)"

@@ -23,9 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from bge_export.errors import InputError
-from bge_export.manifest import ArtifactEntry, read_manifest
+from bge_export.folder.manifest import ArtifactEntry, read_manifest
 from bge_export.progress import Progress
-from bge_export.targets import DEFAULT_RUNTIME_CHOICES, RuntimeChoice, runtime_choices
+from bge_export.registry import DEFAULT_RUNTIME_CHOICES, RuntimeChoice, runtime_choices
 from bge_export.validate.backends import (
     LoadedBackend,
     RunPlan,
@@ -37,7 +37,7 @@ from bge_export.validate.backends import (
     runtime_machine_info,
     select_entries,
 )
-from bge_export.validate.check import PRECISION_CLASSES, precision_class
+from bge_export.quality.floors import PRECISION_CLASSES, precision_class
 from bge_export.validate.comparison import (
     CURVE_POINTS,
     NEIGHBOURS,
@@ -48,9 +48,9 @@ from bge_export.validate.comparison import (
     thresholds_for,
 )
 from bge_export.validate.datasets import read_beir_folder, read_sts_tsv
-from bge_export.validate.integrity import verify_folder
-from bge_export.validate.machine import available_cores, machine_info
-from bge_export.validate.report import check_writable, write_validation_report
+from bge_export.folder.integrity import verify_folder
+from bge_export.runtime.machine import available_cores, machine_info
+from bge_export.report.markdown import check_writable, write_validation_report
 from bge_export.validate.results import (
     REPORT_SCHEMA,
     REPORT_SCHEMA_VERSION,
@@ -116,7 +116,7 @@ def read_inputs(options: ValidateOptions) -> ValidationInputs:
     if options.max_texts is not None and options.max_texts < NEIGHBOURS + 1:
         raise InputError(f"max_texts must be at least {NEIGHBOURS + 1} (top-{NEIGHBOURS} neighbours need them), got {options.max_texts}")
     if options.corpus:
-        from bge_export.corpus import read_corpus_file
+        from bge_export.model.corpus import read_corpus_file
 
         texts = read_corpus_file(options.corpus)
         if options.max_texts:
@@ -125,7 +125,7 @@ def read_inputs(options: ValidateOptions) -> ValidationInputs:
         if len(texts) < 2:
             raise InputError(f"corpus file '{options.corpus}' has {len(texts)} text; at least 2 are needed to compare neighbours")
     else:
-        from bge_export.corpus import builtin_texts
+        from bge_export.model.corpus import builtin_texts
 
         # the report part: disjoint from the texts the INT8 search chose on and the export's verdict texts
         texts = builtin_texts("report", options.max_texts)
@@ -216,8 +216,8 @@ def validate(options: ValidateOptions) -> ValidationReport:
     )
     if speed is not None:
         speed.machine = report.machine
-    # --- [recommend] which file to deploy (bge_export/recommend.py), for the report and manifest.json
-    from bge_export.recommend import recommend_validated
+    # --- [recommend] which file to deploy (bge_export/folder/recommend.py), for the report and manifest.json
+    from bge_export.folder.recommend import recommend_validated
 
     report.recommended = recommend_validated(manifest, results, speed, inputs.corpus_name, report.created)
     # --- [/recommend]
@@ -303,7 +303,7 @@ def not_run_here(entry: ArtifactEntry, why: str) -> tuple[str, str]:
     """The verdict for an artifact whose runtime is missing here. Numbers computed in its runtime's place at
     export (the TensorRT-ready graph on onnxruntime, the MIL program in numpy) keep the status they gave, a
     `fail` included: an artifact already wrong off its runtime is wrong on it. Otherwise it is unverified."""
-    from bge_export.recommend import STAND_IN_CHECKS, status_evidence
+    from bge_export.folder.recommend import STAND_IN_CHECKS, status_evidence
 
     if status_evidence(entry).get("source") in {key for key, _ in STAND_IN_CHECKS}:
         recorded = entry.status_reason.split(_NOT_RUN)[0]
@@ -326,7 +326,7 @@ def _record_in_manifest(folder: Path, results: Sequence[ArtifactResult], corpus:
         else:
             entry.validation["validate"] = result.manifest_summary(corpus, report)
         entry.set_status(result.status, result.reason)
-    from bge_export.recommend import recommend  # [recommend] rewritten with this run's verdicts and speed
+    from bge_export.folder.recommend import recommend  # [recommend] rewritten with this run's verdicts and speed
 
     manifest.recommended = recommend(manifest, speed, when=when)
     manifest.write(folder)

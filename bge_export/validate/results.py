@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from bge_export.validate.check import Floors
+from bge_export.quality.floors import Floors
 from bge_export.validate.memory import MemoryUse
 from bge_export.validate.timing import EncodeTiming, SpeedResult
 
@@ -185,7 +185,7 @@ class ValidationReport:
             "artifacts": [a.to_dict() for a in self.artifacts],
             "speed": self.speed.to_dict() if self.speed is not None else None,
             "notes": self.notes,
-            "recommended": self.recommended,  # [recommend] rendered by report.py via bge_export/recommend.py
+            "recommended": self.recommended,  # [recommend] rendered by report.py via bge_export/folder/recommend.py
             "runtime_rows": [a.to_dict() for a in self.runtime_rows],
             "runtime_summary": {status: [a.label for a in self.runtime_rows if a.status == status]
                                 for status in ("pass", "fail", "n/a")},

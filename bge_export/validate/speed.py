@@ -20,7 +20,7 @@ from bge_export.validate.backends import (  # noqa: F401
     unavailable_runtime_reason,
 )
 from bge_export.validate.bench import BENCH_SCHEMA, BENCH_SCHEMA_VERSION, BenchOptions, BenchReport, bench  # noqa: F401
-from bge_export.validate.machine import SpeedTrust, available_cores, machine_info  # noqa: F401
+from bge_export.runtime.machine import SpeedTrust, available_cores, machine_info  # noqa: F401
 from bge_export.validate.memory import MEMORY_METHOD, MemoryProbe, MemoryUse  # noqa: F401
 from bge_export.validate.timing import (  # noqa: F401
     DEFAULT_BATCH_SIZES,

@@ -22,7 +22,7 @@ import numpy as np
 from bge_export.errors import InputError
 from bge_export.progress import Progress
 from bge_export.validate.backends import LoadedBackend, synthetic_features
-from bge_export.validate.machine import CpuLoadMeter, SpeedTrust, assess_speed_trust, available_cores, machine_info
+from bge_export.runtime.machine import CpuLoadMeter, SpeedTrust, assess_speed_trust, available_cores, machine_info
 from bge_export.validate.memory import MEMORY_METHOD, MemoryUse
 
 DEFAULT_BATCH_SIZES = (1, 8, 32)

@@ -1,1 +1,0 @@
-"""Exporters: convert the EmbeddingModule into one deployable graph per format."""

@@ -1,0 +1,79 @@
+"""Trust no file that was not checked: the artifacts and tokenizer/config files against the export's hashes.
+
+`validate` and `bench` call `verify_folder` before they load anything, so a swapped or edited file is
+named in one line (exit 2) instead of being measured, reported and recorded as if it were the export.
+The manifest's `files` map (every file the export wrote) is the record; older manifests lack it, and
+then each artifact's own `sha256` is all there is to check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from bge_export.errors import InputError
+from bge_export.folder.manifest import ArtifactEntry, Manifest, file_sha256
+
+_FIX = "re-run the export, or restore the file"
+
+
+@dataclass(frozen=True)
+class VerifiedFolder:
+    """What was checked, and each selected artifact's real size on disk (stat, not the manifest's number)."""
+
+    files_checked: list[str]
+    artifact_sizes: dict[str, int]
+
+
+def artifact_files(entry_path: str, recorded: Sequence[str]) -> list[str]:
+    """The recorded files that make up one artifact: the file itself, its external data
+    (`model.onnx.data`), or every file inside a bundle folder (`model.mlpackage/...`)."""
+    return [path for path in recorded
+            if path == entry_path or path.startswith(entry_path + ".") or path.startswith(entry_path + "/")]
+
+
+def size_on_disk(folder: Path, entry: ArtifactEntry) -> int:
+    """Bytes the artifact takes now: the file (or every file of a bundle folder) plus external data beside it."""
+    path = folder / entry.path
+    total = 0
+    for candidate in (path, path.with_name(path.name + ".data")):
+        if candidate.is_dir():
+            total += sum(p.stat().st_size for p in candidate.rglob("*") if p.is_file())
+        elif candidate.is_file():
+            total += candidate.stat().st_size
+    return total
+
+
+def verify_folder(folder: Path, manifest: Manifest, entries: Sequence[ArtifactEntry]) -> VerifiedFolder:
+    """Hash the selected artifacts and every recorded non-artifact file; InputError naming the first that changed.
+
+    Artifacts that were not selected are not hashed (they are not loaded either).
+    """
+    recorded = manifest.files
+    owned = {path for entry in manifest.artifacts for path in artifact_files(entry.path, list(recorded))}
+    expected: dict[str, str] = {path: digest for path, digest in recorded.items() if path not in owned}
+    for entry in entries:
+        mine = artifact_files(entry.path, list(recorded))
+        if mine:
+            expected.update({path: recorded[path] for path in mine})
+        elif entry.sha256:  # added after the export (or an older manifest): the entry's own hash
+            expected[entry.path] = entry.sha256
+    for relative in sorted(expected):
+        _check_one(folder, relative, expected[relative])
+    return VerifiedFolder(sorted(expected), {entry.path: size_on_disk(folder, entry) for entry in entries})
+
+
+def _check_one(folder: Path, relative: str, recorded: str) -> None:
+    path = folder / relative
+    if not path.exists():
+        raise InputError(f"{relative} is missing from '{folder}' but the export wrote it "
+                         f"(sha256 recorded {_short(recorded)}); {_FIX}")
+    actual = file_sha256(path)
+    if actual != recorded:
+        raise InputError(f"{relative} changed since the export (sha256 recorded {_short(recorded)}, "
+                         f"now {_short(actual)}); {_FIX}")
+
+
+def _short(digest: str) -> str:
+    return digest[:8] + "…"

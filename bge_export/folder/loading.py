@@ -1,0 +1,109 @@
+"""Runtime backends behind one Encoder interface, and `load_encoder` to pick the right one."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+from pathlib import Path
+
+from bge_export.errors import InputError
+from bge_export.runtime.encoder import Encoder
+
+__all__ = ["Encoder", "load_encoder", "load_baseline"]
+
+logger = logging.getLogger("bge_export")
+
+
+def load_baseline(
+    model: str,
+    revision: str | None = None,
+    pooling: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    threads: int | None = None,
+) -> Encoder:
+    """The PyTorch fp32 reference: what SentenceTransformer.encode computes for this model."""
+    from bge_export.model.modeling import load_embedding_module
+    from bge_export.runtime.torch_encoder import TorchEncoder
+    from bge_export.model.source import read_spec, resolve_model
+    from bge_export.model.tokenization import TextTokenizer
+
+    source = resolve_model(model, revision=revision, allow_pickle=allow_pickle)
+    spec = read_spec(source, pooling=pooling, trust_remote_code=trust_remote_code)
+    module = load_embedding_module(source, spec, trust_remote_code=trust_remote_code)
+    return TorchEncoder(module, TextTokenizer.from_model(source.folder, spec), threads=threads)
+
+
+def load_encoder(
+    path: str | Path,
+    artifact: str | None = None,
+    threads: int | None = None,
+    providers: list[str] | None = None,
+    runtime: str | None = None,
+    **runtime_options: object,
+) -> Encoder:
+    """An encoder for one artifact of a bge-export output folder.
+
+    With no `artifact`, the folder's recommendation for this machine (bge_export/folder/recommend.py): the gpu one
+    when onnxruntime has the CUDA provider (given `providers`, or available here) and it is an ONNX file,
+    else the onnxruntime-cpu one; onnx/model.onnx when nothing passed. The encoder says what it loaded and
+    why: `encoder.artifact` (path relative to the folder) and `encoder.selection` (one line), also logged
+    at INFO on the "bge_export" logger. Each format opens through its target (bge_export/registry.py), on its
+    own runtime or on `runtime` (e.g. "openvino" for ONNX files; with no `artifact` it loads the onnxruntime-cpu
+    recommendation); `runtime_options` go to that runtime (e.g. compute_units for Core ML; precision "f32" or
+    "bf16" and performance_hint for OpenVINO).
+    """
+    from bge_export.folder.manifest import read_manifest
+    from bge_export.model.tokenization import TextTokenizer
+
+    _check_threads(threads)
+    providers = _check_providers(providers)
+    if artifact is not None and not isinstance(artifact, (str, os.PathLike)):
+        raise InputError(f"artifact must be a path relative to the folder, e.g. 'onnx/model.onnx', got {type(artifact).__name__}")
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    if artifact is None:
+        from bge_export.folder.recommend import choose_for_machine
+
+        # another runtime than onnxruntime runs on the CPU: the onnxruntime-cpu pick, measured on onnxruntime
+        relative, selection = choose_for_machine(manifest, providers if runtime is None else ["CPUExecutionProvider"])
+        if runtime is not None:
+            selection += f"; run on {runtime} (the recommendation was chosen for onnxruntime)"
+    else:
+        relative, selection = Path(artifact).as_posix(), "named by the caller (artifact=...)"
+    entry = manifest.find(relative)
+    spec = manifest.spec
+    tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
+    from bge_export.registry import open_encoder
+
+    encoder = open_encoder(folder, entry, spec, tokenizer, threads=threads, providers=providers, runtime=runtime,
+                           **runtime_options)
+    encoder.artifact = entry.path
+    encoder.selection = selection
+    # a pick that did not pass (nothing passed for this runtime) is worth a warning, not a quiet INFO line
+    log = logger.info if entry.status == "pass" or artifact else logger.warning
+    log("load_encoder: %s (%s): %s", entry.path, entry.status, selection)
+    return encoder
+
+
+def _check_threads(threads: object) -> None:
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise InputError(f"threads must be a positive whole number (or None for every core), got {threads!r}")
+
+
+def _check_providers(providers: object) -> list[str] | None:
+    if providers is None:
+        return None
+    if isinstance(providers, (str, bytes)) or not isinstance(providers, (list, tuple)) or not providers:
+        raise InputError(f"providers must be a non-empty list of onnxruntime provider names, e.g. "
+                         f"['CPUExecutionProvider'], got {providers!r}")
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    for provider in providers:
+        if not isinstance(provider, str) or provider not in available:
+            raise InputError(f"providers: unknown onnxruntime provider {provider!r}; available here: {', '.join(available)}")
+    return list(providers)

@@ -1,0 +1,435 @@
+"""Which artifact to deploy, per runtime: the fastest artifact that passed, and why.
+
+One recommendation per runtime (`RUNTIMES`): the artifact, the basis of the choice and a one-line reason.
+
+* `measured`: the validate run's speed grid is marked trustworthy, ran on this runtime, and measured at
+  least one passing artifact: the passing artifact with the highest throughput ratio to the PyTorch fp32
+  baseline at the report's headline cell (largest batch, sequence length nearest 128) wins.
+* `by kind`: no trustworthy measurement for this runtime (export only, `--no-speed`, an untrusted run, or a
+  grid run on another runtime): the documented preference order `PREFERENCE` decides, and the reason says
+  the choice is "by kind, not measured".
+* `none passed`: no artifact for this runtime has status "pass"; the reason lists what failed or could not
+  be checked. `unverified` artifacts are never recommended; they are listed as unverified candidates.
+
+The export stores `recommend(manifest)` in manifest.json (`recommended`); `validate` rewrites it with its
+verdicts and speed. `load_encoder` reads it, `inspect` and the validation report print it.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+from typing import Any, Iterable, Mapping, Sequence
+
+from bge_export.folder.manifest import ArtifactEntry, Manifest
+from bge_export.quality.floors import FLOORS, precision_class
+
+RUNTIMES = ("onnxruntime-cpu", "gpu", "coreml")
+RUNTIME_LABELS = {
+    "onnxruntime-cpu": "onnxruntime, CPU",
+    "gpu": "NVIDIA GPU (onnxruntime CUDA / TensorRT)",
+    "coreml": "Apple CoreML",
+}
+# (format, precision) in order of preference when speed was not measured; a precision that is a bare class
+# name ("int8", "fp16", "fp32") matches any precision of that class. An artifact no pattern matches is not
+# a candidate for that runtime.
+PREFERENCE: dict[str, tuple[tuple[str, str], ...]] = {
+    "onnxruntime-cpu": (("onnx", "int8-dynamic"), ("onnx", "fp32-optimized"), ("onnx", "fp32"), ("onnx", "fp16"),
+                        ("onnx", "int8-static")),
+    "gpu": (("tensorrt", "int8"), ("tensorrt", "fp16"), ("tensorrt", "fp32"), ("onnx", "fp16"),
+            ("onnx", "fp32-optimized"), ("onnx", "fp32")),
+    "coreml": (("coreml", "fp16"), ("coreml", "int8"), ("coreml", "fp32")),
+}
+PREFERENCE_NOTES = {
+    "onnxruntime-cpu": "fp16 is not faster on onnxruntime's CPU kernels; the static QDQ graph is slow on "
+                       "onnxruntime CPU (it is TensorRT's input), so it comes last",
+    "gpu": "TensorRT engines first; dynamic INT8 ONNX is no GPU target (DynamicQuantizeMatMul has only a CPU "
+           "kernel) and the static QDQ graph is what TensorRT builds an INT8 engine from",
+    "coreml": "CoreML packages only",
+}
+NEEDS = {
+    "onnxruntime-cpu": "an onnx/*.onnx file",
+    "gpu": "a tensorrt/*.plan engine or an fp16/fp32 onnx/*.onnx file",
+    "coreml": "a coreml/*.mlpackage",
+}
+# Which runtime a speed-grid backend measured: onnxruntime ran on whatever provider the measuring machine had.
+# OpenVINO rows ("path [openvino-bf16]") are no onnxruntime evidence: they rank nothing here (the validation
+# report names the fastest passing (artifact, runtime) pair beside this recommendation).
+_BACKEND_RUNTIME = {"tensorrt": "gpu", "coreml": "coreml", "openvino": "openvino"}
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+def machine_runtime(providers: Sequence[str] | None = None) -> str:
+    """The runtime onnxruntime uses here: "gpu" when a CUDA/TensorRT provider is in `providers` (default:
+    onnxruntime's available providers), else "onnxruntime-cpu"."""
+    if providers is None:
+        try:
+            import onnxruntime
+
+            providers = onnxruntime.get_available_providers()
+        except ImportError:
+            providers = []
+    return "gpu" if any(p in _GPU_PROVIDERS for p in providers) else "onnxruntime-cpu"
+
+
+def kind_rank(runtime: str, entry: ArtifactEntry) -> int | None:
+    """Position of this artifact's kind in the runtime's preference order (None: not a candidate there)."""
+    patterns = PREFERENCE[runtime]
+    for index, (fmt, precision) in enumerate(patterns):
+        if entry.format == fmt and entry.precision == precision:
+            return index
+    for index, (fmt, precision) in enumerate(patterns):
+        if entry.format == fmt and precision in FLOORS and precision_class(entry.precision) == precision:
+            return index
+    return None
+
+
+def _kind(entry: ArtifactEntry) -> str:
+    return f"{entry.format} {entry.precision}"
+
+
+def order_text(runtime: str) -> str:
+    """'onnx int8-dynamic > onnx fp32-optimized > ...': the by-kind preference order of one runtime."""
+    return " > ".join(f"{fmt} {precision}" for fmt, precision in PREFERENCE[runtime])
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def status_evidence(entry: ArtifactEntry, manifest_created: str = "") -> dict[str, Any]:
+    """The check that decided the artifact's current status: its numbers, text count and floors.
+
+    `validate`'s record decides when it set the current status; the export's built-in check decides only when
+    no validate record exists (its 96-text numbers are never shown next to validate's verdict). When neither
+    set the status (e.g. a later file-hash check), `source` is None and only the reason is known.
+    """
+    validation = entry.validation or {}
+    record = validation.get("validate")
+    if isinstance(record, dict):
+        if record.get("status") == entry.status and record.get("reason") == entry.status_reason:
+            recorded = record.get("floors")
+            floors = dict(recorded) if isinstance(recorded, dict) else _validate_floors(entry.precision)
+            return {
+                "source": "validate", "label": "validate", "texts": record.get("texts"),
+                "corpus": record.get("corpus"), "when": record.get("when"),
+                "cosine_mean": record.get("cosine_mean"), "cosine_min": record.get("cosine_min"),
+                "cosine_p1": record.get("cosine_p1"), "top10_overlap": record.get("top10_overlap"),
+                "floors": floors, "floors_source": "recorded by validate" if isinstance(recorded, dict)
+                else f"FLOORS table ({precision_class(entry.precision)}); overrides were not recorded",
+            }
+        return {"source": None, "label": "other", "reason": entry.status_reason}
+    check = validation.get("builtin_check")
+    if isinstance(check, dict) and ("pass" if check.get("passed") else "fail") == entry.status:
+        return {
+            "source": "builtin_check", "label": "built-in check", "texts": check.get("texts"),
+            "corpus": "built-in check texts", "when": manifest_created or None,
+            "cosine_mean": check.get("cosine_mean"), "cosine_min": check.get("cosine_min"),
+            "cosine_p1": check.get("cosine_p1"), "top10_overlap": None,
+            "floors": {"min_cosine": check.get("min_cosine_required"),
+                       "min_mean_cosine": check.get("min_mean_cosine_required")},
+            "floors_source": "recorded by the export's check",
+        }
+    return _stand_in_evidence(entry) or {"source": None, "label": "other", "reason": entry.status_reason}
+
+
+# Numbers computed here in place of the artifact's own runtime (no GPU / not macOS): shown beside an
+# `unverified` status (or the `fail` they caused), labelled as what they are, never as the artifact's run.
+STAND_IN_CHECKS = (
+    ("graph_numerics", "stand-in: onnxruntime CPU on the TensorRT-ready graph, not the engine"),
+    ("mil_reference_fp16", "stand-in: the MIL program in numpy, fp16-rounded, not Core ML"),
+    ("mil_reference_fp32", "stand-in: the MIL program in numpy, fp32, not Core ML"),
+)
+
+
+def _stand_in_evidence(entry: ArtifactEntry) -> dict[str, Any] | None:
+    if entry.status == "pass":
+        return None
+    for key, label in STAND_IN_CHECKS:
+        record = (entry.validation or {}).get(key)
+        if not isinstance(record, dict) or not isinstance(record.get("cosine_min"), (int, float)):
+            continue
+        if entry.status == "fail" and record.get("passed", True):
+            continue  # a fail set by something else (e.g. the ops check): these numbers did not decide it
+        floors = record.get("floors")
+        return {
+            "source": key, "label": label, "texts": record.get("texts"), "corpus": "built-in check texts",
+            "when": None, "cosine_mean": record.get("cosine_mean"), "cosine_min": record.get("cosine_min"),
+            "cosine_p1": record.get("cosine_p1"), "top10_overlap": record.get("top10_overlap"),
+            "floors": dict(floors) if isinstance(floors, dict) else _validate_floors(entry.precision),
+            "floors_source": "recorded with the stand-in check" if isinstance(floors, dict)
+            else f"FLOORS table ({precision_class(entry.precision)})",
+        }
+    return None
+
+
+def _validate_floors(precision: str) -> dict[str, float]:
+    return FLOORS[precision_class(precision)].to_dict()
+
+
+_FLOOR_LABELS = (("min_cosine", "min cosine ≥"), ("min_mean_cosine", "mean ≥"), ("min_top10_overlap", "top-10 ≥"),
+                 ("min_cross_top10_overlap", "cross top-10 ≥"), ("max_norm_error", "norm error ≤"))
+
+
+def describe_floors(floors: Mapping[str, Any] | None) -> str:
+    if not floors:
+        return "-"
+    return ", ".join(f"{label} {floors[key]:g}" for key, label in _FLOOR_LABELS
+                     if isinstance(floors.get(key), (int, float)))
+
+
+def describe_evidence(evidence: Mapping[str, Any]) -> str:
+    """'min cosine 0.998123, mean 0.999610, top-10 0.972 on 1328 texts (validate)'."""
+    if evidence.get("source") is None:
+        return f"no check numbers (status set by: {_clip(evidence.get('reason', ''), 100)})"
+    parts = []
+    for key, label, digits in (("cosine_min", "min cosine", 6), ("cosine_mean", "mean", 6), ("top10_overlap", "top-10", 3)):
+        value = evidence.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:.{digits}f}")
+    return f"{', '.join(parts) or 'no numbers'} on {evidence.get('texts', '?')} texts ({evidence['label']})"
+
+
+# --------------------------------------------------------------------------- speed evidence
+
+
+def _speed_dict(speed: Any) -> dict[str, Any] | None:
+    if speed is None:
+        return None
+    return speed.to_dict() if hasattr(speed, "to_dict") else dict(speed)
+
+
+def _headline(speed: dict[str, Any]) -> tuple[int, int] | None:
+    from bge_export.report.markdown import headline_cells
+
+    cells = headline_cells(speed)
+    return (cells[1], cells[2]) if cells else None
+
+
+def _measured(speed: dict[str, Any] | None, measured_on: str) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
+    """{runtime: {artifact: {"median", "min", "max", "cell"}}} from a trustworthy speed grid, and why empty."""
+    if speed is None:
+        return {}, "no validate speed run: export only, or --no-speed"
+    if speed.get("trustworthy") is not True:
+        listed = speed.get("trust_reasons") or (speed.get("trust") or {}).get("reasons") or []
+        reasons = "; ".join(str(r) for r in listed) or "it is not marked trustworthy"
+        return {}, f"the validate speed result is not trustworthy: {_clip(reasons, 140)}"
+    head = _headline(speed)
+    if head is None:
+        return {}, "the validate speed grid holds no cells"
+    batch, seq = head
+    key = f"{batch}x{seq}"
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for backend in speed.get("backends", [])[1:]:  # [0] is the baseline
+        if backend.get("trustworthy") is False:
+            continue
+        ratio = (backend.get("speedup") or {}).get(key)
+        if not ratio:
+            continue
+        runtime = _BACKEND_RUNTIME.get(backend.get("backend", ""), measured_on)
+        out.setdefault(runtime, {})[backend["label"]] = {**ratio, "cell": key, "batch": batch, "seq_len": seq}
+    return out, ""
+
+
+def _where(runtime: str, speed: dict[str, Any]) -> str:
+    machine = speed.get("machine") or {}
+    if runtime == "onnxruntime-cpu":
+        cpu = machine.get("cpu")
+        threads = machine.get("threads")
+        detail = ", ".join(x for x in (cpu, f"{threads} threads" if threads else None) if x)
+        return f"this CPU ({detail})" if detail else "this CPU"
+    if runtime == "gpu":
+        return f"this GPU ({machine['gpu']})" if machine.get("gpu") else "this GPU"
+    return "this Mac"
+
+
+# --------------------------------------------------------------------------- the recommendation
+
+
+def recommend(manifest: Manifest, speed: Any = None, *, when: str | None = None,
+              measured_on: str | None = None) -> dict[str, dict[str, Any]]:
+    """One recommendation per runtime in `RUNTIMES` (see the module docstring).
+
+    speed: validate's SpeedResult (or its to_dict()); used only when marked `trustworthy`. when: the time of
+    the run it comes from (default: the manifest's creation time). measured_on: the runtime onnxruntime
+    backends in the grid ran on (default: this machine's, right for a call in the process that measured).
+    """
+    data = _speed_dict(speed)
+    measured_on = measured_on or machine_runtime()
+    measured, not_measured = _measured(data, measured_on)
+    when = when or manifest.created
+    return {runtime: _recommend_one(manifest, runtime, data, measured.get(runtime, {}), not_measured, measured_on, when)
+            for runtime in RUNTIMES}
+
+
+def _recommend_one(manifest: Manifest, runtime: str, speed: dict[str, Any] | None,
+                   measured: dict[str, dict[str, Any]], not_measured: str, measured_on: str,
+                   when: str) -> dict[str, Any]:
+    order = {e.path: i for i, e in enumerate(manifest.artifacts)}
+    candidates = [e for e in manifest.artifacts if kind_rank(runtime, e) is not None]
+    by_kind = sorted((e for e in candidates if e.status == "pass"), key=lambda e: (kind_rank(runtime, e), order[e.path]))
+    record: dict[str, Any] = {
+        "runtime": runtime, "artifact": None, "precision": None, "basis": "none passed", "reason": "",
+        "speedup": None, "fidelity": None, "decided_at": when, "ranking": [],
+        "order_by_kind": order_text(runtime), "order_note": PREFERENCE_NOTES[runtime],
+        "unverified_candidates": [{"artifact": e.path, "why": e.status_reason}
+                                  for e in candidates if e.status == "unverified"],
+        "failed": [{"artifact": e.path, "why": e.status_reason} for e in candidates if e.status == "fail"],
+    }
+    if not by_kind:
+        if not candidates:
+            record["reason"] = f"none passed: this folder has no artifact for {runtime} (it needs {NEEDS[runtime]})"
+        else:
+            listed = "; ".join(f"{e.path} {e.status} ({_clip(e.status_reason, 90)})" for e in candidates)
+            record["reason"] = f"none passed: {listed}"
+        return record
+
+    timed = [e for e in by_kind if e.path in measured]
+    if timed:
+        ranked = sorted(timed, key=lambda e: (-measured[e.path]["median"], kind_rank(runtime, e), order[e.path]))
+        ranked += [e for e in by_kind if e.path not in measured]
+        basis = "measured"
+    else:
+        ranked, basis = by_kind, "by kind"
+    best = ranked[0]
+    evidence = status_evidence(best, manifest.created)
+    record.update(artifact=best.path, precision=best.precision, basis=basis, fidelity=evidence,
+                  ranking=[{"artifact": e.path, "format": e.format, "precision": e.precision,
+                            "speedup": measured.get(e.path, {}).get("median")} for e in ranked])
+    fidelity = f"fidelity {describe_evidence(evidence)}"
+    if basis == "measured":
+        ratio = measured[best.path]
+        record["speedup"] = ratio
+        head = (f"fastest passing artifact on {_where(runtime, speed or {})} in the speed grid of the validate run at "
+                f"{when}: {ratio['median']:.2f}× [{ratio['min']:.2f}–{ratio['max']:.2f}] the PyTorch fp32 baseline "
+                f"at batch {ratio['batch']} × {ratio['seq_len']} tokens")
+        if len(timed) > 1:
+            runner = sorted(timed, key=lambda e: -measured[e.path]["median"])[1]
+            head += f" (next: {runner.path} {measured[runner.path]['median']:.2f}×)"
+        untimed = [e.path for e in by_kind if e.path not in measured]
+        if untimed:
+            head += f"; not in the speed grid: {', '.join(untimed)}"
+        record["reason"] = f"{head}; {fidelity}"
+    else:
+        why = not_measured or (f"the validate speed grid ran on {measured_on}, not on {runtime}"
+                               if measured_on != runtime else "no passing artifact for it was in the speed grid")
+        record["reason"] = (f"by kind, not measured ({why}): {_kind(best)} ranks first among the passing artifacts "
+                            f"for {runtime} in the order {order_text(runtime)}; {fidelity}")
+    return record
+
+
+def recommend_validated(manifest: Manifest, results: Iterable[Any], speed: Any, corpus: str,
+                        when: str) -> dict[str, dict[str, Any]]:
+    """The recommendation the validate run will store, computed before manifest.json is rewritten (for the
+    report): a copy of the manifest with each result's verdict applied."""
+    view = copy.deepcopy(manifest)
+    for result in results:
+        entry = view.find(result.path)
+        entry.validation["validate"] = result.manifest_summary(corpus, None)
+        entry.set_status(result.status, result.reason)
+    return recommend(view, speed, when=when)
+
+
+# --------------------------------------------------------------------------- choosing for load_encoder
+
+
+def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = None) -> tuple[str, str]:
+    """(artifact path, one-line reason) that load_encoder loads when no artifact is named."""
+    runtime = machine_runtime(providers)
+    stored = manifest.recommended if isinstance(manifest.recommended, dict) else {}
+    fresh: dict[str, dict[str, Any]] | None = None
+
+    def current(name: str) -> tuple[dict[str, Any], str]:
+        """The stored recommendation while its artifact still passes, else one computed now by kind."""
+        nonlocal fresh
+        record = stored.get(name)
+        if isinstance(record, dict) and "basis" in record:
+            path = record.get("artifact")
+            if path is None or _passes(manifest, path):
+                return record, "stored in manifest.json"
+        fresh = fresh or recommend(manifest)
+        return fresh[name], "computed now by kind (manifest.json stores none that still holds)"
+
+    notes: list[str] = []
+    if runtime == "gpu":
+        record, origin = current("gpu")
+        ranking = [r["artifact"] for r in record.get("ranking", []) if r.get("format") == "onnx"]
+        if record.get("artifact") and ranking and ranking[0] == record["artifact"]:
+            return record["artifact"], f"gpu recommendation ({origin}): {record['reason']}"
+        if ranking:
+            return ranking[0], (f"best ONNX file in the gpu ranking ({origin}); the gpu recommendation "
+                                f"{record['artifact']} is not a file onnxruntime runs: {record['reason']}")
+        notes.append(f"no passing ONNX file for the GPU ({_clip(record['reason'], 120)}), so the CPU recommendation")
+    record, origin = current("onnxruntime-cpu")
+    prefix = f"{'; '.join(notes)}: " if notes else ""
+    if record.get("artifact"):
+        return record["artifact"], f"{prefix}onnxruntime-cpu recommendation ({origin}): {record['reason']}"
+    fallback = "onnx/model.onnx" if any(e.path == "onnx/model.onnx" for e in manifest.artifacts) else manifest.default_artifact()
+    status = manifest.find(fallback).status
+    return fallback, (f"{prefix}no artifact passed for onnxruntime-cpu ({record['reason']}); falling back to "
+                      f"{fallback}, whose status is {status}")
+
+
+def _passes(manifest: Manifest, path: str) -> bool:
+    return any(e.path == path and e.status == "pass" for e in manifest.artifacts)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _rows(recommended: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for runtime in RUNTIMES:
+        record = recommended.get(runtime)
+        if not isinstance(record, dict):
+            continue
+        artifact = record.get("artifact") or "none passed"
+        why = record.get("reason", "")
+        unverified = [u["artifact"] for u in record.get("unverified_candidates") or []]
+        if unverified and record.get("artifact") is None:
+            why += f" (unverified candidates: {', '.join(unverified)})"
+        elif unverified:
+            why += f"; unverified candidates, not recommended: {', '.join(unverified)}"
+        rows.append((runtime, artifact, why))
+    return rows
+
+
+def render_text(recommended: Mapping[str, Any] | None) -> list[str]:
+    """Plain lines for `bge-export inspect`."""
+    rows = _rows(recommended or {})
+    if not rows:
+        return ["  (no recommendation recorded)"]
+    width = max(len(r[0]) for r in rows)
+    out = []
+    for runtime, artifact, why in rows:
+        out.append(f"  {runtime.ljust(width)}  {artifact}")
+        out.append(f"  {' ' * width}    why: {why}")
+    return out
+
+
+def render_markdown(recommended: Mapping[str, Any] | None) -> list[str]:
+    """The report's "Which file to deploy" section (Markdown lines)."""
+    rows = _rows(recommended or {})
+    if not rows:
+        return []
+    out = ["## Which file to deploy", "", "| runtime | artifact | why |", "|---|---|---|"]
+    out += [f"| {runtime} | {'`' + artifact + '`' if artifact != 'none passed' else artifact} | "
+            f"{why.replace('|', '/')} |" for runtime, artifact, why in rows]
+    return out + [""]
+
+
+def render_html(recommended: Mapping[str, Any] | None) -> str:
+    """The report's "Which file to deploy" section (HTML)."""
+    rows = _rows(recommended or {})
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(runtime)}</td><td><code>{html.escape(artifact)}</code></td><td>{html.escape(why)}</td></tr>"
+        for runtime, artifact, why in rows
+    )
+    return ("<h2>Which file to deploy</h2><table><thead><tr><th>runtime</th><th>artifact</th><th>why</th></tr>"
+            f"</thead><tbody>{body}</tbody></table>")

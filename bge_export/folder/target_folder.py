@@ -1,0 +1,122 @@
+"""Adding a target's artifacts to an output folder: one folder, one manifest, never half-updated.
+
+The folder is copied into a staged sibling, the target writes into the copy and adds its manifest entries,
+the manifest's recommendation and file hashes are recomputed, and the copy takes the folder's place only if
+the folder did not change meanwhile (output.py's rename rules). A failure or an interrupt leaves the folder
+exactly as it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from bge_export.errors import InputError
+from bge_export.folder.manifest import MANIFEST_NAME, ArtifactEntry, Manifest, hash_files, read_manifest
+
+if TYPE_CHECKING:
+    from bge_export.model.source import ModelSource
+    from bge_export.model.spec import EmbeddingSpec
+
+# Written by validate/bench after an export; not part of what the export wrote, so not hashed into `files`.
+
+
+@dataclass
+class TargetFolder:
+    """A staged copy of the output folder (or a new one) and its manifest, while a target adds artifacts."""
+
+    stage: Path
+    manifest: Manifest
+    final: Path
+
+    def add(self, entry: ArtifactEntry) -> None:
+        self.manifest.add(entry)
+
+
+def model_record(source: "ModelSource", spec: "EmbeddingSpec") -> dict[str, Any]:
+    """The manifest's `model` entry: which weights, read how; every target of a folder shares it."""
+    return {
+        "reference": source.reference,
+        "revision": source.revision,
+        "folder": str(source.folder),
+        "weights_sha256": source.weights_sha256(),
+        "weights_format": source.weights_format,
+        "spec": spec.to_dict(),
+    }
+
+
+@contextmanager
+def open_target_folder(folder: str | Path) -> Iterator[TargetFolder]:
+    """Stage a copy of an existing export folder; on success it replaces the folder atomically."""
+    from bge_export.folder.staging import OutputPlan, _sha256, foreign_files, staged_folder
+    from bge_export.folder.integrity import verify_folder
+
+    final = Path(folder).expanduser().absolute()
+    manifest = read_manifest(final)
+    verify_folder(final, manifest, manifest.artifacts)  # a damaged folder is named now, not copied onward
+    foreign = foreign_files(final)
+    if foreign is None:
+        raise InputError(f"'{folder}' does not list its files in {MANIFEST_NAME} (an export by an older "
+                         "bge-export); re-run 'bge-export onnx' into a new folder first")
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(f"'{folder}' holds files bge-export did not write ({shown}); move them out first, so "
+                         "the folder can be replaced as a whole")
+    plan = OutputPlan(final, True, _sha256(final / MANIFEST_NAME))
+    with staged_folder(plan) as stage:
+        shutil.copytree(final, stage, dirs_exist_ok=True, symlinks=True)
+        target = TargetFolder(stage, read_manifest(stage), final)
+        yield target
+        _finish(target)
+
+
+@contextmanager
+def open_model_folder(output: str | Path, source: "ModelSource", spec: "EmbeddingSpec",
+                      force: bool = False) -> Iterator[TargetFolder]:
+    """The output folder for a target converted from the model itself (CoreML).
+
+    An export of the same model (same weights and spec) gets the new artifacts added; a missing or empty
+    folder is created with the tokenizer and the sentence-transformers files; an export of another model is
+    refused unless `force`, which starts the folder afresh."""
+    from bge_export.folder.staging import plan_output, staged_folder
+
+    final = Path(output).expanduser()
+    if (final / MANIFEST_NAME).is_file() and not force:
+        manifest = read_manifest(final)
+        _refuse_other_model(final, manifest, source, spec)
+        with open_target_folder(final) as target:
+            yield target
+        return
+    plan = plan_output(final, force, [source.folder])
+    with staged_folder(plan) as stage:
+        from bge_export.model.st_files import write_st_files
+        from bge_export.model.tokenization import save_tokenizer_files
+
+        save_tokenizer_files(source.folder, stage)
+        write_st_files(stage, source, spec)
+        target = TargetFolder(stage, Manifest(model=model_record(source, spec)), plan.final)
+        yield target
+        _finish(target)
+
+
+def _refuse_other_model(folder: Path, manifest: Manifest, source: "ModelSource", spec: "EmbeddingSpec") -> None:
+    recorded = manifest.model
+    if recorded.get("weights_sha256") != source.weights_sha256():
+        raise InputError(f"'{folder}' holds artifacts of another model ({recorded.get('reference')}, other weights); "
+                         "choose another output folder, or pass --force to replace it")
+    if recorded.get("spec") != spec.to_dict():
+        raise InputError(f"'{folder}' holds artifacts of the same weights read differently (pooling, normalize or "
+                         "max length differ, e.g. a --pooling override); use the same options, another folder, "
+                         "or --force")
+
+
+def _finish(target: TargetFolder) -> None:
+    from bge_export.folder.recommend import recommend
+
+    manifest = target.manifest
+    manifest.recommended = recommend(manifest)
+    manifest.files = hash_files(target.stage)  # leaves out the manifest, the card and the reports
+    manifest.write(target.stage)

@@ -1,0 +1,418 @@
+"""Find a model (hub id or folder), check its weights are safe to load, and read what it computes.
+
+The reading follows sentence-transformers' own loading rules so that our baseline computes exactly what
+`SentenceTransformer.encode` computes; every deviation raises instead of guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bge_export.model.architectures import architecture_for
+from bge_export.errors import InputError, UnsupportedModelError
+from bge_export.model.spec import DENSE_ACTIVATIONS, POOLING_MODES, DenseSpec, EmbeddingSpec
+
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# Files that describe the model; copied verbatim into every output folder.
+DESCRIPTION_FILES = (
+    "config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+)
+_LEGACY_POOLING_FLAGS = (  # sentence-transformers' concatenation order for the old boolean format
+    ("pooling_mode_cls_token", "cls"),
+    ("pooling_mode_max_tokens", "max"),
+    ("pooling_mode_mean_tokens", "mean"),
+    ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens"),
+    ("pooling_mode_weightedmean_tokens", "weightedmean"),
+    ("pooling_mode_lasttoken", "lasttoken"),
+)
+# Query instructions documented on the model cards of families whose ST config carries no prompts.
+_KNOWN_QUERY_PROMPTS = (
+    ("bge-", "-en", "Represent this sentence for searching relevant passages: "),
+    ("bge-", "-zh", "为这个句子生成表示以用于检索相关文章："),
+)
+_MODULE_KINDS = {"Transformer": "transformer", "Pooling": "pooling", "Normalize": "normalize", "Dense": "dense"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model on local disk whose weights we are allowed to load."""
+
+    reference: str  # what the user named: a hub id or a folder
+    folder: Path
+    revision: str | None
+    from_hub: bool
+    weights_files: tuple[Path, ...]
+    weights_format: str  # "safetensors" or "pickle"
+    allow_pickle: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.reference.rstrip("/").split("/")[-1]
+
+    def weights_sha256(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.weights_files:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+        return digest.hexdigest()
+
+
+def resolve_model(
+    model: str,
+    revision: str | None = None,
+    allow_pickle: bool = False,
+    cache_dir: str | None = None,
+) -> ModelSource:
+    """Turn a folder or hub id into a local ModelSource, refusing pickle weights unless allowed."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"model path '{model}' is a file; pass the model's folder (the one with config.json)")
+        folder, from_hub = path.resolve(), False
+    elif _looks_like_path(model):
+        raise InputError(f"model folder '{model}' does not exist; check the path or pass a hub id such as BAAI/bge-base-en-v1.5")
+    else:
+        folder, from_hub = _download(model, revision, allow_pickle, cache_dir), True
+    if not (folder / "config.json").is_file():
+        raise InputError(f"'{model}' has no config.json; pass a transformers or sentence-transformers model folder")
+    weights, fmt = _find_weights(folder, model, allow_pickle)
+    return ModelSource(model, folder, revision, from_hub, weights, fmt, allow_pickle)
+
+
+def _looks_like_path(model: str) -> bool:
+    """Hub ids are `name` or `owner/name`; anything else that does not exist is a missing folder."""
+    return not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?", model) or model.startswith(".")
+
+
+def _download(model_id: str, revision: str | None, allow_pickle: bool, cache_dir: str | None) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError as exc:  # pragma: no cover - huggingface_hub is a core dependency
+        raise InputError("downloading from the hub needs huggingface_hub: pip install huggingface_hub") from exc
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "2_Dense/*", "tokenizer*"]
+    if allow_pickle:
+        patterns.append("*.bin")
+    try:
+        local = snapshot_download(
+            model_id, revision=revision, allow_patterns=patterns, ignore_patterns=["onnx/*", "openvino/*"],
+            cache_dir=cache_dir,
+        )
+    except RepositoryNotFoundError:
+        raise InputError(f"model '{model_id}' is neither a local folder nor a model on the hub; check the id") from None
+    except LocalEntryNotFoundError:
+        raise InputError(
+            f"'{model_id}' is not a local folder, and the hub cannot be reached to download it; "
+            "check the path, or connect to the network"
+        ) from None
+    except HfHubHTTPError as exc:
+        raise InputError(f"downloading '{model_id}' failed ({str(exc).splitlines()[0]}); check the id and revision") from None
+    except ValueError as exc:  # HFValidationError: not a valid repo id ("a--b", "a..b")
+        raise InputError(f"'{model_id}' is neither a local folder nor a valid hub id ({str(exc).splitlines()[0][:120]}); "
+                         "check the path or the id") from None
+    return Path(local)
+
+
+def _find_weights(folder: Path, model: str, allow_pickle: bool) -> tuple[tuple[Path, ...], str]:
+    for name in SAFETENSORS_FILES:
+        if (folder / name).is_file():
+            return _expand_index(folder, name), "safetensors"
+    for name in PICKLE_FILES:
+        if (folder / name).is_file():
+            if not allow_pickle:
+                raise InputError(
+                    f"'{model}' has only pickle weights ({name}), which can run arbitrary code when loaded; "
+                    "convert them to safetensors, or pass --allow-pickle if you trust the source"
+                )
+            return _expand_index(folder, name), "pickle"
+    raise InputError(f"'{model}' has no weights (model.safetensors); pass a folder that contains the model's weights")
+
+
+def _expand_index(folder: Path, name: str) -> tuple[Path, ...]:
+    if not name.endswith(".index.json"):
+        files: tuple[Path, ...] = (folder / name,)
+    else:
+        index = _read_json(folder / name)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+            raise InputError(f"{folder / name} has no 'weight_map' of tensor names to shard files; download the model again")
+        files = tuple(folder / shard for shard in sorted(set(weight_map.values())))
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"{folder / name} lists shards that are missing ({', '.join(missing[:3])}); download the model again")
+    if name.startswith("model.safetensors"):
+        for path in files:
+            check_safetensors_file(path)
+    return files
+
+
+def check_safetensors_file(path: Path) -> None:
+    """The header must parse and the tensors must end exactly at the end of the file: a truncated download or a
+    random file fails here in one line, not deep inside the loader. Reads only the header."""
+    problem = f"{path} is not a complete safetensors file"
+    fix = "download the model's weights again"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if length <= 0 or length > min(size - 8, 100_000_000):
+                raise InputError(f"{problem} (no valid header); {fix}")
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"{problem} (its header is not JSON); {fix}") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{problem} (its header is not a JSON object); {fix}")
+    ends = [
+        entry["data_offsets"][1] for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list)
+        and len(entry["data_offsets"]) == 2 and isinstance(entry["data_offsets"][1], int)
+    ]
+    if len(ends) != len([k for k in header if k != "__metadata__"]):
+        raise InputError(f"{problem} (a tensor entry has no valid data_offsets); {fix}")
+    expected = 8 + length + max(ends, default=0)
+    if expected != size:
+        raise InputError(f"{problem} (the header needs {expected} bytes, the file has {size}); {fix}")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}; the model folder looks damaged, download it again") from None
+
+
+def _optional_json(path: Path) -> Any:
+    return _read_json(path) if path.is_file() else None
+
+
+def _json_object(path: Path, required: bool = True) -> dict[str, Any]:
+    """A JSON file that must hold an object (config files); {} when optional and absent."""
+    if not path.is_file():
+        if required:
+            raise InputError(f"{path} is missing; the model folder is incomplete, download it again")
+        return {}
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path} holds a JSON {_json_kind(data)}, not an object; the model folder looks damaged, download it again")
+    return data
+
+
+def _json_kind(data: Any) -> str:
+    return {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(type(data), "value")
+
+
+def _config_int(config: dict[str, Any], key: str, where: Path, default: int | None = None, minimum: int = 1) -> int:
+    """An integer setting, refusing "big", 3.5, true and the like with the file and key named."""
+    value = config.get(key, default)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InputError(f"{where}: '{key}' must be a whole number >= {minimum}, got {value!r}; fix the file or download the model again")
+    return value
+
+
+def read_spec(
+    source: ModelSource,
+    pooling: str | None = None,
+    trust_remote_code: bool = False,
+) -> EmbeddingSpec:
+    """Read the model's sentence-transformers description (or fall back as sentence-transformers does)."""
+    folder = source.folder
+    config = _json_object(folder / "config.json")
+    model_type = config.get("model_type", "")
+    if not isinstance(model_type, str):
+        raise InputError(f"{folder / 'config.json'}: 'model_type' must be a string, got {model_type!r}")
+    if config.get("auto_map") and not trust_remote_code:
+        raise InputError(
+            f"'{source.reference}' needs custom code from its repository (auto_map in config.json); "
+            "read that code, then pass --trust-remote-code to run it"
+        )
+    arch = architecture_for(model_type)
+    architectures = config.get("architectures")
+    if architectures is not None and (not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures)):
+        raise InputError(f"{folder / 'config.json'}: 'architectures' must be a list of class names, got {architectures!r}")
+    hidden_key = "hidden_size" if "hidden_size" in config or "dim" not in config else "dim"
+    hidden = _config_int(config, hidden_key, folder / "config.json")
+    heads_key = "num_attention_heads" if "num_attention_heads" in config or "n_heads" not in config else "n_heads"
+    heads = _config_int(config, heads_key, folder / "config.json")
+    if hidden % heads:
+        raise InputError(f"{folder / 'config.json'}: hidden size {hidden} is not a multiple of {heads} attention heads; "
+                         "the config is damaged, download the model again")
+    modules = _read_modules(folder)
+
+    pooling_modes, pooling_source, embedding_dim = _read_pooling(folder, modules, hidden)
+    if pooling is not None:
+        pooling_modes, pooling_source = parse_pooling_override(pooling), "--pooling override"
+        embedding_dim = hidden * len(pooling_modes)
+
+    dense = tuple(_read_dense(folder, m["path"]) for m in modules if m["kind"] == "dense")
+    for layer in dense:
+        if layer.in_features != embedding_dim:
+            raise UnsupportedModelError(
+                f"Dense module '{layer.folder}' expects {layer.in_features} inputs but pooling gives {embedding_dim}; "
+                "the model's files disagree with each other"
+            )
+        embedding_dim = layer.out_features
+    normalize = any(m["kind"] == "normalize" for m in modules)
+
+    sbert = _json_object(folder / "sentence_bert_config.json", required=False)
+    tokenizer_config = _json_object(folder / "tokenizer_config.json", required=False)
+    st_config = _json_object(folder / "config_sentence_transformers.json", required=False)
+    raw_prompts = st_config.get("prompts") or {}
+    if not isinstance(raw_prompts, dict):
+        raise InputError(f"{folder / 'config_sentence_transformers.json'}: 'prompts' must be an object of name -> text")
+    prompts = {k: v for k, v in raw_prompts.items() if isinstance(v, str)}
+    if not prompts.get("query"):
+        known = _known_query_prompt(source.reference)
+        if known:
+            prompts["query"] = known
+    return EmbeddingSpec(
+        model_type=model_type,
+        architecture=(config.get("architectures") or [model_type])[0],
+        hidden_size=hidden,
+        embedding_dim=embedding_dim,
+        pooling_modes=pooling_modes,
+        normalize=normalize,
+        max_seq_length=_max_seq_length(sbert, tokenizer_config, config, folder),
+        input_names=("input_ids", "attention_mask", "token_type_ids") if arch.uses_token_type_ids
+        else ("input_ids", "attention_mask"),
+        do_lower_case=bool(sbert.get("do_lower_case", False)),
+        dense=dense,
+        prompts=prompts,
+        default_prompt_name=st_config.get("default_prompt_name"),
+        similarity_fn_name=st_config.get("similarity_fn_name"),
+        pad_token=_token_text(tokenizer_config.get("pad_token")),
+        num_attention_heads=heads,
+        pooling_source=pooling_source,
+    )
+
+
+def _token_text(token: Any) -> str | None:
+    if isinstance(token, dict):  # older tokenizer_config files store AddedToken dicts
+        return token.get("content")
+    return token
+
+
+def _read_modules(folder: Path) -> list[dict[str, str]]:
+    """modules.json as a list of {kind, path}; a plain transformers folder acts as Transformer + Pooling."""
+    raw = _optional_json(folder / "modules.json")
+    if raw is None:
+        return [{"kind": "transformer", "path": ""}, {"kind": "pooling", "path": ""}]
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        raise InputError(f"{folder / 'modules.json'} must hold a JSON list of modules (objects with 'type' and 'path'); "
+                         f"it holds a {_json_kind(raw) if not isinstance(raw, list) else 'list with non-objects'}")
+    modules = []
+    for entry in raw:
+        path = entry.get("path", "")
+        if not isinstance(path, str) or Path(path).is_absolute() or ".." in Path(path).parts:
+            raise InputError(f"{folder / 'modules.json'}: a module's 'path' must be a folder inside the model folder, "
+                             f"got {path!r}")
+        class_name = str(entry.get("type", "")).rsplit(".", 1)[-1]
+        kind = _MODULE_KINDS.get(class_name)
+        if kind is None:
+            raise UnsupportedModelError(
+                f"module '{entry.get('type')}' in modules.json cannot be exported by bge-export "
+                "(supported: Transformer, Pooling, Dense, Normalize)"
+            )
+        modules.append({"kind": kind, "path": entry.get("path", "")})
+    if not modules or modules[0]["kind"] != "transformer":
+        raise UnsupportedModelError("modules.json must start with a Transformer module; this model's does not")
+    return modules
+
+
+def _read_pooling(folder: Path, modules: list[dict[str, str]], hidden: int) -> tuple[tuple[str, ...], str, int]:
+    pooling_modules = [m for m in modules if m["kind"] == "pooling"]
+    if len(pooling_modules) != 1:
+        raise UnsupportedModelError(f"expected exactly one Pooling module in modules.json, found {len(pooling_modules)}")
+    config_path = folder / pooling_modules[0]["path"] / "config.json" if pooling_modules[0]["path"] else None
+    if config_path is None or not config_path.is_file():
+        # sentence-transformers builds mean pooling for a plain transformers folder.
+        return ("mean",), "fallback: no sentence-transformers pooling config (mean, as sentence-transformers does)", hidden
+    config = _json_object(config_path)
+    relative = config_path.relative_to(folder).as_posix()
+    if "pooling_mode" in config:
+        raw = config["pooling_mode"]
+        if not isinstance(raw, (str, list)) or (isinstance(raw, list) and not all(isinstance(m, str) for m in raw)):
+            raise InputError(f"{relative}: 'pooling_mode' must be a mode name or a list of them, got {raw!r}")
+        modes = (raw,) if isinstance(raw, str) else tuple(raw)
+    else:
+        modes = tuple(mode for key, mode in _LEGACY_POOLING_FLAGS if config.get(key, False)) or ("mean",)
+    for mode in modes:
+        if mode not in POOLING_MODES:
+            raise UnsupportedModelError(f"pooling mode '{mode}' in {relative} is unknown (known: {', '.join(POOLING_MODES)})")
+    if config.get("include_prompt", True) is False:
+        raise UnsupportedModelError(
+            f"{relative} sets include_prompt=false (prompt tokens left out of pooling), which one ONNX graph cannot "
+            "reproduce; export with --pooling to pool over all tokens if that is acceptable"
+        )
+    width_key = "embedding_dimension" if "embedding_dimension" in config else "word_embedding_dimension"
+    width = _config_int(config, width_key, config_path, default=hidden)
+    if width != hidden:
+        raise UnsupportedModelError(f"{relative} says the token width is {width} but config.json says {hidden}")
+    return modes, relative, hidden * len(modes)
+
+
+def parse_pooling_override(pooling: str) -> tuple[str, ...]:
+    modes = tuple(part.strip() for part in pooling.split("+") if part.strip())
+    for mode in modes or ("",):
+        if mode not in POOLING_MODES:
+            raise InputError(f"unknown pooling mode '{mode}'; choose one of: {', '.join(POOLING_MODES)} (combine with '+')")
+    return modes
+
+
+def _read_dense(folder: Path, relative: str) -> DenseSpec:
+    path = folder / relative / "config.json"
+    config = _json_object(path)
+    activation_name = str(config.get("activation_function") or "torch.nn.modules.linear.Identity")
+    activation = activation_name.rsplit(".", 1)[-1].lower()
+    if activation not in DENSE_ACTIVATIONS:
+        raise UnsupportedModelError(
+            f"Dense module '{relative}' uses activation '{activation_name}', which bge-export cannot export "
+            f"(supported: {', '.join(DENSE_ACTIVATIONS)})"
+        )
+    return DenseSpec(
+        folder=relative,
+        in_features=_config_int(config, "in_features", path),
+        out_features=_config_int(config, "out_features", path),
+        bias=bool(config.get("bias", True)),
+        activation=activation,
+        use_residual=bool(config.get("use_residual", False)),
+    )
+
+
+def _max_seq_length(sbert: dict[str, Any], tokenizer_config: dict[str, Any], config: dict[str, Any], folder: Path) -> int:
+    """sentence_bert_config's max_seq_length wins; else the tokenizer's limit; both capped like ST does."""
+    value = sbert.get("max_seq_length")
+    if value is not None:
+        value = _config_int(sbert, "max_seq_length", folder / "sentence_bert_config.json", minimum=2)
+    if config.get("max_position_embeddings") is not None:
+        _config_int(config, "max_position_embeddings", folder / "config.json", minimum=2)
+    if value is None:
+        tok_limit = tokenizer_config.get("model_max_length")
+        value = tok_limit if isinstance(tok_limit, int) and tok_limit < 1_000_000 else None
+    positions = config.get("max_position_embeddings")
+    if value is None:
+        value = positions or 512
+    if positions:
+        value = min(int(value), int(positions))
+    return int(value)
+
+
+def _known_query_prompt(reference: str) -> str | None:
+    name = reference.rstrip("/").split("/")[-1].lower()
+    for prefix, marker, prompt in _KNOWN_QUERY_PROMPTS:
+        if name.startswith(prefix) and marker in name:
+            return prompt
+    return None

@@ -1,0 +1,194 @@
+"""The targets table: one entry per kind of artifact, walked by load_encoder, validate, bench and inspect.
+
+Each entry says what the artifacts are built from, which sub-folder holds them, which runtimes can run them
+(the first is the artifact's own: its verdict is judged there) and, per runtime, which function opens an
+`Encoder` for one of them and why it cannot run on this machine (None when it can). Adding a target means
+adding a row here and a runtime module with `open_entry` and an availability check; adding a runtime for an
+existing target means a row in `RUNTIMES` and its name in the target's `runtimes`; nothing else switches on
+format or runtime strings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from bge_export.errors import InputError
+
+if TYPE_CHECKING:
+    from bge_export.folder.manifest import ArtifactEntry
+    from bge_export.runtime.encoder import Encoder
+    from bge_export.model.spec import EmbeddingSpec
+    from bge_export.model.tokenization import TextTokenizer
+
+
+def _always_available() -> str | None:
+    return None
+
+
+def _lazy(reference: str) -> Callable[..., Any]:
+    """'module:function' imported when first called, so the table costs nothing to import."""
+    module_name, _, attribute = reference.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module_name), attribute)(*args, **kwargs)
+
+    call.__name__ = attribute
+    return call
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One library that runs artifacts: how to open an Encoder, and whether it can run here."""
+
+    name: str
+    encoder: str  # "module:function" opening an Encoder for one manifest entry
+    unavailable: Callable[[], str | None]  # why it cannot run here; None when it can (decided without loading)
+    extra: str | None  # pip extra that installs it
+    check_options: Callable[..., None] | None = None  # refuses its runtime options before any work (InputError)
+
+
+RUNTIMES: dict[str, Runtime] = {
+    "onnxruntime": Runtime("onnxruntime", "bge_export.runtime.onnxruntime_encoder:open_entry", _always_available, None),
+    "openvino": Runtime("openvino", "bge_export.targets.openvino.runtime:open_entry", _always_available, "openvino",
+                        check_options=_lazy("bge_export.targets.openvino.runtime:check_options")),
+    "tensorrt": Runtime("tensorrt", "bge_export.targets.tensorrt.runtime:open_entry",
+                        _lazy("bge_export.targets.tensorrt.runtime:tensorrt_unavailable"), "tensorrt"),
+    "coreml": Runtime("coreml", "bge_export.targets.coreml.runtime:open_entry",
+                      _lazy("bge_export.targets.coreml.runtime:coreml_unavailable"), "coreml"),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # the command that makes it: bge-export <name>
+    format: str  # ArtifactEntry.format of its artifacts
+    folder: str  # sub-folder of the output folder
+    built_from: str
+    runtimes: tuple[str, ...]  # RUNTIMES that run its artifacts; the first is their own (their verdict's)
+
+    @property
+    def runtime(self) -> Runtime:
+        return RUNTIMES[self.runtimes[0]]
+
+    @property
+    def extra(self) -> str | None:  # of its own runtime
+        return self.runtime.extra
+
+    @property
+    def encoder(self) -> str:
+        return self.runtime.encoder
+
+    @property
+    def unavailable(self) -> Callable[[], str | None]:
+        return self.runtime.unavailable
+
+    def runtime_named(self, name: str | None) -> Runtime:
+        """The runtime `name` (None: the target's own); InputError when it does not run this target."""
+        if name is None:
+            return self.runtime
+        if name not in self.runtimes:
+            known = ", ".join(sorted(RUNTIMES))
+            if name not in RUNTIMES:
+                raise InputError(f"unknown runtime {name!r}; bge-export knows {known}")
+            raise InputError(f"runtime '{name}' does not run {self.format} artifacts; they run on "
+                             f"{', '.join(self.runtimes)}")
+        return RUNTIMES[name]
+
+    def open(self, folder: Path, entry: "ArtifactEntry", spec: "EmbeddingSpec", tokenizer: "TextTokenizer",
+             threads: int | None = None, providers: list[str] | None = None, runtime: str | None = None,
+             **runtime_options: Any) -> "Encoder":
+        return _lazy(self.runtime_named(runtime).encoder)(folder, entry, spec, tokenizer, threads=threads,
+                                                          providers=providers, **runtime_options)
+
+
+TARGETS: dict[str, Target] = {
+    "onnx": Target(
+        name="onnx", format="onnx", folder="onnx",
+        built_from="the PyTorch module (encoder + pooling + normalize), traced by torch.onnx; optimizers derive "
+                   "the fused, FP16 and INT8 graphs from it",
+        runtimes=("onnxruntime", "openvino"),
+    ),
+    "tensorrt": Target(
+        name="tensorrt", format="tensorrt", folder="tensorrt",
+        built_from="TensorRT-ready ONNX graphs derived from onnx/model.onnx (no onnxruntime contrib ops), "
+                   "built into a plan for one GPU and TensorRT version",
+        runtimes=("tensorrt",),
+    ),
+    "coreml": Target(
+        name="coreml", format="coreml", folder="coreml",
+        built_from="the PyTorch module traced by torch.jit and converted by coremltools to an ML Program",
+        runtimes=("coreml",),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """A runtime with its options under one name, as `validate`/`bench` take them (ValidateOptions.runtimes)."""
+
+    label: str  # "onnxruntime", "openvino-f32", "openvino-bf16"
+    runtime: str  # a RUNTIMES key
+    options: tuple[tuple[str, Any], ...] = ()  # runtime options, e.g. (("precision", "bf16"),)
+    compute: str | None = None  # a compute precision it imposes on every artifact ("bf16"); None: the artifact's
+
+    @property
+    def runtime_options(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+RUNTIME_CHOICES: dict[str, RuntimeChoice] = {
+    "onnxruntime": RuntimeChoice("onnxruntime", "onnxruntime"),
+    "openvino-f32": RuntimeChoice("openvino-f32", "openvino", (("precision", "f32"),)),
+    "openvino-bf16": RuntimeChoice("openvino-bf16", "openvino", (("precision", "bf16"),), compute="bf16"),
+}
+DEFAULT_RUNTIME_CHOICES = ("onnxruntime",)
+
+
+def runtime_choices(labels: Sequence[str], option: str = "runtimes") -> list[RuntimeChoice]:
+    """The choices named, checked before any work: known names, no repeats, each runtime installed and its
+    options possible here (e.g. bf16 only on a CPU that computes it natively)."""
+    if isinstance(labels, str) or not labels:
+        raise InputError(f"{option} must be a non-empty list of runtimes, e.g. ['onnxruntime', 'openvino-f32'], "
+                         f"got {labels!r}")
+    choices = []
+    for label in labels:
+        if label not in RUNTIME_CHOICES:
+            raise InputError(f"{option}: unknown runtime {label!r}; choose from {', '.join(RUNTIME_CHOICES)}")
+        if label in [c.label for c in choices]:
+            raise InputError(f"{option}: runtime '{label}' is named twice")
+        choice = RUNTIME_CHOICES[label]
+        runtime = RUNTIMES[choice.runtime]
+        if runtime.check_options is not None:
+            runtime.check_options(**choice.runtime_options)
+        choices.append(choice)
+    return choices
+
+
+def target_of(entry: "ArtifactEntry") -> Target:
+    for target in TARGETS.values():
+        if target.format == entry.format:
+            return target
+    known = ", ".join(t.format for t in TARGETS.values())
+    raise InputError(f"artifact '{entry.path}' has format '{entry.format}', which this bge-export does not know "
+                     f"(known: {known}); upgrade bge-export")
+
+
+def unavailable_reason(entry: "ArtifactEntry", runtime: str | None = None) -> str | None:
+    """Why this artifact cannot run here on `runtime` (None: its own), decided without loading it (None: try it)."""
+    return target_of(entry).runtime_named(runtime).unavailable()
+
+
+def open_encoder(folder: Path, entry: "ArtifactEntry", spec: "EmbeddingSpec", tokenizer: "TextTokenizer",
+                 threads: int | None = None, providers: list[str] | None = None, runtime: str | None = None,
+                 **runtime_options: Any) -> "Encoder":
+    """An encoder for one manifest entry, on `runtime` (None: the target's own); InputError when it cannot run
+    here, MissingDependencyError when the runtime is not installed."""
+    target = target_of(entry)
+    reason = target.runtime_named(runtime).unavailable()
+    if reason is not None:
+        raise InputError(f"cannot run '{entry.path}' here: {reason}")
+    return target.open(folder, entry, spec, tokenizer, threads=threads, providers=providers, runtime=runtime,
+                       **runtime_options)

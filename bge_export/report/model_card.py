@@ -1,0 +1,218 @@
+"""FOLDER/README.md: a Hugging Face Hub model card written from manifest.json, so the folder is ready to publish.
+
+Front matter (YAML): `base_model` when the manifest's model reference is a Hub id (else left out, with a
+comment saying why), `pipeline_tag: feature-extraction`, tags for the formats and precisions present, and the
+source model's `license` when its own card gives one. No `library_name`: sentence-transformers cannot load
+these graphs (they pool and L2-normalize inside, and its ONNX backend would pool their output again; the folder
+holds no PyTorch weights), and the Hub would offer its snippet for it.
+
+Body: which file to deploy (the manifest's recommendation), one row per artifact with its status and the
+numbers of the check that decided it, formatted by the same rules as `bge-export inspect` (cosines 6 digits,
+top-10 overlap 3, speed-ups 2, from the manifest's own records, never recomputed), and usage for the kinds
+present only: onnxruntime, bge-export's own loader, Text Embeddings Inference, Triton, Core ML, TensorRT.
+
+The card records the manifest seal it was written from; `bge-export verify` reports a card written from
+another manifest. README.md is never hashed into the manifest's `files` (manifest.UNRECORDED_FILES).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from bge_export.folder.manifest import (
+    MANIFEST_NAME, MODEL_CARD_NAME, ArtifactEntry, Manifest, read_manifest, seal_state, write_text_atomic,
+)
+from bge_export.report.manifest_view import recommendation_of
+from bge_export.folder.recommend import RUNTIMES, render_markdown, status_evidence
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Digits for every number the card shows: the same as `bge-export inspect` and the recommendation's reasons.
+COSINE_DIGITS, OVERLAP_DIGITS, SPEED_DIGITS = 6, 3, 2
+TABLE_HEADER = ("file", "format", "precision", "size MB", "status", "judged by", "cos mean", "cos min", "top-10",
+                "speed-up")
+
+
+def write_model_card(folder: str | Path) -> Path:
+    """Write FOLDER/README.md from its manifest.json (atomically); returns its path."""
+    folder = Path(folder)
+    text = render_model_card(folder)
+    return write_text_atomic(folder / MODEL_CARD_NAME, text)
+
+
+def render_model_card(folder: str | Path) -> str:
+    """The card's text (see the module docstring)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    seal = seal_state(json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")))[2]
+    parts = [front_matter(folder, manifest),
+             f"<!-- bge-export model card: generated from manifest.json manifest_sha256 {seal}; regenerate it with "
+             "bge_export.report.model_card.write_model_card after the folder changes -->", "",
+             *_intro(manifest), *render_markdown(recommendation_of(manifest)[0]), *artifact_table(manifest),
+             *_reports(folder), *_usage(folder, manifest), *_verify_section()]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- front matter
+
+
+def front_matter(folder: Path, manifest: Manifest) -> str:
+    import yaml
+
+    model = manifest.model
+    meta: dict[str, Any] = {}
+    comments = []
+    hub_id = hub_reference(manifest)
+    if hub_id:
+        meta["base_model"] = hub_id
+    else:
+        name = Path(str(model["reference"])).name
+        comments.append(f"# base_model: not set: the model was exported from a local folder ('{name}'), not from a "
+                        "Hub id; add the id it came from")
+    meta["pipeline_tag"] = "feature-extraction"
+    meta["tags"] = tags(manifest)
+    license_fields = source_license(manifest)
+    if license_fields:
+        meta.update(license_fields)
+    else:
+        comments.append("# license: not set: the source model's card gives none; add the source model's license")
+    comments.append("# library_name: not set: sentence-transformers cannot load these graphs (they pool and "
+                    "normalize inside); see Usage")
+    body = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    return "---\n" + body + "\n".join(comments) + "\n---\n"
+
+
+def hub_reference(manifest: Manifest) -> str | None:
+    """The Hub id the model came from: the reference, when it has a Hub id's shape and was downloaded from
+    the Hub (its recorded folder lies in a Hub cache, or a revision was recorded)."""
+    model = manifest.model
+    reference = str(model.get("reference", ""))
+    if not HUB_ID.fullmatch(reference) or Path(reference).is_absolute():
+        return None
+    cached = "models--" + reference.replace("/", "--") in str(model.get("folder", ""))
+    return reference if cached or model.get("revision") else None
+
+
+def tags(manifest: Manifest) -> list[str]:
+    found = ["bge-export", "sentence-embeddings"]
+    formats = {e.format for e in manifest.artifacts}
+    for name in ("onnx", "coreml", "tensorrt", "openvino"):
+        if name in formats:
+            found.append(name)
+    precisions = {e.precision for e in manifest.artifacts}
+    if any(p.startswith("int8") for p in precisions):
+        found.append("int8")
+    if "fp16" in precisions:
+        found.append("fp16")
+    return found
+
+
+def source_license(manifest: Manifest) -> dict[str, str]:
+    """license (and license_name / license_link for 'other') from the source model's card, when it is still
+    on disk; {} when unknown."""
+    from bge_export.targets.coreml.metadata import model_card
+
+    folder = manifest.model.get("folder")
+    card = model_card(Path(folder)) if isinstance(folder, str) and folder else {}
+    found = {key: card[key].strip() for key in ("license", "license_name", "license_link")
+             if isinstance(card.get(key), str) and card[key].strip()}
+    return found if "license" in found else {}
+
+
+# --------------------------------------------------------------------------- body
+
+
+def _intro(manifest: Manifest) -> list[str]:
+    model = manifest.model
+    spec = manifest.spec
+    hub_id = hub_reference(manifest)
+    source = f"[`{hub_id}`](https://huggingface.co/{hub_id})" if hub_id else f"`{Path(str(model['reference'])).name}`"
+    revision = f" at revision `{model['revision']}`" if model.get("revision") else ""
+    lines = [f"# {Path(str(model['reference'])).name}: deployable exports", "",
+             f"Exports of {source}{revision} made by bge-export {manifest.toolkit_version} on {manifest.created}, "
+             f"each checked against the model in PyTorch fp32 (what sentence-transformers computes). Every graph "
+             f"takes token ids and returns the finished embedding: {spec.pooling} pooling"
+             + (", L2-normalized" if spec.normalize else ", not normalized")
+             + f", {spec.embedding_dim} dimensions, up to {spec.max_seq_length} tokens "
+             f"(inputs: {', '.join(spec.input_names)}; output: `sentence_embedding`).", ""]
+    if spec.query_prompt:
+        lines += [f"Queries take the prompt {json.dumps(spec.query_prompt, ensure_ascii=False)} in front; "
+                  "documents take none.", ""]
+    lines += [f"Weights: {model['weights_format']} sha256 `{model['weights_sha256']}`. `manifest.json` records "
+              "every file's sha256, each artifact's options, tool versions and checks.", ""]
+    return lines
+
+
+def artifact_table(manifest: Manifest) -> list[str]:
+    """One row per artifact; the numbers are the manifest's, formatted as `bge-export inspect` formats them."""
+    speeds, speed_note = recorded_speedups(manifest)
+    lines = ["## Artifacts", "", "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+    for entry in manifest.artifacts:
+        ev = status_evidence(entry, manifest.created)
+        judged = f"{ev['label']}, {ev.get('texts', '?')} texts" if ev["source"] else "-"
+        speed = speeds.get(entry.path)
+        cells = [f"`{entry.path}`", entry.format, entry.precision, _size(entry), entry.status, judged,
+                 _num(ev.get("cosine_mean"), COSINE_DIGITS), _num(ev.get("cosine_min"), COSINE_DIGITS),
+                 _num(ev.get("top10_overlap"), OVERLAP_DIGITS),
+                 f"{speed:.{SPEED_DIGITS}f}×" if isinstance(speed, (int, float)) else "-"]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    lines += ["", "Status: **pass** met the fidelity floors against the PyTorch fp32 baseline; **fail** missed one; "
+              "**unverified** could not be run here (a Core ML package off macOS, a TensorRT engine without an "
+              "NVIDIA GPU), with any stand-in check named in *judged by*. Cosines are per text against the "
+              "baseline; top-10 is the share of nearest neighbours the artifact and the baseline agree on.", "",
+              speed_note, ""]
+    for entry in manifest.artifacts:
+        lines.append(f"- `{entry.path}`: {entry.status}: {' '.join(entry.status_reason.split())}")
+    return lines + [""]
+
+
+def recorded_speedups(manifest: Manifest) -> tuple[dict[str, float], str]:
+    """{artifact: median throughput ratio to the baseline} as the manifest's measured recommendations record
+    them, and one sentence saying where they come from (or why there are none)."""
+    speeds: dict[str, float] = {}
+    where = []
+    for runtime in RUNTIMES:
+        record = manifest.recommended.get(runtime)
+        if not isinstance(record, dict) or record.get("basis") != "measured":
+            continue
+        for item in record.get("ranking") or []:
+            if isinstance(item.get("speedup"), (int, float)):
+                speeds.setdefault(item["artifact"], item["speedup"])
+        cell = record.get("speedup") or {}
+        where.append(f"{runtime} at batch {cell.get('batch', '?')} × {cell.get('seq_len', '?')} tokens "
+                     f"(validate run at {record.get('decided_at', '?')})")
+    if not speeds:
+        return speeds, ("Speed-up: none recorded: no trustworthy `bge-export validate` speed measurement is in "
+                        "manifest.json (an export alone measures no speed).")
+    return speeds, ("Speed-up: median throughput ratio to the PyTorch fp32 baseline measured by `bge-export "
+                    f"validate` on {'; '.join(where)}, for the passing artifacts it measured.")
+
+
+def _reports(folder: Path) -> list[str]:
+    """Links to the validation report `validate` wrote into the folder, when there is one."""
+    present = [name for name in ("report.md", "report.html", "report.json") if (folder / name).is_file()]
+    if not present:
+        return []
+    return ["The last `bge-export validate` report, with every metric, the worst texts and the speed grid: "
+            + ", ".join(f"[{name}]({name})" for name in present) + ".", ""]
+
+
+def _size(entry: ArtifactEntry) -> str:
+    return "not built" if not entry.sha256 and not entry.size_bytes else f"{entry.size_bytes / 1e6:.1f}"
+
+
+def _num(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def _verify_section() -> list[str]:
+    return ["## Check the download", "", "```bash", "bge-export verify .   # every file's sha256, the manifest's own "
+            "seal, the tokenizer and config, every graph loads", "```", ""]
+
+
+def _usage(folder: Path, manifest: Manifest) -> list[str]:
+    from bge_export.report.model_card_usage import usage_sections
+
+    return usage_sections(folder, manifest)

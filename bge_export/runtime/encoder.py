@@ -1,0 +1,100 @@
+"""The one Encoder interface every backend implements: texts in, embeddings out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from bge_export.errors import InputError
+from bge_export.model.spec import EmbeddingSpec
+from bge_export.model.tokenization import TextTokenizer
+
+
+class Encoder(ABC):
+    """Tokenizes, batches by length and runs a backend; `run` is the only part a backend writes."""
+
+    backend: str = "abstract"
+
+    def __init__(self, spec: EmbeddingSpec, tokenizer: TextTokenizer) -> None:
+        self.spec = spec
+        self.tokenizer = tokenizer
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.spec.input_names
+
+    @abstractmethod
+    def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """One padded batch (int64 arrays named as the graph inputs) -> float32 [batch, embedding_dim]."""
+
+    def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str:
+        """sentence-transformers' rule: an explicit prompt wins, then prompt_name, then the default prompt."""
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string (the text put before each input), got {type(prompt).__name__}")
+        if prompt_name is not None and not isinstance(prompt_name, str):
+            raise InputError(f"prompt_name must be the name of one of the model's prompts, got {type(prompt_name).__name__}")
+        if prompt is not None:
+            _check_text(prompt, "prompt")
+            return prompt
+        name = prompt_name or self.spec.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.spec.prompts:
+            known = ", ".join(sorted(self.spec.prompts)) or "none"
+            raise InputError(f"prompt name '{name}' is not defined by this model (defined: {known})")
+        return self.spec.prompts[name]
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        texts = checked_texts(texts)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+        prefix = self.resolve_prompt(prompt, prompt_name)
+        if prefix:
+            texts = [prefix + text for text in texts]
+        output = np.zeros((len(texts), self.spec.embedding_dim), dtype=np.float32)
+        if not len(texts):
+            return output
+        batches = self.tokenizer.batches(texts, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = (len(texts) + batch_size - 1) // batch_size
+            batches = tqdm(batches, total=total, desc=f"encode ({self.backend})", unit="batch", leave=False)
+        for batch in batches:
+            output[batch.indices] = self.run(batch.features)
+        return output
+
+
+def checked_texts(texts: object) -> list[str]:
+    """A str, or any iterable of str (list, tuple, generator, numpy array of str), as a list; else InputError."""
+    if isinstance(texts, str):
+        return [_check_text(texts, "texts")]
+    if texts is None or isinstance(texts, (bytes, bytearray)) or not hasattr(texts, "__iter__"):
+        hint = "; decode it first, e.g. data.decode('utf-8')" if isinstance(texts, (bytes, bytearray)) else ""
+        raise InputError(f"texts must be a string or a list of strings, got {type(texts).__name__}{hint}")
+    items = list(texts)  # type: ignore[call-overload]
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            _check_text(item, f"texts[{index}]")
+            continue
+        hint = "; decode it first, e.g. item.decode('utf-8')" if isinstance(item, (bytes, bytearray)) else ""
+        raise InputError(f"texts[{index}] must be a string, got {type(item).__name__}{hint}")
+    return items
+
+
+def _check_text(text: str, name: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{name} is not valid Unicode (a lone surrogate at character {exc.start}); "
+                         "decode the source with errors='replace' or fix its encoding") from None
+    return text

@@ -1,0 +1,283 @@
+"""The Python API of the Core ML target: `export_coreml(CoreMLOptions(...))` runs what `bge-export coreml` runs.
+
+Writes coreml/model_<precision>.mlpackage (fp16 or fp32 compute) and, per --compress method, a weight-compressed
+copy coreml/model_<precision>_<method>.mlpackage, into the model's output folder: a new folder gets the tokenizer
+and sentence-transformers files, an existing export of the same model gets coreml/ added, so one folder holds
+every target under one manifest. Each package is checked by computing its MIL program in numpy (fp32, and with
+fp16 rounding for fp16 programs) against the PyTorch fp32 baseline; off macOS that leaves it `unverified` with
+those numbers ("Core ML runs only on macOS"), or `fail` when even the program misses the floors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bge_export.targets.onnx.export import DEFAULT_MODEL, ExportResult
+from bge_export.errors import InputError
+from bge_export.folder.manifest import ArtifactEntry, TensorInfo, file_sha256, tool_versions
+from bge_export.progress import Progress
+
+PRECISIONS = ("fp16", "fp32")
+COREML_FOLDER = "coreml"
+MAX_ENUMERATED_SHAPES = 128  # Core ML's limit on enumerated shapes per input
+MAX_BATCH = 64
+_FLAGS = ("allow_pickle", "trust_remote_code", "force", "check", "quiet")
+
+
+@dataclass
+class CoreMLOptions:
+    model: str = DEFAULT_MODEL
+    output: str | None = None  # default: artifacts/<model name>, the same folder `bge-export onnx` writes
+    revision: str | None = None
+    pooling: str | None = None
+    prompts: dict[str, str] | None = None  # added to the model's own (as ExportOptions.prompts)
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    precision: str = "fp16"  # compute precision of the program: fp16 (Neural Engine) or fp32
+    compress: list[str] = field(default_factory=list)  # int8 | palettize4 | palettize6 | palettize8
+    seq_lens: list[int] | None = None  # enumerated lengths; default 64,128,256,512 capped at max_seq_length
+    seq_range: tuple[int, int] | None = None  # a flexible length range instead, e.g. (1, 512)
+    batch_size: int = 1  # > 1: the package also takes batches of this size
+    minimum_deployment_target: str | None = None  # None: iOS18 with enumerated lengths, iOS17 with a range
+    compute_units: str = "all"  # for the Core ML check on macOS: all | cpu | cpu-and-ne | cpu-and-gpu
+    force: bool = False
+    check: bool = True
+    check_texts: int = 96
+    quiet: bool = False
+
+    def output_path(self) -> Path:
+        if self.output:
+            return Path(self.output)
+        return Path("artifacts") / self.model.rstrip("/").split("/")[-1]
+
+
+def check_coreml_options(options: CoreMLOptions) -> None:
+    """Every option that can be checked without the model, before any work starts."""
+    from bge_export.model.corpus import builtin_split
+    from bge_export.targets.coreml.convert import DEPLOYMENT_TARGETS
+    from bge_export.targets.coreml.compress import COMPRESSIONS, needs_scikit_learn
+    from bge_export.options import check_flags, check_model_reference, check_prompts, check_strings, is_int
+    from bge_export.targets.coreml.runtime import COMPUTE_UNITS, import_coremltools
+
+    if not isinstance(options, CoreMLOptions):
+        raise InputError(f"export_coreml() takes a CoreMLOptions, got {type(options).__name__}")
+    check_model_reference(options.model)
+    check_strings(options, ("output", "revision", "pooling", "minimum_deployment_target"))
+    check_prompts(options.prompts)
+    check_flags(options, _FLAGS)
+    if options.precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
+    compress = options.compress
+    if isinstance(compress, str) or not isinstance(compress, (list, tuple)):
+        raise InputError(f"--compress (compress) must be a list of methods ({', '.join(COMPRESSIONS)}), got {compress!r}")
+    for method in compress:
+        if method not in COMPRESSIONS:
+            raise InputError(f"unknown compression '{method}'; choose from: {', '.join(COMPRESSIONS)}")
+    if len(set(compress)) != len(compress):
+        raise InputError(f"--compress (compress) names a method twice ({', '.join(compress)}); name each once")
+    if options.seq_lens is not None and options.seq_range is not None:
+        raise InputError("--seq-lens (enumerated lengths) and --seq-range (a flexible range) exclude each other; pass one")
+    if options.seq_lens is not None:
+        lens = list(options.seq_lens) if isinstance(options.seq_lens, (list, tuple)) else None
+        if not lens or not all(is_int(n) and n >= 1 for n in lens):
+            raise InputError(f"--seq-lens (seq_lens) must be whole numbers >= 1, e.g. 64,128,256,512, got {options.seq_lens!r}")
+        if len(set(lens)) != len(lens):
+            raise InputError(f"--seq-lens (seq_lens) names a length twice ({', '.join(map(str, lens))}); name each once")
+    if options.seq_range is not None:
+        low_high = options.seq_range
+        if not isinstance(low_high, (list, tuple)) or len(low_high) != 2 or not all(is_int(n) for n in low_high) \
+                or not 1 <= low_high[0] <= low_high[1]:
+            raise InputError(f"--seq-range (seq_range) must be two whole numbers LOW:HIGH with 1 <= LOW <= HIGH, got {low_high!r}")
+    if not is_int(options.batch_size) or not 1 <= options.batch_size <= MAX_BATCH:
+        raise InputError(f"--batch-size (batch_size) must be a whole number from 1 to {MAX_BATCH}, got {options.batch_size!r}")
+    lens_count = len(options.seq_lens or ()) * (1 if options.batch_size == 1 else 2)
+    if lens_count > MAX_ENUMERATED_SHAPES:
+        raise InputError(f"Core ML takes at most {MAX_ENUMERATED_SHAPES} enumerated shapes; pass fewer --seq-lens")
+    target = options.minimum_deployment_target
+    if target is not None and str(target).lower() not in DEPLOYMENT_TARGETS:
+        raise InputError(f"unknown deployment target '{target}'; choose one of: {', '.join(DEPLOYMENT_TARGETS.values())}")
+    if options.seq_lens is not None:
+        _check_target(target, len(options.seq_lens) * (1 if options.batch_size == 1 else 2))
+    if options.compute_units not in COMPUTE_UNITS:
+        raise InputError(f"unknown compute units '{options.compute_units}'; choose one of: {', '.join(COMPUTE_UNITS)}")
+    verdict_texts = len(builtin_split()["verdict"])
+    if not is_int(options.check_texts) or not 11 <= options.check_texts <= verdict_texts:
+        raise InputError(f"--check-texts (check_texts) must be a whole number from 11 (top-10 overlap needs more than 10) to "
+                         f"{verdict_texts}, got {options.check_texts!r}")
+    if options.pooling is not None:
+        from bge_export.model.source import parse_pooling_override
+
+        parse_pooling_override(options.pooling)
+    import_coremltools()  # MissingDependencyError naming the coreml extra
+    if any(needs_scikit_learn(m, options.precision) for m in compress):
+        import importlib.util
+
+        if importlib.util.find_spec("sklearn") is None:
+            raise InputError("palettizing an fp32 program clusters its weights with scikit-learn, which is not "
+                             "installed: pip install scikit-learn (or palettize the fp16 program: --precision fp16)")
+
+
+def plan_shapes(options: CoreMLOptions, max_seq_length: int) -> Any:
+    """The package's shapes and deployment target, checked against the model's max_seq_length."""
+    from bge_export.targets.coreml.convert import DEFAULT_SEQ_LENS, ShapePlan
+
+    batches = (1,) if options.batch_size == 1 else (1, options.batch_size)
+    if options.seq_range is not None:
+        low, high = options.seq_range
+        if high > max_seq_length:
+            raise InputError(f"--seq-range {low}:{high} goes past the model's max_seq_length {max_seq_length}; "
+                             f"use at most {low}:{max_seq_length}")
+        return ShapePlan(seq_range=(low, high), batch_sizes=batches), _target_name(options.minimum_deployment_target, 1)
+    if options.seq_lens is None:
+        lens = sorted({n for n in DEFAULT_SEQ_LENS if n < max_seq_length} | {max_seq_length})
+    else:
+        lens = sorted(options.seq_lens)
+        too_long = [n for n in lens if n > max_seq_length]
+        if too_long:
+            raise InputError(f"--seq-lens: {', '.join(map(str, too_long))} is longer than the model's max_seq_length "
+                             f"{max_seq_length}; use lengths up to {max_seq_length}")
+    shapes = len(lens) * len(batches)
+    _check_target(options.minimum_deployment_target, shapes)
+    return ShapePlan(seq_lens=tuple(lens), batch_sizes=batches), _target_name(options.minimum_deployment_target, shapes)
+
+
+def _target_name(target: str | None, enumerated_shapes: int) -> str:
+    """The deployment target as coremltools spells it; by default iOS18 for several enumerated shapes (they need
+    it), else iOS17."""
+    from bge_export.targets.coreml.convert import DEPLOYMENT_TARGETS
+
+    if target is None:
+        return "iOS18" if enumerated_shapes > 1 else "iOS17"
+    return DEPLOYMENT_TARGETS[str(target).lower()]
+
+
+def _check_target(target: str | None, enumerated_shapes: int) -> None:
+    from bge_export.targets.coreml.convert import ENUMERATED_MIN_TARGETS
+
+    if target is not None and enumerated_shapes > 1 and _target_name(target, 2) not in ENUMERATED_MIN_TARGETS:
+        raise InputError(f"enumerated sequence lengths need iOS18 or macOS15 (Core ML ties the lengths of several "
+                         f"inputs together only from there); pass --minimum-deployment-target iOS18 or macOS15, or "
+                         f"--seq-range LOW:HIGH (or one --seq-lens length) for {target}")
+
+
+@dataclass
+class CoreMLResult(ExportResult):
+    """ExportResult whose `failed`/`ok` judge only the packages this run wrote (the folder may hold more)."""
+
+    entries: list[ArtifactEntry] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ArtifactEntry]:
+        return [entry for entry in self.entries if entry.status == "fail"]
+
+
+def export_coreml(options: CoreMLOptions) -> CoreMLResult:
+    """Convert the model to Core ML packages in its output folder, check each, and record them in the manifest."""
+    from bge_export.model.corpus import builtin_check_texts
+    from bge_export.model.modeling import load_embedding_module
+    from bge_export.model.source import read_spec, resolve_model
+    from bge_export.model.spec import with_prompts
+    from bge_export.folder.target_folder import open_model_folder
+    from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model
+    from bge_export.targets.coreml.check import CoreMLChecker
+
+    started = time.perf_counter()
+    check_coreml_options(options)
+    progress = Progress(options.quiet)
+    source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle)
+    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
+                        options.prompts)
+    shapes, target = plan_shapes(options, spec.max_seq_length)
+    progress.step(f"{spec.architecture}: {spec.pooling} pooling, normalize={spec.normalize}, "
+                  f"max_seq_length={spec.max_seq_length}; Core ML {options.precision}, target {target}, "
+                  f"{_describe_shapes(shapes)}")
+    source_tokenizer = TextTokenizer.from_model(source.folder, spec)
+    module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)
+    check_tokenizer_matches_model(source_tokenizer, module, source.reference)
+    with open_model_folder(options.output_path(), source, spec, options.force) as folder:
+        entries = _PackageWriter(options, folder, source, spec, shapes, target, progress).write_all(module)
+        if options.check:
+            checker = CoreMLChecker(module, source_tokenizer, TextTokenizer.from_artifact_folder(folder.stage, spec),
+                                    builtin_check_texts(options.check_texts), shapes, options.compute_units, progress)
+            checker.check_all(folder.stage, entries)
+        else:
+            for entry in entries:
+                entry.set_status("unverified", "the built-in check was skipped (--no-check)")
+        for entry in entries:
+            folder.add(entry)
+        manifest = folder.manifest
+    seconds = time.perf_counter() - started
+    output = options.output_path()
+    progress.step(f"wrote {output} in {seconds:.1f}s")
+    return CoreMLResult(output=output, manifest=manifest, seconds=seconds, entries=entries)
+
+
+class _PackageWriter:
+    """Converts once, then writes the base package and each compressed one, each with its manifest entry."""
+
+    def __init__(self, options: CoreMLOptions, folder: Any, source: Any, spec: Any, shapes: Any, target: str,
+                 progress: Progress) -> None:
+        self.options, self.folder, self.source, self.spec = options, folder, source, spec
+        self.shapes, self.target, self.progress = shapes, target, progress
+        self.weights_sha256 = str(folder.manifest.model["weights_sha256"])
+
+    def write_all(self, module: Any) -> list[ArtifactEntry]:
+        from bge_export.targets.coreml.convert import convert
+        from bge_export.targets.coreml.metadata import apply_metadata
+        from bge_export.targets.coreml.compress import compress, method
+
+        precision = self.options.precision
+        self.progress.step(f"converting to a Core ML ML Program ({precision} compute, torch.jit.trace + coremltools)")
+        conversion = convert(module, self.shapes, precision, self.target)
+        apply_metadata(conversion.mlmodel, self.source, self.spec, self.folder.stage, self.shapes, precision,
+                       self.weights_sha256)
+        base = f"{COREML_FOLDER}/model_{precision}.mlpackage"
+        options = {
+            "compute_precision": precision, "minimum_deployment_target": self.target, "shapes": self.shapes.to_dict(),
+            "mask": conversion.mask_form, "fp32_ops": conversion.fp32_ops, "fp32_ops_reason": conversion.fp32_reason,
+            "op_counts": conversion.op_counts,
+        }
+        entries = [self._write(conversion.mlmodel, base, precision, options)]
+        for name in self.options.compress:
+            chosen = method(name)
+            self.progress.step(f"compressing weights: {chosen.description}")
+            compressed = compress(conversion.mlmodel, name)
+            apply_metadata(compressed, self.source, self.spec, self.folder.stage, self.shapes, precision,
+                           self.weights_sha256, chosen.description)
+            relative = f"{COREML_FOLDER}/model_{precision}_{name}.mlpackage"
+            entries.append(self._write(compressed, relative, name, {
+                **options, "compression": {"method": name, "description": chosen.description, **chosen.options},
+                "from": base}))
+        return entries
+
+    def _write(self, mlmodel: Any, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
+        import shutil
+
+        from bge_export.targets.coreml.convert import save
+
+        path = self.folder.stage / relative
+        if path.exists():  # a package of an earlier run in this folder: replaced whole
+            shutil.rmtree(path)
+        save(mlmodel, path)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        self.progress.step(f"wrote {relative} ({size / 1e6:.1f} MB)")
+        return ArtifactEntry(
+            path=relative, format="coreml", precision=precision, sha256=file_sha256(path), size_bytes=size,
+            inputs=[TensorInfo(name, "int32", self._dims()) for name in self.spec.input_names],
+            outputs=[TensorInfo("sentence_embedding", "float32", [self._dims()[0], self.spec.embedding_dim])],
+            options=dict(options), versions=tool_versions("torch", "transformers", "coremltools"),
+        )
+
+    def _dims(self) -> list[str | int]:
+        batch: str | int = 1 if self.shapes.batch_sizes == (1,) else "batch"
+        return [batch, "sequence"]
+
+
+def _describe_shapes(shapes: Any) -> str:
+    batch = "" if shapes.batch_sizes == (1,) else f", batch {'/'.join(map(str, shapes.batch_sizes))}"
+    if shapes.enumerated:
+        return "lengths " + "/".join(map(str, shapes.seq_lens)) + batch
+    return f"lengths {shapes.seq_range[0]}-{shapes.seq_range[1]}{batch}"

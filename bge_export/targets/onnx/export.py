@@ -1,0 +1,372 @@
+"""The Python API: `export(ExportOptions(...))` runs the whole flow that `bge-export onnx` runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bge_export.errors import InputError
+from bge_export.folder.manifest import ArtifactEntry, Manifest, file_sha256, hash_files, tool_versions
+from bge_export.progress import Progress
+
+DEFAULT_MODEL = "BAAI/bge-base-en-v1.5"
+ONNX_FP32_PATH = "onnx/model.onnx"
+OPTIMIZED_PATH = "onnx/model_optimized.onnx"
+FP16_PATH = "onnx/model_fp16.onnx"
+STATIC_INT8_PATH = "onnx/model_qint8_static.onnx"
+OPENVINO_INT8_PATH = "onnx/model_qint8_openvino.onnx"
+QUANTIZE_CHOICES = ("int8", "int8-static", "int8-openvino")
+
+
+@dataclass
+class ExportOptions:
+    model: str = DEFAULT_MODEL
+    output: str | None = None  # default: artifacts/<model name>
+    revision: str | None = None
+    pooling: str | None = None  # override, e.g. "cls" or "mean"; default: the model's own
+    prompts: dict[str, str] | None = None  # added to the model's own, e.g. E5's {"query": "query: ", "passage": "passage: "}
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    opset: int = 17
+    with_token_embeddings: bool = False
+    force: bool = False
+    check: bool = True  # built-in baseline-vs-artifact check after each artifact
+    check_texts: int = 96
+    optimize: bool = False  # fused graph -> onnx/model_optimized.onnx
+    fp16: bool = False  # onnx/model_fp16.onnx (from the fused graph with optimize)
+    # any of QUANTIZE_CHOICES ("int8": dynamic, accuracy-aware; "int8-static": QDQ; ...), each one artifact, all in
+    # one export; a plain string (the form before lists) is one method
+    quantize: list[str] = field(default_factory=list)
+    int8_preset: str | None = None  # avx512_vnni | avx2 | arm64; default from this CPU
+    min_cosine: float | None = None  # fidelity bound for INT8 (default per method)
+    calibration: str | None = None  # .txt/.jsonl texts for calibration; default: built-in calibration set
+    calibration_method: str = "percentile"  # static INT8: minmax | percentile | entropy
+    quiet: bool = False
+
+    def output_path(self) -> Path:
+        if self.output:
+            return Path(self.output)
+        return Path("artifacts") / self.model.rstrip("/").split("/")[-1]
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    manifest: Manifest
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ArtifactEntry]:
+        return [a for a in self.manifest.artifacts if a.status == "fail"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def export(options: ExportOptions) -> ExportResult:
+    """Export the model to onnx/model.onnx (encoder + pooling + normalize), check it, write the folder atomically."""
+    import time
+
+    from bge_export.targets.onnx.exporter import export_onnx
+    from bge_export.model.modeling import load_embedding_module
+    from bge_export.folder.staging import plan_output, staged_folder
+    from bge_export.folder.recommend import recommend
+    from bge_export.model.source import read_spec, resolve_model
+    from bge_export.model.spec import with_prompts
+    from bge_export.model.tokenization import check_tokenizer_matches_model
+    from bge_export.model.st_files import write_st_files
+    from bge_export.folder.target_folder import model_record
+    from bge_export.model.tokenization import TextTokenizer, save_tokenizer_files
+
+    started = time.perf_counter()
+    calibration_texts = check_export_options(options)  # every input, before any work starts
+    progress = Progress(options.quiet)
+    local_model = Path(options.model).expanduser()
+    plan = plan_output(options.output_path(), options.force, [local_model] if local_model.is_dir() else [])
+
+    source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle)
+    plan = plan_output(options.output_path(), options.force, [source.folder])
+    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
+                        options.prompts)
+    progress.step(
+        f"{spec.architecture}: {spec.pooling} pooling ({spec.pooling_source}), normalize={spec.normalize}, "
+        f"max_seq_length={spec.max_seq_length}, dim={spec.embedding_dim}"
+    )
+    source_tokenizer = TextTokenizer.from_model(source.folder, spec)
+    module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)
+    check_tokenizer_matches_model(source_tokenizer, module, source.reference)
+    manifest = Manifest(model=model_record(source, spec))
+    weights_sha256 = manifest.model["weights_sha256"]
+
+    with staged_folder(plan) as stage:
+        progress.step(f"exporting ONNX (opset {options.opset})")
+        graph = export_onnx(
+            module,
+            stage / ONNX_FP32_PATH,
+            opset=options.opset,
+            with_token_embeddings=options.with_token_embeddings,
+            metadata={"bge_export.model.source": source.reference, "bge_export.weights_sha256": weights_sha256},
+        )
+        save_tokenizer_files(source.folder, stage)
+        write_st_files(stage, source, spec)
+        checker = _Checker(options, module, source_tokenizer, TextTokenizer.from_artifact_folder(stage, spec), progress)
+        entry = _artifact_entry(stage, ONNX_FP32_PATH, "fp32", {"with_token_embeddings": options.with_token_embeddings})
+        manifest.add(checker.check(stage, entry))
+        for entry in _derived_artifacts(options, stage, spec, checker, calibration_texts, progress):
+            manifest.add(checker.check(stage, entry))
+        manifest.recommended = recommend(manifest)
+        manifest.files = hash_files(stage)
+        manifest.write(stage)
+
+    seconds = time.perf_counter() - started
+    output = Path(options.output_path())
+    progress.step(f"wrote {output} in {seconds:.1f}s")
+    return ExportResult(output=output, manifest=manifest, seconds=seconds)
+
+
+def _artifact_entry(stage: Path, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
+    from bge_export.targets.onnx.exporter import describe_graph
+
+    path = stage / relative
+    graph = describe_graph(path)
+    files = [path] + ([path.with_name(path.name + ".data")] if graph.external_data else [])
+    return ArtifactEntry(
+        path=relative,
+        format="onnx",
+        precision=precision,
+        sha256=file_sha256(path),
+        size_bytes=sum(f.stat().st_size for f in files if f.exists()),
+        opset=graph.opset,
+        inputs=graph.inputs,
+        outputs=graph.outputs,
+        options=options,
+        versions=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
+    )
+
+
+class _Checker:
+    """The built-in check: baseline embeddings computed once, every artifact compared with them.
+
+    Two disjoint parts of the built-in corpus: the INT8 search chooses on `selection` texts, and the verdict is
+    given on `verdict` texts it never saw (validate's default corpus is the third part, `report`)."""
+
+    def __init__(self, options: ExportOptions, module: Any, source_tokenizer: Any, artifact_tokenizer: Any,
+                 progress: Progress) -> None:
+        from bge_export.model.corpus import builtin_check_texts, builtin_texts
+        from bge_export.runtime.torch_encoder import TorchEncoder
+
+        self.enabled = options.check
+        self.progress = progress
+        self.spec = module.spec
+        self.tokenizer = artifact_tokenizer
+        self.texts = builtin_check_texts(options.check_texts)
+        self.selection_texts = builtin_texts("selection")
+        self.int8_bound = options.min_cosine
+        self._embeddings: dict[str, Any] = {}
+        self._baseline_encoder = TorchEncoder(module, source_tokenizer)
+
+    def _baseline_of(self, name: str, texts: list[str]) -> Any:
+        if name not in self._embeddings:
+            self.progress.step(f"encoding {len(texts)} built-in {name} texts with the PyTorch fp32 baseline")
+            self._embeddings[name] = self._baseline_encoder.encode(texts, batch_size=16)
+        return self._embeddings[name]
+
+    @property
+    def baseline(self) -> Any:
+        """fp32 PyTorch embeddings of the verdict texts (computed on first use)."""
+        return self._baseline_of("verdict", self.texts)
+
+    @property
+    def selection_baseline(self) -> Any:
+        """fp32 PyTorch embeddings of the INT8 search's selection texts (computed on first use)."""
+        return self._baseline_of("selection", self.selection_texts)
+
+    def floors(self, precision: str) -> Any:
+        """The table's floors; for INT8 the user's --min-cosine replaces the cosine floors (search and verdict alike)."""
+        from dataclasses import replace
+
+        from bge_export.quality.floors import floors_for, precision_class
+
+        floors = floors_for(precision)
+        if self.int8_bound is not None and precision_class(precision) == "int8":
+            floors = replace(floors, min_cosine=self.int8_bound, min_mean_cosine=self.int8_bound)
+        return floors
+
+    def check(self, stage: Path, entry: ArtifactEntry) -> ArtifactEntry:
+        from bge_export.quality.floors import floors_for
+
+        floors = self.floors(entry.precision)
+        if floors != floors_for(entry.precision):
+            entry.options["floors"] = {**floors.to_dict(), "source": "--min-cosine at export"}
+        if not self.enabled:
+            entry.set_status("unverified", "the built-in check was skipped (--no-check)")
+            self._apply_search_verdict(entry)
+            return entry
+        from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+        from bge_export.quality.floors import check_against_baseline
+
+        encoder = OnnxEncoder(stage / entry.path, self.spec, self.tokenizer)
+        result = check_against_baseline(self.baseline, encoder, self.texts, floors,
+                                        backend_label=f"onnxruntime {encoder.providers[0]}")
+        entry.validation = {"builtin_check": {**result.to_dict(), "text_set": VERDICT_TEXT_SET}}
+        entry.set_status("pass" if result.passed else "fail", result.reason)
+        if entry.precision == "fp16" and result.passed:
+            self._check_fp16_rounding(stage, entry)
+        self._apply_search_verdict(entry)
+        self.progress.step(f"{entry.path}: {entry.status} ({entry.status_reason})")
+        return entry
+
+    @staticmethod
+    def _apply_search_verdict(entry: ArtifactEntry) -> None:
+        """An INT8 search that found no configuration meeting its bound kept the closest trial: that is a fail,
+        whatever the verdict texts say (the file stays in the folder, for inspection)."""
+        if entry.options.get("meets_bound") is False:
+            entry.set_status("fail", str(entry.options.get("reason") or "the INT8 search missed its bound"))
+
+    def _check_fp16_rounding(self, stage: Path, entry: ArtifactEntry) -> None:
+        """onnxruntime's CPU provider computes fp16 graphs in fp32; judge the arithmetic with real fp16 rounding too."""
+        from bge_export.quality.fp16_reference import fp16_reference_check
+
+        self.progress.step(f"{entry.path}: evaluating with every fp16 tensor rounded (numpy reference)")
+        try:
+            reference = fp16_reference_check(stage / entry.path, self.spec, self.tokenizer, self.texts, self.baseline)
+        except NotImplementedError as exc:  # an op form the numpy reference does not know: say what was checked
+            entry.options["numerics_check"] = f"onnxruntime only (fp32 arithmetic on CPU); no fp16 reference: {exc}"
+            entry.set_status("unverified", f"{entry.status_reason} with onnxruntime, whose CPU kernels compute in fp32; "
+                                           f"real fp16 rounding could not be checked ({exc})")
+            return
+        entry.validation["fp16_reference"] = reference
+        entry.options["numerics_check"] = reference["numerics_check"]
+        if not reference["passed"]:
+            entry.set_status("fail", f"with real fp16 rounding: {reference['reason']}")
+        else:
+            entry.set_status("pass", f"{entry.status_reason}; with real fp16 rounding (numpy reference): "
+                                     f"min {reference['cosine_min']:.6f}, mean {reference['cosine_mean']:.6f}")
+
+
+VERDICT_TEXT_SET = ("the verdict part of the built-in corpus: disjoint from the INT8 search's selection texts "
+                    "and from validate's report texts")
+
+
+def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,
+                       calibration_texts: list[str], progress: Progress) -> list[ArtifactEntry]:
+    """Fused, FP16 and INT8 artifacts, each derived from the fp32 graph (fusion first where it helps)."""
+    from bge_export.targets.onnx.fusion import fuse
+
+    entries: list[ArtifactEntry] = []
+    plain = stage / ONNX_FP32_PATH
+    fused = stage / OPTIMIZED_PATH
+    fusion_report = None
+    if options.optimize:
+        progress.step("fusing the graph (onnxruntime transformer optimizer)")
+        fusion_report = fuse(plain, fused, spec)
+        for warning in fusion_report.warnings:
+            progress.step(f"warning: {warning}")
+        if options.optimize:
+            entries.append(_artifact_entry(stage, OPTIMIZED_PATH, "fp32-optimized", {"fusion": fusion_report.to_dict()}))
+    if options.fp16:
+        from bge_export.graph.fp16 import convert_fp16
+
+        source = fused if options.optimize else plain
+        progress.step(f"converting {source.name} to FP16 (attention cores, LayerNorm, pooling and normalize kept in fp32)")
+        report = convert_fp16(source, stage / FP16_PATH)
+        entries.append(_artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
+    methods = quantize_methods(options)
+    if "int8" in methods:
+        from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware
+        from bge_export.graph.int8 import preset_for
+
+        preset = preset_for(options.int8_preset)
+        relative = f"onnx/model_qint8_{preset.name}.onnx"
+        plan = quantize_dynamic_accuracy_aware(
+            plain, stage / relative, preset, spec, checker.tokenizer, calibration_texts,
+            validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
+            min_cosine=options.min_cosine, progress=progress,
+        )
+        entries.append(_artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
+    if "int8-static" in methods:
+        from bge_export.graph.accuracy_aware import quantize_static_accuracy_aware
+
+        plan = quantize_static_accuracy_aware(
+            plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, calibration_texts,
+            method=options.calibration_method, validation_texts=checker.selection_texts,
+            validation_baseline=checker.selection_baseline, min_cosine=options.min_cosine, progress=progress,
+        )
+        entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
+    if "int8-openvino" in methods:
+        from bge_export.graph.nncf_int8 import quantize_openvino_accuracy_aware
+
+        plan = quantize_openvino_accuracy_aware(
+            plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, calibration_texts,
+            validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
+            min_cosine=options.min_cosine, progress=progress,
+        )
+        entries.append(_artifact_entry(stage, OPENVINO_INT8_PATH, "int8-openvino",
+                                       {"runtime": "openvino", **plan.to_dict()}))
+    return entries
+
+
+def quantize_methods(options: ExportOptions) -> list[str]:
+    """`options.quantize` as a list: None is none, and a plain string (the form before lists) is one method."""
+    if options.quantize is None:
+        return []
+    return [options.quantize] if isinstance(options.quantize, str) else list(options.quantize)
+
+
+OPSET_RANGE = (14, 20)  # 14: the attention ops the exporter emits; 20: the newest torch's TorchScript exporter writes
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+_FLAGS = ("allow_pickle", "trust_remote_code", "with_token_embeddings", "force", "check", "optimize", "fp16", "quiet")
+
+
+def check_export_options(options: ExportOptions) -> list[str]:
+    """Every option checked before any work starts (seconds, not minutes, to a clear error).
+
+    Returns the calibration texts (read now, so a bad file fails here and not after the export)."""
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_split, read_corpus_file
+    from bge_export.graph.int8 import PRESETS
+    from bge_export.options import (
+        check_flags, check_min_cosine, check_model_reference, check_prompts, check_strings, is_int,
+    )
+
+    if not isinstance(options, ExportOptions):
+        raise InputError(f"export() takes an ExportOptions, got {type(options).__name__}")
+    check_model_reference(options.model)
+    if options.output is not None and not isinstance(options.output, (str, Path)):
+        raise InputError(f"output must be a folder path, got {type(options.output).__name__}")
+    check_strings(options, ("revision", "pooling", "calibration"))
+    check_prompts(options.prompts)
+    check_flags(options, _FLAGS)
+    if not is_int(options.opset) or not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
+        raise InputError(f"opset {options.opset!r} is not supported; choose {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (default 17)")
+    verdict_texts = len(builtin_split()["verdict"])
+    if not is_int(options.check_texts) or not 1 <= options.check_texts <= verdict_texts:
+        raise InputError(f"check_texts must be a whole number from 1 to {verdict_texts} (the built-in verdict texts), "
+                         f"got {options.check_texts!r}")
+    if options.quantize is not None and not isinstance(options.quantize, (str, list, tuple)):
+        raise InputError(f"quantize must be a list of methods ({', '.join(QUANTIZE_CHOICES)}), got {options.quantize!r}")
+    methods = quantize_methods(options)
+    for method in methods:
+        if method not in QUANTIZE_CHOICES:
+            raise InputError(f"unknown quantization '{method}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
+    if len(set(methods)) != len(methods):
+        raise InputError(f"--quantize (quantize) names a method twice ({', '.join(methods)}); name each once")
+    if "int8-openvino" in methods:
+        from bge_export.graph.nncf_int8 import import_nncf
+
+        import_nncf()  # before any work: a missing extra is named now, not after the fp32 export
+    if options.int8_preset is not None and options.int8_preset not in PRESETS:
+        raise InputError(f"unknown INT8 preset '{options.int8_preset}'; choose one of: {', '.join(PRESETS)}")
+    if options.calibration_method not in CALIBRATION_METHODS:
+        raise InputError(f"unknown calibration method '{options.calibration_method}'; "
+                         f"choose one of: {', '.join(CALIBRATION_METHODS)}")
+    check_min_cosine(options.min_cosine)
+    if options.pooling is not None:
+        from bge_export.model.source import parse_pooling_override
+
+        parse_pooling_override(options.pooling)
+    if options.calibration and not methods:
+        raise InputError("--calibration is used only by --quantize; add --quantize int8 (or int8-static), or drop it")
+    return read_corpus_file(options.calibration, "calibration file") if options.calibration else builtin_calibration_texts()

@@ -1,0 +1,156 @@
+"""Trace the EmbeddingModule (encoder + pooling + dense + normalize) into one ONNX graph with dynamic axes."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from bge_export import __version__
+from bge_export.errors import InputError
+from bge_export.folder.manifest import TensorInfo
+from bge_export.model.modeling import EmbeddingModule
+
+DEFAULT_OPSET = 17  # LayerNormalization is a single op from opset 17 on, which the fusions rely on
+MIN_OPSET = 14
+TWO_GB = 2**31 - 1
+_AXES = {0: "batch", 1: "sequence"}
+
+
+@dataclass(frozen=True)
+class OnnxGraphInfo:
+    path: Path
+    opset: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    external_data: bool
+
+
+def export_onnx(
+    module: EmbeddingModule,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    with_token_embeddings: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> OnnxGraphInfo:
+    """Write `path` (and `path.data` above 2 GB); the graph passes onnx.checker and shape inference."""
+    import onnx
+    import torch
+
+    max_opset = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= max_opset:
+        raise InputError(f"opset {opset} is outside what bge-export supports ({MIN_OPSET}..{max_opset}); use --opset {DEFAULT_OPSET}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = module.spec
+    input_names = list(spec.input_names)
+    output_names = ["sentence_embedding"] + (["token_embeddings"] if with_token_embeddings else [])
+    dummy = _dummy_inputs(input_names, module)
+    dynamic_axes = {name: _AXES for name in input_names}
+    dynamic_axes["sentence_embedding"] = {0: "batch"}
+    if with_token_embeddings:
+        dynamic_axes["token_embeddings"] = _AXES
+
+    module.emit_token_embeddings = with_token_embeddings
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+            raw = Path(scratch) / "raw.onnx"
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module,
+                    tuple(dummy[name] for name in input_names),
+                    str(raw),
+                    input_names=input_names,
+                    output_names=output_names,
+                    dynamic_axes=dynamic_axes,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+            model = onnx.load(str(raw), load_external_data=True)
+            _set_metadata(model, module, metadata or {})
+            external = model.ByteSize() > TWO_GB if _proto_fits(model) else True
+            _save(model, path, external)
+    finally:
+        module.emit_token_embeddings = False
+
+    onnx.checker.check_model(str(path))
+    onnx.shape_inference.infer_shapes_path(str(path), str(path) if not external else str(path.with_suffix(".inferred.onnx")))
+    if external:
+        path.with_suffix(".inferred.onnx").unlink(missing_ok=True)
+    return describe_graph(path, external)
+
+
+def describe_graph(path: str | Path, external: bool | None = None) -> OnnxGraphInfo:
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if external is None:
+        external = any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [_tensor_info(v) for v in model.graph.input if v.name not in initializers]
+    outputs = [_tensor_info(v) for v in model.graph.output]
+    return OnnxGraphInfo(path, opset, inputs, outputs, external)
+
+
+def _dummy_inputs(input_names: list[str], module: EmbeddingModule) -> dict[str, "object"]:
+    import torch
+
+    batch, seq = 2, 16
+    vocab = int(getattr(module.encoder.config, "vocab_size", 1000))
+    input_ids = torch.randint(5, max(vocab - 1, 6), (batch, seq), dtype=torch.int64)
+    attention_mask = torch.ones(batch, seq, dtype=torch.int64)
+    attention_mask[1, seq // 2 :] = 0  # a padded row, so the mask is never constant-folded away
+    tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": torch.zeros_like(input_ids)}
+    return {name: tensors[name] for name in input_names}
+
+
+def _set_metadata(model: "object", module: EmbeddingModule, extra: dict[str, str]) -> None:
+    spec = module.spec
+    values = {
+        "bge_export.version": __version__,
+        "bge_export.pooling": spec.pooling,
+        "bge_export.normalize": str(spec.normalize).lower(),
+        "bge_export.max_seq_length": str(spec.max_seq_length),
+        "bge_export.embedding_dim": str(spec.embedding_dim),
+        "bge_export.prompts": json.dumps(spec.prompts, ensure_ascii=False),
+        "bge_export.padding_side": "right",
+        **extra,
+    }
+    del model.metadata_props[:]
+    for key, value in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "bge-export"
+    model.producer_version = __version__
+
+
+def _proto_fits(model: "object") -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except Exception:  # protobuf refuses to size messages over 2 GB
+        return False
+
+
+def _save(model: "object", path: Path, external: bool) -> None:
+    import onnx
+
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _tensor_info(value: "object") -> TensorInfo:
+    import onnx
+
+    tensor_type = value.type.tensor_type
+    dims: list[str | int] = [d.dim_param if d.dim_param else int(d.dim_value) for d in tensor_type.shape.dim]
+    return TensorInfo(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name, dims)
