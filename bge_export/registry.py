@@ -1,15 +1,16 @@
-"""The targets table: one entry per kind of artifact, walked by load_encoder, validate, bench and inspect.
+"""The registry: one row per target, one row per runtime. Build, recipes, verify, recommend, inspect, the model
+card and the CLI walk these rows; nothing else in the shared layers names a target.
 
-Each entry says what the artifacts are built from, which sub-folder holds them, which runtimes can run them
-(the first is the artifact's own: its verdict is judged there) and, per runtime, which function opens an
-`Encoder` for one of them and why it cannot run on this machine (None when it can). Adding a target means
-adding a row here and a runtime module with `open_entry` and an availability check; adding a runtime for an
-existing target means a row in `RUNTIMES` and its name in the target's `runtimes`; nothing else switches on
-format or runtime strings.
+Rows refer to code by "module:attribute" strings, imported when first called (like entry points), so the
+shared layers can read the registry without importing any target, and `import bge_export` stays light.
+Adding a target: a folder bge_export/targets/<name>/ whose __init__.py defines `TARGET = Target(...)`, and its
+package name in `TARGET_PACKAGES`. Adding a runtime for an existing target: a row in `RUNTIMES` and its name in
+the target's `runtimes`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,15 +60,31 @@ RUNTIMES: dict[str, Runtime] = {
     "coreml": Runtime("coreml", "bge_export.targets.coreml.runtime:open_entry",
                       _lazy("bge_export.targets.coreml.runtime:coreml_unavailable"), "coreml"),
 }
+# A runtime may run several targets' artifacts (OpenVINO runs ONNX files and its own IR): its row points at
+# the package that owns its Encoder, and the targets that it runs name it in their `runtimes`.
 
 
 @dataclass(frozen=True)
 class Target:
-    name: str  # the command that makes it: bge-export <name>
+    """One row of the registry: everything the shared layers and commands need to know about a target.
+
+    Callables are "module:attribute" references, imported when first used: reading the registry imports no
+    target's code (nor torch, tensorrt, coremltools or openvino). A target package defines its row as
+    `TARGET` in its `__init__.py`; `TARGET_PACKAGES` below lists the packages.
+    """
+
+    name: str  # the command that makes it (bge-export <name>) and its key under a recipe's `targets:`
     format: str  # ArtifactEntry.format of its artifacts
     folder: str  # sub-folder of the output folder
-    built_from: str
+    built_from: str  # one sentence for inspect and the model card
     runtimes: tuple[str, ...]  # RUNTIMES that run its artifacts; the first is their own (their verdict's)
+    options: str  # "module:Class": its options model (bge_export.options.OptionsModel), API, recipe and flags
+    build: str  # "module:function": build(options) -> TargetResult, what the command and `build` call
+    command: str  # "module:attribute": its click command, added to the CLI group
+    verify_artifact: str | None = None  # "module:function": verify(folder, manifest, entry, result) -> None
+    card_usage: str | None = None  # "module:function": usage(manifest) -> list[str] of markdown, model card
+    build_order: int = 50  # recipes build targets in this order (the ONNX export starts the folder)
+    requires_folder_export: bool = False  # built from an existing export (onnx/model.onnx) rather than the model
 
     @property
     def runtime(self) -> Runtime:
@@ -97,6 +114,10 @@ class Target:
                              f"{', '.join(self.runtimes)}")
         return RUNTIMES[name]
 
+    def load(self, reference: str | None) -> Any:
+        """The attribute a "module:attribute" field names (None stays None)."""
+        return None if reference is None else resolve(reference)
+
     def open(self, folder: Path, entry: "ArtifactEntry", spec: "EmbeddingSpec", tokenizer: "TextTokenizer",
              threads: int | None = None, providers: list[str] | None = None, runtime: str | None = None,
              **runtime_options: Any) -> "Encoder":
@@ -104,25 +125,31 @@ class Target:
                                                           providers=providers, **runtime_options)
 
 
-TARGETS: dict[str, Target] = {
-    "onnx": Target(
-        name="onnx", format="onnx", folder="onnx",
-        built_from="the PyTorch module (encoder + pooling + normalize), traced by torch.onnx; optimizers derive "
-                   "the fused, FP16 and INT8 graphs from it",
-        runtimes=("onnxruntime", "openvino"),
-    ),
-    "tensorrt": Target(
-        name="tensorrt", format="tensorrt", folder="tensorrt",
-        built_from="TensorRT-ready ONNX graphs derived from onnx/model.onnx (no onnxruntime contrib ops), "
-                   "built into a plan for one GPU and TensorRT version",
-        runtimes=("tensorrt",),
-    ),
-    "coreml": Target(
-        name="coreml", format="coreml", folder="coreml",
-        built_from="the PyTorch module traced by torch.jit and converted by coremltools to an ML Program",
-        runtimes=("coreml",),
-    ),
-}
+# The registry: one row per target package, in build order. A new target is one folder under
+# bge_export/targets/ (its `TARGET` row in __init__.py) plus one line here.
+TARGET_PACKAGES: tuple[str, ...] = (
+    "bge_export.targets.onnx",
+    "bge_export.targets.tensorrt",
+    "bge_export.targets.coreml",
+    "bge_export.targets.openvino",
+)
+
+
+def resolve(reference: str) -> Any:
+    """'package.module:attribute' -> the attribute, imported now."""
+    module_name, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+@functools.lru_cache(maxsize=1)
+def _targets() -> dict[str, Target]:
+    rows = [importlib.import_module(package).TARGET for package in TARGET_PACKAGES]
+    return {row.name: row for row in sorted(rows, key=lambda row: row.build_order)}
+
+
+def targets() -> dict[str, Target]:
+    """Every target by name, in build order (reading the rows imports each package's light __init__ only)."""
+    return dict(_targets())
 
 
 @dataclass(frozen=True)
@@ -168,10 +195,10 @@ def runtime_choices(labels: Sequence[str], option: str = "runtimes") -> list[Run
 
 
 def target_of(entry: "ArtifactEntry") -> Target:
-    for target in TARGETS.values():
+    for target in targets().values():
         if target.format == entry.format:
             return target
-    known = ", ".join(t.format for t in TARGETS.values())
+    known = ", ".join(t.format for t in targets().values())
     raise InputError(f"artifact '{entry.path}' has format '{entry.format}', which this bge-export does not know "
                      f"(known: {known}); upgrade bge-export")
 

@@ -20,7 +20,7 @@ from bge_export.targets.openvino.runtime import (  # noqa: E402
     check_options,
     refusal_line,
 )
-from bge_export.registry import TARGETS, runtime_choices  # noqa: E402
+from bge_export.registry import targets, runtime_choices  # noqa: E402
 from conftest import VARIED_TEXTS  # noqa: E402
 from helpers import export_folder, row_cosine  # noqa: E402
 from test_cli_errors import assert_one_line_error, run_cli  # noqa: E402
@@ -109,9 +109,9 @@ def test_refused_graph_is_one_clear_line_and_runs_on_onnxruntime(ov_folder):
 
 
 def test_runtime_options_are_checked(ov_folder, monkeypatch):
-    assert TARGETS["onnx"].runtimes == ("onnxruntime", "openvino")
+    assert targets()["onnx"].runtimes == ("onnxruntime", "openvino")
     with pytest.raises(InputError, match="runtime 'openvino' does not run tensorrt artifacts"):
-        TARGETS["tensorrt"].runtime_named("openvino")
+        targets()["tensorrt"].runtime_named("openvino")
     with pytest.raises(InputError, match="precision must be one of f32, bf16"):
         load_encoder(ov_folder, FP32, runtime="openvino", precision="fp32")
     with pytest.raises(InputError, match="performance_hint"):

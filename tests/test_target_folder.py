@@ -10,7 +10,7 @@ import pytest
 from bge_export.errors import InputError
 from bge_export.folder.manifest import ArtifactEntry, file_sha256, read_manifest
 from bge_export.folder.target_folder import open_model_folder, open_target_folder
-from bge_export.registry import TARGETS, target_of, unavailable_reason
+from bge_export.registry import targets, target_of, unavailable_reason
 from bge_export.folder.integrity import verify_folder
 from helpers import export_folder
 
@@ -87,7 +87,7 @@ def test_model_folder_joins_an_export_of_the_same_model_and_refuses_another(tiny
 
 def test_every_known_format_has_one_target_and_a_reason_when_it_cannot_run(export):
     manifest = read_manifest(export)
-    assert target_of(manifest.artifacts[0]) is TARGETS["onnx"] and unavailable_reason(manifest.artifacts[0]) is None
+    assert target_of(manifest.artifacts[0]) is targets()["onnx"] and unavailable_reason(manifest.artifacts[0]) is None
     unknown = ArtifactEntry(path="x/model.bin", format="openvino-ir", precision="fp32", sha256="", size_bytes=0)
     with pytest.raises(InputError, match="format 'openvino-ir'.*known: onnx, tensorrt, coreml"):
         target_of(unknown)
