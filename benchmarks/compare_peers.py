@@ -191,8 +191,8 @@ def main() -> None:
     import openvino as ov
     import torch
 
-    from bge_export.model.corpus import builtin_calibration_texts
     from bge_export.folder.loading import load_baseline
+    from bge_export.model.corpus import builtin_calibration_texts
     from bge_export.quality.metrics import cosine_per_row, summarize_cosine, topk_neighbour_overlap
 
     name = args.name or args.model.name

@@ -33,8 +33,8 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("error: no CUDA device; run this on a GPU machine", file=sys.stderr)
         sys.exit(2)
-    from bge_export.model.corpus import builtin_corpus
     from bge_export.folder.loading import load_baseline
+    from bge_export.model.corpus import builtin_corpus
     from bge_export.quality.metrics import cosine_per_row, summarize_cosine
 
     texts = [c.text for c in builtin_corpus()]

@@ -35,7 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
     parser.add_argument("--model", default=None, help="the model folder (default: the one the export recorded)")
-    parser.add_argument("--out", default=None, help="Markdown report (default: ./tensorrt-gpu.md; not inside FOLDER, whose files the manifest lists)")
+    parser.add_argument("--out", default=None,
+                        help="Markdown report (default: ./tensorrt-gpu.md; not inside FOLDER, whose files the manifest lists)")
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -65,17 +66,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import tensorrt as trt
     import torch
 
-    from bge_export.model.corpus import builtin_texts
     from bge_export.errors import BgeExportError, InputError
-    from bge_export.folder.manifest import ArtifactEntry, read_manifest
-    from bge_export.progress import Progress
-    from bge_export.model.tokenization import TextTokenizer
     from bge_export.folder.loading import load_baseline, load_encoder
-    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
-    from bge_export.targets.tensorrt.runtime import gpu_description
-    from bge_export.runtime.torch_encoder import TorchEncoder
-    from bge_export.validate.backends import LoadedBackend, baseline_reference
+    from bge_export.folder.manifest import ArtifactEntry, read_manifest
+    from bge_export.model.corpus import builtin_texts
+    from bge_export.model.tokenization import TextTokenizer
+    from bge_export.progress import Progress
     from bge_export.quality.metrics import cosine_per_row
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+    from bge_export.runtime.torch_encoder import TorchEncoder
+    from bge_export.targets.tensorrt.runtime import gpu_description
+    from bge_export.validate.backends import LoadedBackend, baseline_reference
     from bge_export.validate.timing import SpeedSettings, cell_key, measure_speed
 
     progress = Progress()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from bge_export.version import __version__
 
 _LAZY = {
     "export": ("bge_export.targets.onnx.export", "export"),
-    "ExportOptions": ("bge_export.targets.onnx.export", "ExportOptions"),
+    "ExportOptions": ("bge_export.targets.onnx.options", "ExportOptions"),
     "ExportResult": ("bge_export.targets.onnx.export", "ExportResult"),
     "load_encoder": ("bge_export.folder.loading", "load_encoder"),
     "ModelSource": ("bge_export.model.source", "ModelSource"),
@@ -21,22 +21,27 @@ _LAZY = {
     "read_manifest": ("bge_export.folder.manifest", "read_manifest"),
     "BgeExportError": ("bge_export.errors", "BgeExportError"),
     "validate": ("bge_export.validate.harness", "validate"),
-    "ValidateOptions": ("bge_export.validate.harness", "ValidateOptions"),
+    "ValidateOptions": ("bge_export.validate.options", "ValidateOptions"),
     "bench": ("bge_export.validate.speed", "bench"),
-    "BenchOptions": ("bge_export.validate.speed", "BenchOptions"),
+    "BenchOptions": ("bge_export.validate.options", "BenchOptions"),
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # = ["__version__", *_LAZY], written out so linters and type checkers read it
+    "__version__", "export", "ExportOptions", "ExportResult", "load_encoder", "ModelSource", "resolve_model",
+    "EmbeddingSpec", "read_manifest", "BgeExportError", "validate", "ValidateOptions", "bench", "BenchOptions",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bge_export.targets.onnx.export import ExportOptions, ExportResult, export
     from bge_export.errors import BgeExportError
-    from bge_export.folder.manifest import read_manifest
     from bge_export.folder.loading import load_encoder
+    from bge_export.folder.manifest import read_manifest
     from bge_export.model.source import ModelSource, resolve_model
     from bge_export.model.spec import EmbeddingSpec
-    from bge_export.validate.harness import ValidateOptions, validate
-    from bge_export.validate.speed import BenchOptions, bench
+    from bge_export.targets.onnx.export import ExportResult, export
+    from bge_export.targets.onnx.options import ExportOptions
+    from bge_export.validate.harness import validate
+    from bge_export.validate.options import BenchOptions, ValidateOptions
+    from bge_export.validate.speed import bench
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,11 @@ shared layers can read the registry without importing any target, and `import bg
 Adding a target: a folder bge_export/targets/<name>/ whose __init__.py defines `TARGET = Target(...)`, and its
 package name in `TARGET_PACKAGES`. Adding a runtime for an existing target: a row in `RUNTIMES` and its name in
 the target's `runtimes`.
+
+What each layer reads: recipes/ and `build` the options, build, check and prepare-only fields (in `build_order`);
+folder/verify.py `verify_artifact`; folder/recommend.py the `deploy` rows (one per recommendation runtime, with
+the order of precisions there) and each runtime's `deploy`; report/model_card_usage.py `card_usage` and
+SERVING_USAGE; validate/ `runtimes`, RUNTIMES and RUNTIME_CHOICES.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeAlias
 
 from bge_export.errors import InputError
 
-if TYPE_CHECKING:
-    from bge_export.folder.manifest import ArtifactEntry
-    from bge_export.runtime.encoder import Encoder
-    from bge_export.model.spec import EmbeddingSpec
-    from bge_export.model.tokenization import TextTokenizer
+# A core module: it imports no layer above it, not even for types. The types named in strings below are
+# folder.manifest.ArtifactEntry/Manifest, runtime.encoder.Encoder, model.spec.EmbeddingSpec and
+# model.tokenization.TextTokenizer.
+ArtifactEntry: TypeAlias = Any
+Encoder: TypeAlias = Any
+EmbeddingSpec: TypeAlias = Any
+TextTokenizer: TypeAlias = Any
 
 
 def _always_available() -> str | None:
@@ -49,19 +56,44 @@ class Runtime:
     unavailable: Callable[[], str | None]  # why it cannot run here; None when it can (decided without loading)
     extra: str | None  # pip extra that installs it
     check_options: Callable[..., None] | None = None  # refuses its runtime options before any work (InputError)
+    package: str = ""  # the Python package whose version changes its numbers (build keys, reports); "": its name
+    deploy: str | None = None  # the recommendation (Deploy.runtime) its speed-grid rows count for; None: the
+    #                            one the grid's machine gave onnxruntime (onnxruntime-cpu, or gpu with CUDA)
+    refusal_fails: bool = True  # a file it refuses to open fails its check; False: unverified (a plan for
+    #                             another GPU or TensorRT version, a package for a newer macOS)
+    machine_info: Callable[[], dict[str, Any]] | None = None  # what a report's machine line adds when it ran
+
+    @property
+    def python_package(self) -> str:
+        return self.package or self.name
 
 
 RUNTIMES: dict[str, Runtime] = {
-    "onnxruntime": Runtime("onnxruntime", "bge_export.runtime.onnxruntime_encoder:open_entry", _always_available, None),
+    "onnxruntime": Runtime("onnxruntime", "bge_export.targets.onnx.runtime:open_entry", _always_available, None),
     "openvino": Runtime("openvino", "bge_export.targets.openvino.runtime:open_entry", _always_available, "openvino",
-                        check_options=_lazy("bge_export.targets.openvino.runtime:check_options")),
+                        check_options=_lazy("bge_export.targets.openvino.runtime:check_options"), deploy="openvino",
+                        machine_info=_lazy("bge_export.targets.openvino.runtime:machine_info")),
     "tensorrt": Runtime("tensorrt", "bge_export.targets.tensorrt.runtime:open_entry",
-                        _lazy("bge_export.targets.tensorrt.runtime:tensorrt_unavailable"), "tensorrt"),
+                        _lazy("bge_export.targets.tensorrt.runtime:tensorrt_unavailable"), "tensorrt", deploy="gpu",
+                        refusal_fails=False),
     "coreml": Runtime("coreml", "bge_export.targets.coreml.runtime:open_entry",
-                      _lazy("bge_export.targets.coreml.runtime:coreml_unavailable"), "coreml"),
+                      _lazy("bge_export.targets.coreml.runtime:coreml_unavailable"), "coreml", package="coremltools",
+                      deploy="coreml", refusal_fails=False),
 }
 # A runtime may run several targets' artifacts (OpenVINO runs ONNX files and its own IR): its row points at
 # the package that owns its Encoder, and the targets that it runs name it in their `runtimes`.
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """A target's place in one recommendation (bge_export/folder/recommend.py): which of its artifacts to deploy
+    on that runtime, best first, when no trustworthy speed measurement decides."""
+
+    runtime: str  # the recommendation's name, a key of manifest.json's `recommended` (onnxruntime-cpu, gpu, ...)
+    precisions: tuple[str, ...]  # best first; a bare class ("int8", "fp16", "fp32") matches every precision of it
+    rank: int = 50  # among the targets deployed on the same runtime: lower ranks first (TensorRT before ONNX on a GPU)
+    note: str = ""  # why this order, shown with the recommendation
+    hardware: str = "cpu"  # what a measured speed-up ran on: cpu | gpu | mac (how the reason names the machine)
 
 
 @dataclass(frozen=True)
@@ -79,12 +111,33 @@ class Target:
     built_from: str  # one sentence for inspect and the model card
     runtimes: tuple[str, ...]  # RUNTIMES that run its artifacts; the first is their own (their verdict's)
     options: str  # "module:Class": its options model (bge_export.options.OptionsModel), API, recipe and flags
-    build: str  # "module:function": build(options) -> TargetResult, what the command and `build` call
+    build: str  # "module:function": build(options) -> folder.result.TargetResult, what the command and `build` call
     command: str  # "module:attribute": its click command, added to the CLI group
-    verify_artifact: str | None = None  # "module:function": verify(folder, manifest, entry, result) -> None
-    card_usage: str | None = None  # "module:function": usage(manifest) -> list[str] of markdown, model card
-    build_order: int = 50  # recipes build targets in this order (the ONNX export starts the folder)
+    # "module:function": verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry,
+    # result: folder.verify.VerifyResult) -> None; reads one entry's contents (bytes are checked by the folder
+    # layer) and appends to result.problems / .checked / .not_checked (helpers: folder/verify_graphs.py)
+    verify_artifact: str | None = None
+    card_usage: str | None = None  # "module:function": usage(manifest) -> markdown lines for the model card
+    deploy: tuple[Deploy, ...] = ()  # its places in the recommendation, one per runtime it is deployed on
+    title: str = ""  # its name in sentences ("Core ML"); "" -> name
+    build_order: int = 50  # recipes build targets in this order (the target that starts the folder first)
     requires_folder_export: bool = False  # built from an existing export (onnx/model.onnx) rather than the model
+    starts_folder: bool = False  # its build writes the output folder afresh; the others add to that folder
+    folder_inputs: tuple[str, ...] = ()  # the folder's files it is built from: their sha256 is in its build key
+    versions: tuple[str, ...] = ()  # Python packages whose version changes its artifacts (its build key)
+    check_options: str | None = None  # "module:function": check(options), all that needs no model (InputError)
+    # "module:function": prepare_only(recipe section: dict) -> why this machine can only prepare its artifacts
+    # (then built with the option prepare_only=True and finished on a host with its runtime); None: it can finish
+    prepare_only: str | None = None
+    # said after a build whose artifacts could not be finished or judged here; "{reason}" is why
+    elsewhere: str = ""
+    # "module:function": refresh(stage: Path, manifest) rewrites the files the target derives from the folder's
+    # entries (TensorRT's build.sh) after some of its entries were removed
+    refresh: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.title or self.name
 
     @property
     def runtime(self) -> Runtime:
@@ -135,6 +188,12 @@ TARGET_PACKAGES: tuple[str, ...] = (
 )
 
 
+# The model card's sections on serving a folder with other software, after the targets' own sections:
+# "module:function" usage(folder: Path, manifest) -> markdown lines. deploy/ sits above report/, so the card
+# reaches it by name, as it reaches the targets.
+SERVING_USAGE: tuple[str, ...] = ("bge_export.deploy.card:usage",)
+
+
 def resolve(reference: str) -> Any:
     """'package.module:attribute' -> the attribute, imported now."""
     module_name, _, attribute = reference.partition(":")
@@ -180,7 +239,7 @@ def runtime_choices(labels: Sequence[str], option: str = "runtimes") -> list[Run
     if isinstance(labels, str) or not labels:
         raise InputError(f"{option} must be a non-empty list of runtimes, e.g. ['onnxruntime', 'openvino-f32'], "
                          f"got {labels!r}")
-    choices = []
+    choices: list[RuntimeChoice] = []
     for label in labels:
         if label not in RUNTIME_CHOICES:
             raise InputError(f"{option}: unknown runtime {label!r}; choose from {', '.join(RUNTIME_CHOICES)}")

@@ -28,10 +28,10 @@ from typing import Callable, Union
 
 import numpy as np
 import pytest
-
-from bge_export.errors import InputError
 from conftest import build_tiny_model
 from helpers import export_folder
+
+from bge_export.errors import InputError
 
 FAST_SECONDS = 5.0  # an input error found before the model loads comes back within this (tiny model, warm imports)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
@@ -474,6 +474,30 @@ def _(w: World):
 @case("api-export-output-not-a-path", "output", before_model_load=True)
 def _(w: World):
     return api_export(w, output=123)
+
+
+# --- one option rule for every entry point (issue 19: check_texts=1 passed TensorRT's checks and died with exit 3)
+
+@case("api-tensorrt-check-texts-1", "check_texts", "from 11", before_model_load=True)
+def _(w: World):
+    from bge_export.targets.tensorrt.export import build_tensorrt
+    from bge_export.targets.tensorrt.options import TensorRTOptions
+
+    folder = w.export()
+    return lambda: build_tensorrt(TensorRTOptions(folder=str(folder), prepare_only=True, check_texts=1, quiet=True))
+
+
+@case("coreml-check-texts-1", "--check-texts", "from 11", before_model_load=True)
+def _(w: World):
+    return ["coreml", "-m", str(w.model()), "-o", w.path("out"), "-q", "--check-texts", "1"]
+
+
+@case("build-recipe-tensorrt-check-texts-1", "r.yaml:6", "targets.tensorrt.check_texts", "from 11",
+      before_model_load=True)
+def _(w: World):
+    recipe = w.file("r.yaml", f"model: {w.model()}\noutput: {w.path('out')}\ntargets:\n  onnx: {{}}\n  tensorrt:\n"
+                              "    check_texts: 1\n")
+    return ["build", str(recipe), "-q"]
 
 
 # --- the encode API

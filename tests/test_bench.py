@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import export_folder
+from test_cli_errors import assert_one_line_error, run_cli
+from validate_helpers import add_int8_artifact, add_unrunnable_artifact
 
 from bge_export.folder.loading import load_encoder
 from bge_export.runtime.machine import CpuLoad, CpuLoadMeter, assess_speed_trust
@@ -24,9 +27,6 @@ from bge_export.validate.speed import (
     disagreements,
     synthetic_features,
 )
-from helpers import export_folder
-from test_cli_errors import assert_one_line_error, run_cli
-from validate_helpers import add_int8_artifact, add_unrunnable_artifact
 
 ARTIFACTS = ["onnx/model.onnx", "onnx/model_qint8_test.onnx"]
 
@@ -88,7 +88,7 @@ def test_bench_reports_ratios_latency_memory_and_skips(bench_folder, tmp_path):
 def test_default_threads_are_all_cores_for_every_backend(bench_folder, monkeypatch):
     import torch
 
-    from bge_export.folder.loading import onnxruntime_encoder as onnx_backend
+    from bge_export.runtime import onnxruntime_encoder as onnx_backend
 
     session_threads = []
     original = onnx_backend.make_session

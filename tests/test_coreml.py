@@ -5,6 +5,7 @@ predictions by Core ML itself."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -14,13 +15,19 @@ import pytest
 
 pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install 'bge-export[coreml]'")
 
-from bge_export.targets.coreml.export import CoreMLOptions, export_coreml  # noqa: E402
+from helpers import export_folder, row_cosine  # noqa: E402
+
 from bge_export.errors import InputError, UnsupportedModelError  # noqa: E402
 from bge_export.folder.manifest import read_manifest  # noqa: E402
+from bge_export.targets.coreml.export import CoreMLOptions, export_coreml  # noqa: E402
 from bge_export.targets.coreml.runtime import (  # noqa: E402
-    PackageShapes, coreml_unavailable, pad_features, plan_length, plan_rows, read_package_shapes,
+    PackageShapes,
+    coreml_unavailable,
+    pad_features,
+    plan_length,
+    plan_rows,
+    read_package_shapes,
 )
-from helpers import export_folder, row_cosine  # noqa: E402
 
 OFF_MAC = coreml_unavailable()
 needs_core_ml = pytest.mark.skipif(OFF_MAC is not None, reason=f"needs Core ML: {OFF_MAC}")
@@ -90,17 +97,17 @@ def test_one_folder_one_manifest_lists_onnx_and_coreml(tiny_coreml):
 
 def test_fp16_entry_records_fp32_ops_and_the_evaluator_numbers(tiny_coreml):
     entry = read_manifest(tiny_coreml).find("coreml/model_fp16.mlpackage")
-    assert entry.precision == "fp16" and entry.options["minimum_deployment_target"] == "iOS18"
-    assert entry.options["shapes"] == {"kind": "enumerated", "seq_lens": [64, 128], "batch_sizes": [1]}
-    assert {"reduce_l2_norm", "real_div"} <= set(entry.options["fp32_ops"])  # the normalize tail stays fp32
-    assert "layer_norm" not in entry.options["fp32_ops"] and "softmax" not in entry.options["fp32_ops"]
-    assert "overflow" in entry.options["fp32_ops_reason"]
-    fp32, fp16 = entry.validation["mil_reference_fp32"], entry.validation["mil_reference_fp16"]
-    assert fp32["cosine_min"] >= 0.999 and fp16["cosine_min"] >= 0.999
+    assert entry.precision == "fp16" and entry.options.minimum_deployment_target == "iOS18"
+    assert entry.options.shapes == {"kind": "enumerated", "seq_lens": [64, 128], "batch_sizes": [1]}
+    assert {"reduce_l2_norm", "real_div"} <= set(entry.options.fp32_ops)  # the normalize tail stays fp32
+    assert "layer_norm" not in entry.options.fp32_ops and "softmax" not in entry.options.fp32_ops
+    assert "overflow" in entry.options.fp32_ops_reason
+    fp32, fp16 = entry.validation.record("mil_reference_fp32"), entry.validation.record("mil_reference_fp16")
+    assert fp32.cosine_min >= 0.999 and fp16.cosine_min >= 0.999
     if OFF_MAC:
         assert entry.status == "unverified"
         assert entry.status_reason.startswith("Core ML runs only on macOS")
-        assert f"fp16-rounded min {fp16['cosine_min']:.6f}" in entry.status_reason
+        assert f"fp16-rounded min {fp16.cosine_min:.6f}" in entry.status_reason
 
 
 def test_fp32_range_batch_and_palettized_package(tiny_model, tmp_path):
@@ -109,18 +116,18 @@ def test_fp32_range_batch_and_palettized_package(tiny_model, tmp_path):
     assert result.ok, [e.status_reason for e in result.entries]
     fp32, palettized = result.entries
     assert (fp32.path, palettized.path) == ("coreml/model_fp32.mlpackage", "coreml/model_fp32_palettize4.mlpackage")
-    assert fp32.options["minimum_deployment_target"] == "iOS17" and fp32.options["fp32_ops"] == {}
-    assert "mil_reference_fp16" not in fp32.validation and fp32.validation["mil_reference_fp32"]["cosine_min"] >= 0.9999
+    assert fp32.options.minimum_deployment_target == "iOS17" and fp32.options.fp32_ops == {}
+    assert "mil_reference_fp16" not in fp32.validation and fp32.validation.record("mil_reference_fp32").cosine_min >= 0.9999
     shapes = read_package_shapes(tmp_path / "out" / fp32.path)
     assert (shapes.enumerated, shapes.batch_range, shapes.length_range) == ((), (1, 4), (1, 128))
     assert palettized.precision == "palettize4" and palettized.size_bytes < fp32.size_bytes / 4
 
 
 def test_conversion_is_deterministic(tiny_model, tmp_path):
-    from bge_export.targets.coreml.convert import ShapePlan, convert, save
-    from bge_export.folder.manifest import file_sha256
+    from bge_export.files import path_sha256
     from bge_export.model.modeling import load_embedding_module
     from bge_export.model.source import read_spec, resolve_model
+    from bge_export.targets.coreml.convert import ShapePlan, convert, save
 
     source = resolve_model(str(tiny_model(model_type="mpnet", pooling="cls")))
     spec = read_spec(source)
@@ -128,7 +135,7 @@ def test_conversion_is_deterministic(tiny_model, tmp_path):
     hashes = []
     for run in range(2):
         save(convert(module, ShapePlan(seq_lens=(32,)), "fp16", "iOS18").mlmodel, tmp_path / f"{run}.mlpackage")
-        hashes.append(file_sha256(tmp_path / f"{run}.mlpackage"))
+        hashes.append(path_sha256(tmp_path / f"{run}.mlpackage"))
     assert hashes[0] == hashes[1]
 
 
@@ -136,9 +143,9 @@ def test_an_op_coremltools_cannot_convert_is_named_with_its_version(tiny_model):
     import coremltools
     import torch
 
-    from bge_export.targets.coreml.convert import ShapePlan, convert
     from bge_export.model.modeling import EmbeddingModule
     from bge_export.model.source import read_spec, resolve_model
+    from bge_export.targets.coreml.convert import ShapePlan, convert
 
     class Encoder(torch.nn.Module):  # an encoder built on an op coremltools has no converter for
         def __init__(self) -> None:
@@ -160,12 +167,13 @@ def test_an_op_coremltools_cannot_convert_is_named_with_its_version(tiny_model):
 @pytest.mark.parametrize("options, match", [
     ({"seq_lens": [64, 4096]}, "--seq-lens: 4096 is longer than the model's max_seq_length 128"),
     ({"seq_range": (1, 512)}, "past the model's max_seq_length 128"),
-    ({"compress": ["int4"]}, "unknown compression 'int4'"),
+    ({"compress": ["int4"]}, re.escape("--compress (compress[0]) must be one of int8, palettize4, palettize6, "
+                                       "palettize8, got 'int4'")),
     ({"compress": ["int8", "int8"]}, "twice"),
-    ({"precision": "int8"}, "unknown precision"),
+    ({"precision": "int8"}, re.escape("--precision (precision) must be one of fp16, fp32, got 'int8'")),
     ({"seq_lens": [64], "seq_range": (1, 64)}, "exclude each other"),
     ({"minimum_deployment_target": "iOS17"}, "enumerated sequence lengths need iOS18"),
-    ({"minimum_deployment_target": "iOS9"}, "unknown deployment target"),
+    ({"minimum_deployment_target": "iOS9"}, re.escape("(minimum_deployment_target) must be one of iOS16,")),
     ({"batch_size": 0}, "batch_size"),
     ({"check_texts": 5}, "check_texts"),
 ])
@@ -228,12 +236,12 @@ def test_minilm_packages_meet_the_floors_in_the_mil_program(minilm_coreml):
     assert [a.format for a in manifest.artifacts] == ["onnx", "coreml", "coreml"]
     fp16 = manifest.find("coreml/model_fp16.mlpackage")
     int8 = manifest.find("coreml/model_fp16_int8.mlpackage")
-    assert int8.precision == "int8" and int8.options["compression"]["granularity"] == "per_channel"
+    assert int8.precision == "int8" and int8.options.compression["granularity"] == "per_channel"
     assert int8.size_bytes < 0.6 * fp16.size_bytes
-    assert fp16.validation["mil_reference_fp16"]["cosine_min"] >= 0.999
-    assert int8.validation["mil_reference_fp16"]["cosine_mean"] >= 0.995
-    assert int8.validation["mil_reference_fp16"]["cosine_min"] >= 0.98
-    assert set(fp16.validation["mil_reference_fp16"]["per_shape"]) == {"64", "128", "256"}  # JSON keys
+    assert fp16.validation.record("mil_reference_fp16").cosine_min >= 0.999
+    assert int8.validation.record("mil_reference_fp16").cosine_mean >= 0.995
+    assert int8.validation.record("mil_reference_fp16").cosine_min >= 0.98
+    assert set(fp16.validation.record("mil_reference_fp16").per_shape) == {"64", "128", "256"}  # JSON keys
     if OFF_MAC:
         assert {fp16.status, int8.status} == {"unverified"}
         assert all("Core ML runs only on macOS" in e.status_reason for e in (fp16, int8))
@@ -242,10 +250,10 @@ def test_minilm_packages_meet_the_floors_in_the_mil_program(minilm_coreml):
 @pytest.mark.coreml_runtime
 @needs_core_ml
 def test_core_ml_predictions_match_the_baseline(minilm_coreml, minilm_dir):
-    from bge_export.model.corpus import builtin_check_texts
     from bge_export.folder.loading import load_baseline
-    from bge_export.targets.coreml.runtime import CoreMLEncoder
+    from bge_export.model.corpus import builtin_check_texts
     from bge_export.model.tokenization import TextTokenizer
+    from bge_export.targets.coreml.runtime import CoreMLEncoder
 
     output, _ = minilm_coreml
     manifest = read_manifest(output)
@@ -261,8 +269,8 @@ def test_core_ml_predictions_match_the_baseline(minilm_coreml, minilm_dir):
 @pytest.mark.coreml_runtime
 @needs_core_ml
 def test_core_ml_runs_short_and_truncated_long_texts(tiny_coreml):
-    from bge_export.targets.coreml.runtime import CoreMLEncoder
     from bge_export.model.tokenization import TextTokenizer
+    from bge_export.targets.coreml.runtime import CoreMLEncoder
 
     spec = read_manifest(tiny_coreml).spec
     encoder = CoreMLEncoder(tiny_coreml / "coreml/model_fp16.mlpackage", spec,
@@ -301,7 +309,7 @@ def test_validate_off_macos_keeps_the_mil_verdict_and_its_numbers(tiny_coreml, t
     kept = read_manifest(folder).find(entry["path"])
     assert kept.status == "unverified" and kept.status_reason.startswith(unverified_reason)
     assert "validate could not run it here: Core ML runs only on macOS" in kept.status_reason
-    assert "validate" not in kept.validation and kept.validation["mil_reference_fp16"] == fp16
+    assert "validate" not in kept.validation and kept.validation.record("mil_reference_fp16").to_dict() == fp16
 
     # the same package recorded as failing its MIL check (as palettize6 does on MiniLM): validate keeps the fail
     manifest = json.loads(manifest_path.read_text())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import export_folder, row_cosine
 
 from bge_export.folder.loading import load_baseline, load_encoder
-from helpers import export_folder, row_cosine
 
 
 @pytest.fixture(scope="module")

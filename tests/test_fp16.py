@@ -3,21 +3,20 @@ checked with arithmetic that really rounds to fp16 (onnxruntime's CPU provider r
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
-from bge_export.model.corpus import builtin_check_texts
-from bge_export.folder.manifest import read_manifest
-from bge_export.graph.fp16 import split_fused_attention
-from bge_export.folder.loading import load_encoder
-from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
-from bge_export.quality.floors import FLOORS
-from bge_export.quality.fp16_reference import NUMERICS_CHECK, Fp16ReferenceEvaluator, fp16_reference_check
 from conftest import VARIED_TEXTS
 from helpers import export_folder, row_cosine, st_encode
+from onnx import TensorProto, helper
+
+from bge_export.folder.loading import load_encoder
+from bge_export.folder.manifest import read_manifest
+from bge_export.graph.fp16 import split_fused_attention
+from bge_export.model.corpus import builtin_check_texts
+from bge_export.quality.floors import FLOORS
+from bge_export.quality.fp16_reference import NUMERICS_CHECK, Fp16ReferenceEvaluator, fp16_reference_check
+from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
 FP16 = "onnx/model_fp16.onnx"
 
@@ -48,7 +47,7 @@ def test_fused_attention_is_split_into_fp16_projection_and_fp32_core(tiny_bert):
                              + [n.output[0] for n in projections])
     assert {dtypes[i] for n in cores for i in list(n.input[:3]) + [n.output[0]]} == {np.dtype(np.float32)}
     assert {dtypes[n.output[0]] for n in projections} == {np.dtype(np.float16)}
-    options = read_manifest(tiny_bert).find(FP16).options
+    options = read_manifest(tiny_bert).find(FP16).options.to_dict()
     assert options["attention_cores"]["precision"] == "fp32"
     assert options["attention_cores"]["split_from_attention"] == 2
     assert options["kept_fp32_ops"]["MultiHeadAttention"] == 2 and "MultiHeadAttention" not in options["fp16_ops"]
@@ -86,7 +85,7 @@ def test_unfused_fp16_keeps_softmax_and_its_matmuls_in_fp32(tiny_model, tmp_path
     assert {dtypes[n.input[0]] for n in softmax} == {np.dtype(np.float32)}  # scores + mask added in fp32
     assert {dtypes[n.output[0]] for n in weight_matmuls} == {np.dtype(np.float16)}
     assert all(producers[n.input[0]].op_type != "Cast" for n in softmax)  # the whole core is fp32, not cast in
-    assert read_manifest(folder).find(FP16).options["attention_cores"]["core_nodes"] == 10  # 2 x 5 nodes
+    assert read_manifest(folder).find(FP16).options.attention_cores["core_nodes"] == 10  # 2 x 5 nodes
 
 
 def test_mpnet_position_bias_and_mask_stay_fp32(tiny_model, tmp_path):
@@ -221,8 +220,8 @@ def test_reference_contrib_ops_match_onnxruntime_in_fp32(op):
 def test_an_fp16_graph_the_reference_cannot_evaluate_is_unverified_not_passed(tiny_model, tmp_path, monkeypatch):
     """When the numpy fp16 reference meets an op form it does not implement, the FP16 artifact says what was and
     was not checked, and is 'unverified' rather than 'pass'."""
+    from bge_export.quality import fp16_reference
     from bge_export.targets.onnx.export import ExportOptions, export
-    from bge_export.validate import fp16_reference
 
     def unknown_form(*args, **kwargs):
         raise NotImplementedError("this Attention form is not implemented in the fp16 reference")
@@ -232,5 +231,5 @@ def test_an_fp16_graph_the_reference_cannot_evaluate_is_unverified_not_passed(ti
                                   fp16=True))
     entry = result.manifest.find("onnx/model_fp16.onnx")
     assert entry.status == "unverified" and "real fp16 rounding could not be checked" in entry.status_reason
-    assert entry.options["numerics_check"].startswith("onnxruntime only")
+    assert entry.options.numerics_check.startswith("onnxruntime only")
     assert result.manifest.find("onnx/model.onnx").status == "pass"

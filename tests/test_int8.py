@@ -8,12 +8,12 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
-
-from bge_export.model.corpus import builtin_split, builtin_texts
-from bge_export.folder.manifest import read_manifest
-from bge_export.folder.loading import load_encoder
-from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 from helpers import export_folder, row_cosine
+
+from bge_export.folder.loading import load_encoder
+from bge_export.folder.manifest import read_manifest
+from bge_export.model.corpus import builtin_split, builtin_texts
+from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 
 
 def held_out_texts() -> list[str]:
@@ -78,7 +78,7 @@ def test_dynamic_int8_on_minilm_meets_the_fidelity_floors(minilm_int8):
     manifest = read_manifest(minilm_int8)
     entry = manifest.find("onnx/model_qint8_avx512_vnni.onnx")
     assert entry.status == "pass" and entry.precision == "int8-dynamic"
-    plan = entry.options
+    plan = entry.options.to_dict()
     assert plan["int8_matmuls"] >= 18  # MiniLM: 6 layers x (merged QKV, attention out, FFN in, FFN out)
     assert _ops(minilm_int8 / entry.path)["DynamicQuantizeMatMul"] == plan["int8_matmuls"]
     assert plan["outlier_channels"], "the outlier channels and how each was fixed are recorded"
@@ -135,9 +135,9 @@ def test_search_order_finds_the_fewest_kept_float_with_doubling_then_bisection()
 
 
 def test_unreachable_bound_keeps_the_closest_trial_and_says_so(tiny_model, tmp_path):
-    from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts
     from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware
     from bge_export.graph.int8 import PRESETS
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts
     from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
     export_dir = export_folder(tiny_model(pooling="mean"), tmp_path / "out")
@@ -178,7 +178,7 @@ def test_unreachable_bound_fails_the_artifact_and_keeps_the_folder(capsys, tmp_p
     entry = next(a for a in manifest.artifacts if a.precision == "int8-dynamic")
     assert (tmp_path / "out" / entry.path).is_file()
     assert entry.status == "fail" and "1.0" in entry.status_reason  # says which threshold it missed
-    assert entry.options["meets_bound"] is False and "cannot meet the bound" in entry.options["reason"]
+    assert entry.options.meets_bound is False and "cannot meet the bound" in entry.options.reason
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
@@ -188,8 +188,8 @@ def test_weight_quantization_is_what_onnxruntime_computes():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from bge_export.graph.nodes import quantize_weight
     from bge_export.graph.int8 import PRESETS, quantize_matmuls_dynamic
+    from bge_export.graph.nodes import quantize_weight
 
     rng = np.random.default_rng(0)
     weight = (rng.normal(size=(16, 8)) * np.linspace(0.1, 3.0, 8)).astype(np.float32)  # columns of unequal range
@@ -231,7 +231,7 @@ def test_static_int8_on_minilm_meets_the_fidelity_floors(minilm_static_export):
     reference = load_encoder(export_dir, "onnx/model.onnx").encode(texts)
     quantized = load_encoder(export_dir, entry.path).encode(texts)
     cosine = cosine_per_row(reference, quantized)
-    bound = entry.options["bound"]
+    bound = entry.options.bound
     report = set(builtin_texts("report"))
     on_report = np.array([c for text, c in zip(texts, cosine) if text in report])
     # what validate judges by default (the report part): the whole bound holds
@@ -246,8 +246,8 @@ def test_static_int8_on_minilm_meets_the_fidelity_floors(minilm_static_export):
 
 def test_static_qdq_leaves_float_matmuls_on_float_inputs(bge_shaped_dir, tmp_path):
     """K shares its input with the INT8 Q and V: onnxruntime would hand K the rounded copy; we give it the float."""
-    from bge_export.graph.nodes import weight_matmuls
     from bge_export.graph.int8 import quantize_static_qdq
+    from bge_export.graph.nodes import weight_matmuls
 
     export_dir = export_folder(bge_shaped_dir, tmp_path / "out")
     encoder = load_encoder(export_dir)
@@ -272,7 +272,7 @@ def test_static_qdq_on_a_tiny_model(bge_shaped_dir, tmp_path):
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
     assert not [n for n in onnx.load(str(export_dir / entry.path)).graph.node if n.domain == "com.microsoft"], \
         "the QDQ artifact uses standard ops only (portable to TensorRT)"
-    assert entry.options["method"] == "static-qdq-minmax"
+    assert entry.options.method == "static-qdq-minmax"
     model = onnx.load(str(export_dir / entry.path))
     producers = {out: n.op_type for n in model.graph.node for out in n.output}
     readers = {n.op_type for n in model.graph.node if any(producers.get(i) == "DequantizeLinear" for i in n.input)}

@@ -26,10 +26,10 @@ def _sts_sentences() -> list[str]:
 
 @pytest.fixture(scope="module")
 def held_out_search(minilm_dir: Path, minilm_export: Path, tmp_path_factory: pytest.TempPathFactory):
-    from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
+    from bge_export.folder.loading import load_encoder
     from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware
     from bge_export.graph.int8 import PRESETS
-    from bge_export.folder.loading import load_encoder
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
 
     encoder = load_encoder(minilm_export, artifact="onnx/model.onnx")
     selection = builtin_texts("selection", exclude_domains=[HELD_OUT])

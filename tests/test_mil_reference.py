@@ -17,8 +17,7 @@ from conftest import build_tiny_model  # noqa: E402
 
 from bge_export.errors import InputError  # noqa: E402
 from bge_export.quality.floors import floors_for  # noqa: E402
-from bge_export.targets.coreml.mil_reference import (  # noqa: E402
-    MilEvaluator, evaluate_program, load_program, mil_reference_check)
+from bge_export.targets.coreml.mil_reference import MilEvaluator, evaluate_program, load_program, mil_reference_check  # noqa: E402
 
 LENGTHS = (16, 32)
 ARCHITECTURES = {"bert": "cls", "mpnet": "mean", "xlm-roberta": "mean"}  # CLS pooling brings argmax + gather

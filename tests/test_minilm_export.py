@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import onnx
-
-from bge_export.model.corpus import builtin_corpus
-from bge_export.folder.manifest import read_manifest
-from bge_export.folder.loading import load_baseline, load_encoder
 from helpers import row_cosine, st_encode
+
+from bge_export.folder.loading import load_baseline, load_encoder
+from bge_export.folder.manifest import read_manifest
+from bge_export.model.corpus import builtin_corpus
 
 
 def _parity_texts() -> list[str]:
@@ -50,8 +50,8 @@ def test_output_folder_describes_itself(minilm_dir, minilm_export):
         ("token_type_ids", ["batch", "sequence"]),
     ]
     assert [(t.name, t.dtype, t.shape) for t in entry.outputs] == [("sentence_embedding", "float32", ["batch", 384])]
-    check = entry.validation["builtin_check"]
-    assert check["cosine_min"] >= 0.9999 and check["texts"] >= 64
+    check = entry.validation.builtin_check
+    assert check.cosine_min >= 0.9999 and check.texts >= 64
     assert {"torch", "transformers", "onnx", "onnxruntime", "bge-export"} <= set(entry.versions)
     source_weights = hashlib.sha256((minilm_dir / "model.safetensors").read_bytes()).hexdigest()
     assert manifest.model["weights_sha256"] == source_weights

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_verify import INT8, shared_export
 
 from bge_export.folder.manifest import file_sha256, hash_files, read_manifest
-from bge_export.report.model_card import render_model_card, write_model_card
 from bge_export.folder.verify import verify_folder
-from test_verify import INT8, shared_export
+from bge_export.report.model_card import render_model_card, write_model_card
 
 HAS_COREML = importlib.util.find_spec("coremltools") is not None
 ONNX = ["onnx/model.onnx", INT8]
@@ -141,8 +141,8 @@ def test_measured_speed_ups_are_the_manifests(measured: Path) -> None:
 
 
 def test_onnxruntime_snippet_computes_what_bge_export_computes(validated: Path) -> None:
-    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
     from bge_export.model.tokenization import TextTokenizer
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
     text = (validated / "README.md").read_text()
     section = text[text.index("### onnxruntime"):]

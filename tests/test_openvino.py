@@ -11,8 +11,14 @@ import pytest
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'bge-export[openvino]'")
 
+from conftest import VARIED_TEXTS  # noqa: E402
+from helpers import export_folder, row_cosine  # noqa: E402
+from test_cli_errors import assert_one_line_error, run_cli  # noqa: E402
+from validate_helpers import FP32, add_artifact_entry  # noqa: E402
+
 from bge_export.errors import InputError, MissingDependencyError  # noqa: E402
 from bge_export.folder.loading import load_encoder  # noqa: E402
+from bge_export.registry import runtime_choices, targets  # noqa: E402
 from bge_export.targets.openvino.runtime import (  # noqa: E402
     Bf16Support,
     OpenVINOEncoder,
@@ -20,11 +26,6 @@ from bge_export.targets.openvino.runtime import (  # noqa: E402
     check_options,
     refusal_line,
 )
-from bge_export.registry import targets, runtime_choices  # noqa: E402
-from conftest import VARIED_TEXTS  # noqa: E402
-from helpers import export_folder, row_cosine  # noqa: E402
-from test_cli_errors import assert_one_line_error, run_cli  # noqa: E402
-from validate_helpers import FP32, add_artifact_entry  # noqa: E402
 
 REFUSED = "onnx/model_inverse.onnx"  # runs on onnxruntime, not on OpenVINO (com.microsoft.Inverse)
 NATIVE_BF16 = bf16_support().native
@@ -157,8 +158,8 @@ def test_validate_gives_one_row_per_runtime(ov_folder, tmp_path):
 
     manifest = read_manifest(folder)  # statuses stay onnxruntime's; OpenVINO's rows are evidence beside them
     assert [e.status for e in manifest.artifacts] == ["pass", "pass"]
-    assert manifest.find(FP32).validation["runtimes"]["openvino-f32"]["status"] == "pass"
-    assert manifest.find(REFUSED).validation["runtimes"]["openvino-f32"]["status"] == "n/a"
+    assert manifest.find(FP32).validation.runtimes["openvino-f32"].status == "pass"
+    assert manifest.find(REFUSED).validation.runtimes["openvino-f32"].status == "n/a"
     markdown = (folder / "report.md").read_text()
     assert f"| {FP32} [openvino-f32] | openvino-f32 | fp32 |" in markdown
     assert f"## {REFUSED} [openvino-f32]: N/A" in markdown and "openvino 20" in markdown and "bf16: " in markdown
@@ -195,4 +196,4 @@ def test_cli_runtime_flag(ov_folder, capsys):
     assert "native bf16 (" in data["machine"]["bf16"] and data["machine"]["openvino"]  # the CPU's bf16 support
     code, out, err = run_cli(capsys, "bench", str(ov_folder), "--runtime", "openvino-fp16", "--no-report")
     assert code == 2
-    assert_one_line_error(err, "unknown runtime 'openvino-fp16'", "openvino-bf16")
+    assert_one_line_error(err, "--runtime (runtimes[0]) must be one of onnxruntime, openvino-f32, openvino-bf16", "got 'openvino-fp16'")

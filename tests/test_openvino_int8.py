@@ -32,9 +32,9 @@ def _runtime_precisions(path: Path) -> Counter:
 
 @pytest.fixture(scope="module")
 def openvino_int8(minilm_export: Path, tmp_path_factory: pytest.TempPathFactory):
-    from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
-    from bge_export.graph.nncf_int8 import quantize_openvino_accuracy_aware
     from bge_export.folder.loading import load_encoder
+    from bge_export.graph.nncf_int8 import quantize_openvino_accuracy_aware
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
 
     encoder = load_encoder(minilm_export, artifact="onnx/model.onnx")
     selection = builtin_texts("selection")
@@ -110,8 +110,8 @@ def _in_text_order(rows: list[tuple[np.ndarray, np.ndarray]], count: int) -> np.
 def test_a_matmul_kept_in_float_reads_fp32_weights_and_input(openvino_int8, tmp_path: Path):
     import onnx
 
-    from bge_export.graph.nodes import producers
     from bge_export.graph.nncf_int8 import restore_float_matmuls
+    from bge_export.graph.nodes import producers
 
     _plan, target, _encoder = openvino_int8
     model = onnx.load(str(target))

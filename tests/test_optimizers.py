@@ -7,12 +7,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-
-from bge_export.folder.manifest import read_manifest
-from bge_export.targets.onnx.fusion import count_ops
-from bge_export.folder.loading import load_encoder
 from conftest import VARIED_TEXTS
 from helpers import export_folder, row_cosine
+
+from bge_export.folder.loading import load_encoder
+from bge_export.folder.manifest import read_manifest
+from bge_export.targets.onnx.fusion import count_ops
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +22,12 @@ def minilm_optimized(minilm_dir, tmp_path_factory):
 
 def test_fusion_report_counts_the_fused_ops(minilm_optimized):
     entry = read_manifest(minilm_optimized).find("onnx/model_optimized.onnx")
-    fused = entry.options["fusion"]["fused_ops"]
+    fused = entry.options.fusion["fused_ops"]
     # SkipLayerNormalization is left out on purpose (slow CPU kernel); NonZero marks the token packing
     assert fused == {"EmbedLayerNormalization": 1, "Attention": 6, "BiasGelu": 6, "LayerNormalization": 12,
                      "NonZero": 1}
-    assert entry.options["fusion"]["missing"] == []
-    assert entry.options["fusion"]["token_packing"]["per_token_nodes"] >= 6 * 6
+    assert entry.options.fusion["missing"] == []
+    assert entry.options.fusion["token_packing"]["per_token_nodes"] >= 6 * 6
     assert entry.status == "pass"
     assert count_ops(minilm_optimized / entry.path)["MatMul"] == 18  # 6 layers x (attention out, FFN in, FFN out)
 
@@ -71,7 +71,7 @@ def test_fp16_keeps_io_types_and_fragile_ops_in_fp32(minilm_optimized):
     fp16_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     assert len(fp16_weights) >= 18  # the MatMul weights went to half precision
     assert entry.size_bytes < 0.6 * read_manifest(minilm_optimized).find("onnx/model.onnx").size_bytes
-    assert {"LayerNormalization", "EmbedLayerNormalization"} <= set(entry.options["kept_fp32_ops"])
+    assert {"LayerNormalization", "EmbedLayerNormalization"} <= set(entry.options.kept_fp32_ops)
     encoder = load_encoder(minilm_optimized, entry.path)
     reference = load_encoder(minilm_optimized, "onnx/model.onnx").encode(VARIED_TEXTS)
     assert row_cosine(encoder.encode(VARIED_TEXTS), reference).min() >= 0.999
@@ -81,7 +81,7 @@ def test_optimized_export_on_a_tiny_mpnet_fuses_attention_as_multihead_attention
     folder = tiny_model(model_type="mpnet", pooling="mean")
     export_dir = export_folder(folder, tmp_path / "out", optimize=True)
     entry = read_manifest(export_dir).find("onnx/model_optimized.onnx")
-    fusion = entry.options["fusion"]
+    fusion = entry.options.fusion
     assert fusion["expected"] == ["MultiHeadAttention", "BiasGelu"]
     assert fusion["fused_ops"].get("MultiHeadAttention", 0) == 2  # our rewrite, one per layer
     assert entry.status == "pass"

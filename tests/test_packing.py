@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
-from bge_export.folder.manifest import read_manifest
-from bge_export.folder.loading import load_encoder
 from helpers import export_folder
+
+from bge_export.folder.loading import load_encoder
+from bge_export.folder.manifest import read_manifest
 
 TEXTS = ["short", "a somewhat longer sentence, so that one batch mixes lengths and pads a lot", "mid length text"]
 
@@ -73,7 +73,7 @@ def test_optimized_export_is_packed_and_matches_unbatched_encoding(tiny_model, t
     export_dir = export_folder(tiny_model(model_type="bert", pooling="cls"), tmp_path / "out", optimize=True)
     encoder = load_encoder(export_dir, "onnx/model_optimized.onnx")
     entry = read_manifest(export_dir).find("onnx/model_optimized.onnx")
-    fusion = entry.options["fusion"]
+    fusion = entry.options.fusion
     assert fusion["token_packing"]["per_token_nodes"] > 0
     assert "SkipLayerNormalization" not in fusion["fused_ops"]  # left out: slow CPU kernel
     reference = load_encoder(export_dir).encode(TEXTS, batch_size=1)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from bge_export.folder.loading import load_baseline, load_encoder
 from conftest import VARIED_TEXTS
 from helpers import export_folder, row_cosine, st_encode
+
+from bge_export.folder.loading import load_baseline, load_encoder
 
 POOLING_CASES = ["cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken", ["cls", "mean"]]
 

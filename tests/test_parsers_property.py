@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bge_export.model.corpus import read_corpus_file, read_utf8_lines
 from bge_export.errors import InputError
+from bge_export.model.corpus import read_corpus_file, read_utf8_lines
 from bge_export.validate.datasets import read_beir_folder, read_sts_tsv
 
 SETTINGS = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,7 +234,7 @@ def test_sts_round_trip(rows, fmt, header, how):
 
 def test_sts_sentence_with_unicode_separators_stays_one_row(tmp_path):
     path = tmp_path / "sts.tsv"
-    path.write_text(f"1.0\ta\u2028b\tc\x85d\r\n0.5\te\x0cf\tg\n", encoding="utf-8", newline="")
+    path.write_text("1.0\ta\u2028b\tc\x85d\r\n0.5\te\x0cf\tg\n", encoding="utf-8", newline="")
     data = read_sts_tsv(path)
     assert data.sentences1 == ("a\u2028b", "e\x0cf") and data.sentences2 == ("c\x85d", "g")
 
@@ -265,7 +265,8 @@ def test_sts_arbitrary_rows_only_input_error(rows, how):
 # --------------------------------------------------------------------------- BEIR folders
 
 beir_id = st.one_of(
-    st.text(line_char.filter(lambda ch: ch != "\t"), min_size=1, max_size=12).filter(lambda s: s == s.strip() and not s.startswith("\ufeff")),
+    st.text(line_char.filter(lambda ch: ch != "\t"), min_size=1, max_size=12)
+    .filter(lambda s: s == s.strip() and not s.startswith("\ufeff")),
     st.integers(min_value=-10**6, max_value=10**6),
 )
 

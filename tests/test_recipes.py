@@ -3,7 +3,6 @@ recipe is refused in one line naming file:line, the key, the bad value and what 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -20,17 +19,7 @@ MODELS = {"BAAI/bge-small-en-v1.5", "BAAI/bge-base-en-v1.5", "BAAI/bge-large-en-
 
 
 def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def _load_shipped(path: Path):
-    import yaml
-
-    from bge_export.targets.onnx.export import ExportOptions
-
-    if "prompts" in yaml.safe_load(path.read_text()) and "prompts" not in _field_names(ExportOptions):
-        pytest.skip(f"{path.name} sets prompts, and this bge-export's ExportOptions has no prompts field yet")
-    return load_recipe(path)
+    return set(cls.model_fields)
 
 
 def test_one_recipe_per_supported_model() -> None:
@@ -42,16 +31,16 @@ def test_one_recipe_per_supported_model() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_recipe_passes_the_schema(path: Path) -> None:
-    recipe = _load_shipped(path)
+    recipe = load_recipe(path)
     assert re.fullmatch(r"[0-9a-f]{40}", recipe.source["revision"]), "the revision is pinned to a hub commit"
     assert recipe.output == f"artifacts/{path.stem}"
     assert list(recipe.targets) == ["onnx", "tensorrt", "coreml"]
     assert recipe.validation is not None
     # the options each step would get are the API's own, and pass the API's own checks
-    export = recipe.export_options()
+    export = recipe.target_options("onnx")
     assert export.model == recipe.model and export.revision == recipe.source["revision"]
-    assert recipe.tensorrt_options("out").precisions
-    assert recipe.coreml_options().precision == "fp16"
+    assert recipe.target_options("tensorrt", "out").precisions
+    assert recipe.target_options("coreml").precision == "fp16"
     assert recipe.validate_options("out").folder == "out"
 
 
@@ -64,27 +53,21 @@ def test_e5_recipes_carry_the_query_and_passage_prompts() -> None:
 
 
 def test_every_recipe_key_is_one_api_field() -> None:
-    """No second vocabulary: a section's keys are field names of the dataclass it fills."""
-    from bge_export.targets.onnx.export import ExportOptions
-    from bge_export.targets.coreml.export import CoreMLOptions
-    from bge_export.targets.tensorrt.export import TensorRTOptions
-    from bge_export.recipes.schema import coreml_schema, onnx_schema, tensorrt_schema, validation_schema
+    """No second vocabulary: a section's keys are field names of the options model it fills."""
+    from bge_export.model.options import ModelOptions
     from bge_export.recipes.recipe import SOURCE_KEYS
-    from bge_export.validate.harness import ValidateOptions
+    from bge_export.recipes.schema import target_schema, top_schema, validation_schema
+    from bge_export.registry import targets
+    from bge_export.targets.coreml.options import CoreMLOptions
+    from bge_export.targets.onnx.options import ExportOptions
+    from bge_export.validate.options import ValidateOptions
 
-    assert set(onnx_schema()) <= _field_names(ExportOptions)
-    assert set(tensorrt_schema()) <= _field_names(TensorRTOptions)
-    assert set(coreml_schema()) <= _field_names(CoreMLOptions)
+    for target in targets().values():
+        assert set(target_schema(target)) <= _field_names(target.load(target.options)), target.name
     assert set(validation_schema()) <= _field_names(ValidateOptions)
+    assert set(top_schema()) - {"targets", "validation"} <= _field_names(ModelOptions)
     shared = _field_names(ExportOptions) & _field_names(CoreMLOptions)
-    assert {"model", "output", *SOURCE_KEYS} - {"prompts"} <= shared  # prompts: see the e5 recipes' skip
-
-
-def test_coreml_deployment_targets_are_the_exporters() -> None:
-    from bge_export.targets.coreml.convert import DEPLOYMENT_TARGETS as EXPORTER
-    from bge_export.recipes.schema import DEPLOYMENT_TARGETS
-
-    assert set(DEPLOYMENT_TARGETS) == set(EXPORTER.values())
+    assert {"model", "output", *SOURCE_KEYS} <= shared
 
 
 def test_recipe_values_become_the_api_options(tmp_path: Path) -> None:
@@ -96,16 +79,16 @@ def test_recipe_values_become_the_api_options(tmp_path: Path) -> None:
         "  coreml:\n    compress: [int8, palettize8]\n    seq_range: [1, 256]\n"
         "validation:\n  min_cosine: 0.98\n  min_overlap: {int8: 0.9}\n  speed: false\n")
     recipe = load_recipe(recipe_file)
-    export = recipe.export_options()
+    export = recipe.target_options("onnx")
     assert (export.model, export.revision, export.pooling, export.output) == ("org/some-model", "abc", "mean", "out/m")
     assert export.quantize == ["int8"] and export.optimize is True
-    local = recipe.export_options(model="/models/m", output="elsewhere")
+    local = recipe.target_options("onnx", model="/models/m", output="elsewhere")
     assert (local.model, local.revision, local.output) == ("/models/m", None, "elsewhere")  # the pin names a hub commit
-    trt = recipe.tensorrt_options("out/m", prepare_only=True)
+    trt = recipe.target_options("tensorrt", "out/m", prepare_only=True)
     assert (trt.folder, trt.precisions, trt.profiles, trt.prepare_only) == (
         "out/m", ["fp16", "int8"], ["batch=1:8:64,seq=16:128:512"], True)
-    coreml = recipe.coreml_options()
-    assert (coreml.compress, coreml.seq_range, coreml.pooling) == (["int8", "palettize8"], [1, 256], "mean")
+    coreml = recipe.target_options("coreml")
+    assert (coreml.compress, coreml.seq_range, coreml.pooling) == (["int8", "palettize8"], (1, 256), "mean")
     validate = recipe.validate_options("out/m")
     assert validate.min_cosine == {"*": 0.98} and validate.min_overlap == {"int8": 0.9} and validate.speed is False
 
@@ -115,8 +98,8 @@ BAD = [  # (name, recipe text, line, key, a fragment of the message)
      "'yes please' is not allowed; allowed: true or false"),
     ("unknown-key", "model: m\ntargets:\n  onnx:\n    optimise: true\n", 4, "targets.onnx.optimise",
      "unknown key; allowed: calibration"),
-    ("unknown-target", "model: m\ntargets:\n  onnx: {}\n  openvino: {}\n", 4, "targets.openvino",
-     "unknown target; allowed: onnx, tensorrt, coreml"),
+    ("unknown-target", "model: m\ntargets:\n  onnx: {}\n  tflite: {}\n", 4, "targets.tflite",
+     "unknown target; allowed: onnx, tensorrt, coreml, openvino"),
     ("bad-profile", "model: m\ntargets:\n  onnx: {}\n  tensorrt:\n    profiles:\n      - batch=1,seq=1:128:512\n"
      "      - batch=8:1:64,seq=1:128:512\n", 7, "targets.tensorrt.profiles[1]",
      "'batch=8:1:64,seq=1:128:512' is not allowed; allowed: batch=MIN:OPT:MAX,seq=MIN:OPT:MAX"),
@@ -126,7 +109,7 @@ BAD = [  # (name, recipe text, line, key, a fragment of the message)
     ("bad-precision", "model: m\ntargets:\n  coreml:\n    precision: bf16\n", 4, "targets.coreml.precision",
      "'bf16' is not allowed; allowed: fp16, fp32"),
     ("negative-threshold", "model: m\ntargets:\n  onnx: {}\nvalidation:\n  min_cosine: {int8: -0.5}\n", 5,
-     "validation.min_cosine.int8", "-0.5 is not allowed; allowed: a number in (0, 1]"),
+     "validation.min_cosine.int8", "-0.5 is not allowed; allowed: a number in [0, 1]"),
     ("duplicate-key", "model: m\ntargets:\n  onnx:\n    fp16: true\n    fp16: false\n", 5, "targets.onnx.fp16",
      "given twice (first on line 4)"),
     ("empty-file", "", 1, "the recipe is empty", "'model' and 'targets'"),
@@ -168,22 +151,23 @@ def test_missing_and_unreadable_recipe_files(tmp_path: Path) -> None:
 
 
 def test_quantize_is_a_list_and_a_plain_string_still_works() -> None:
-    from bge_export.targets.onnx.export import ExportOptions, check_export_options, quantize_methods
+    from bge_export.targets.onnx.options import ExportOptions
 
-    assert quantize_methods(ExportOptions()) == []
-    assert quantize_methods(ExportOptions(quantize="int8-static")) == ["int8-static"]  # the form before lists
-    both = ExportOptions(quantize=["int8", "int8-static"], calibration_method="minmax")
-    check_export_options(both)
-    assert quantize_methods(both) == ["int8", "int8-static"]
-    for bad, fragment in ((["int8", "int8"], "names a method twice"), (["int4"], "unknown quantization 'int4'"),
-                          (5, "must be a list of methods")):
+    assert ExportOptions().quantize == []
+    assert ExportOptions(quantize="int8-static").quantize == ["int8-static"]  # the form before lists
+    both = ExportOptions(quantize=("int8", "int8-static"), calibration_method="minmax")
+    assert both.quantize == ["int8", "int8-static"]
+    for bad, fragment in ((["int8", "int8"], "--quantize (quantize) names an item twice"),
+                          (["int4"], "--quantize (quantize[0]) must be one of int8, int8-static, int8-openvino, "
+                                     "got 'int4'"),
+                          (5, "--quantize (quantize) must be a list of int8, int8-static, int8-openvino, got 5")):
         with pytest.raises(InputError, match=re.escape(fragment)):
-            check_export_options(ExportOptions(quantize=bad))
+            ExportOptions(quantize=bad)
 
 
 def test_quantize_flag_repeats_onto_the_list_field() -> None:
-    from bge_export.targets.onnx.export import QUANTIZE_CHOICES
-    from bge_export.cli import onnx_command
+    from bge_export.targets.onnx.command import onnx_command
+    from bge_export.targets.onnx.options import QUANTIZE_CHOICES
 
     (option,) = [p for p in onnx_command.params if p.name == "quantize"]
     assert option.multiple and tuple(option.type.choices) == QUANTIZE_CHOICES

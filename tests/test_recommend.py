@@ -13,11 +13,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import export_folder
+from validate_helpers import add_broken_artifact, add_int8_artifact, add_unrunnable_artifact
 
 from bge_export.errors import InputError
+from bge_export.folder.loading import load_encoder
 from bge_export.folder.manifest import read_manifest
 from bge_export.folder.recommend import choose_for_machine, recommend, status_evidence
-from bge_export.folder.loading import load_encoder
 from bge_export.runtime.machine import SpeedTrust
 from bge_export.validate.speed import (
     BASELINE_LABEL,
@@ -28,8 +30,6 @@ from bge_export.validate.speed import (
     SpeedResult,
     SpeedSettings,
 )
-from helpers import export_folder
-from validate_helpers import add_broken_artifact, add_int8_artifact, add_unrunnable_artifact
 
 FP32, FUSED, FP16 = "onnx/model.onnx", "onnx/model_optimized.onnx", "onnx/model_fp16.onnx"
 
@@ -190,7 +190,7 @@ def test_failed_and_unverified_artifacts_are_never_recommended(folder, tmp_path)
     judged = {a["path"]: a["judged_by"] for a in data["artifacts"]}
     fp32_entry = read_manifest(folder).find(FP32)
     assert judged[FP32]["source"] == "validate" and judged[FP32]["texts"] == 24
-    assert judged[FP32]["cosine_min"] == fp32_entry.validation["validate"]["cosine_min"]
+    assert judged[FP32]["cosine_min"] == fp32_entry.validation.validate_run.cosine_min
     assert judged[FUSED]["source"] == "builtin_check" and judged[FUSED]["texts"] == 96
     assert judged[unchecked]["source"] is None
     assert data["recommended"]["onnxruntime-cpu"]["artifact"] == int8_path(folder)

@@ -11,6 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bge_export.quality.floors import Floors
+from bge_export.report.markdown import (
+    render_bench_markdown,
+    render_validation_html,
+    render_validation_markdown,
+    summary_rows,
+    write_validation_report,
+)
+from bge_export.runtime.machine import CpuLoad, SpeedTrust
 from bge_export.validate.harness import (
     REPORT_SCHEMA,
     ArtifactResult,
@@ -19,15 +28,6 @@ from bge_export.validate.harness import (
     Fidelity,
     ValidationReport,
     WorstText,
-)
-from bge_export.quality.floors import Floors
-from bge_export.runtime.machine import CpuLoad, SpeedTrust
-from bge_export.report.markdown import (
-    render_bench_markdown,
-    render_validation_html,
-    render_validation_markdown,
-    summary_rows,
-    write_validation_report,
 )
 from bge_export.validate.speed import (
     BASELINE_LABEL,

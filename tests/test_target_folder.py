@@ -6,18 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import export_folder
 
 from bge_export.errors import InputError
+from bge_export.folder.integrity import verify_folder
 from bge_export.folder.manifest import ArtifactEntry, file_sha256, read_manifest
 from bge_export.folder.target_folder import open_model_folder, open_target_folder
-from bge_export.registry import targets, target_of, unavailable_reason
-from bge_export.folder.integrity import verify_folder
-from helpers import export_folder
+from bge_export.registry import target_of, targets, unavailable_reason
 
 
 @pytest.fixture
 def export(tiny_model, tmp_path) -> Path:
-    return export_folder(tiny_model(), tmp_path / "out", check_texts=8)
+    return export_folder(tiny_model(), tmp_path / "out", check_texts=11)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -70,7 +70,7 @@ def test_model_folder_joins_an_export_of_the_same_model_and_refuses_another(tiny
     from bge_export.model.source import read_spec, resolve_model
 
     model = tiny_model()
-    export = export_folder(model, tmp_path / "out", check_texts=8)
+    export = export_folder(model, tmp_path / "out", check_texts=11)
     source = resolve_model(str(model))
     with open_model_folder(export, source, read_spec(source)) as folder:
         assert folder.manifest.artifacts[0].path == "onnx/model.onnx"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VARIED_TEXTS, build_tiny_model
 
 from bge_export.deploy.tei import check_tei_layout
-from conftest import VARIED_TEXTS, build_tiny_model
 
 
 @pytest.fixture(scope="module")

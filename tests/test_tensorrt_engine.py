@@ -10,21 +10,32 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bge_export.targets.tensorrt.options import (
-    DEFAULT_PROFILES, PROFILE_FORM, BuildOptions, Profile, check_profiles, default_profiles, parse_profile,
-    plan_chunks, trtexec_command,
-)
-from bge_export.targets.tensorrt.records import (
-    EngineReport, layer_precision, plan_mismatch, record_engine, recorded_engine, summarize_layers,
-)
 from bge_export.errors import BgeExportError, InputError
 from bge_export.folder.manifest import ArtifactEntry
+from bge_export.targets.tensorrt.options import (
+    DEFAULT_PROFILES,
+    PROFILE_FORM,
+    BuildOptions,
+    Profile,
+    check_profiles,
+    default_profiles,
+    parse_profile,
+    plan_chunks,
+    trtexec_command,
+)
+from bge_export.targets.tensorrt.records import (
+    EngineReport,
+    layer_precision,
+    plan_mismatch,
+    record_engine,
+    recorded_engine,
+    summarize_layers,
+)
 from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
 
 LATENCY, THROUGHPUT = DEFAULT_PROFILES
@@ -183,7 +194,7 @@ def _report(**changes: object) -> EngineReport:
 def test_record_engine_round_trips_through_the_manifest_entry() -> None:
     entry = ArtifactEntry("tensorrt/model_fp16.plan", "tensorrt", "fp16", "", 0)
     record_engine(entry, _report())
-    again = ArtifactEntry.from_dict(json.loads(json.dumps(asdict(entry))))
+    again = ArtifactEntry.from_dict(json.loads(json.dumps(entry.to_dict())))
     assert recorded_engine(again)["compute_capability"] == "9.0"
     assert again.versions["tensorrt"] == "10.13.0.35" and again.versions["cuda_driver"] == "12.8"
     assert recorded_engine(ArtifactEntry("x.plan", "tensorrt", "fp16", "", 0, versions={"tensorrt": "10.9.0.34"})) \
@@ -229,10 +240,10 @@ def test_importing_the_tensorrt_modules_never_imports_tensorrt() -> None:
 
 @pytest.mark.skipif(tensorrt_unavailable() is None, reason="TensorRT and a GPU are here")
 def test_without_tensorrt_build_and_runtime_refuse_in_one_line(tmp_path: Path, minilm_dir: Path) -> None:
-    from bge_export.targets.tensorrt.engine import build_engine
-    from bge_export.targets.tensorrt.runtime import TensorRTEncoder
     from bge_export.model.source import read_spec, resolve_model
     from bge_export.model.tokenization import TextTokenizer
+    from bge_export.targets.tensorrt.engine import build_engine
+    from bge_export.targets.tensorrt.runtime import TensorRTEncoder
 
     with pytest.raises(BgeExportError, match="building a TensorRT engine") as caught:
         build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", BuildOptions("fp16", [LATENCY]))
@@ -306,8 +317,8 @@ def test_cli_builds_engines_and_records_them(engines: Path) -> None:
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_engines_meet_their_floors_through_load_encoder(engines: Path, minilm_dir: Path, precision: str) -> None:
-    from bge_export.model.corpus import builtin_check_texts
     from bge_export.folder.loading import load_baseline, load_encoder
+    from bge_export.model.corpus import builtin_check_texts
     from bge_export.quality.floors import check_against_baseline, floors_for
 
     texts = builtin_check_texts(96)
@@ -343,8 +354,8 @@ def test_profile_selection_batch_splitting_and_too_long_sequences(engines: Path)
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_a_plan_from_another_gpu_or_tensorrt_is_recognised_from_the_manifest(engines: Path, tmp_path: Path) -> None:
-    from bge_export.folder.manifest import read_manifest
     from bge_export.folder.loading import load_encoder
+    from bge_export.folder.manifest import read_manifest
 
     for change, expected in (({"compute_capability": "5.2", "gpu_name": "Tesla M60"}, "Tesla M60 (compute capability 5.2)"),
                              ({"tensorrt_version": "9.3.0.1"}, "built with TensorRT 9.3.0.1")):
@@ -352,7 +363,7 @@ def test_a_plan_from_another_gpu_or_tensorrt_is_recognised_from_the_manifest(eng
         shutil.copytree(engines, folder)
         manifest = read_manifest(folder)
         entry = manifest.find("tensorrt/model_fp16.plan")
-        entry.options["engine"].update(change)
+        entry.options.engine.update(change)
         manifest.write(folder)
         with pytest.raises(InputError, match=expected.replace("(", "\\(").replace(")", "\\)")):
             load_encoder(folder, artifact="tensorrt/model_fp16.plan")

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import export_folder
 
 from bge_export.folder.manifest import hash_files, read_manifest
 from bge_export.targets.tensorrt.parser_ops import check_graph
 from bge_export.targets.tensorrt.ready import Int8Search, prepare_graph
-from helpers import export_folder
 
 TEXTS = ["what is the capital of france", "A man is playing a guitar on stage.", "x",
          "a somewhat longer sentence, so that one batch mixes lengths and padding"]
@@ -33,8 +33,8 @@ def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _encoder(folder: Path, graph: Path):
-    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
     from bge_export.model.tokenization import TextTokenizer
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
     spec = read_manifest(folder).spec
     return OnnxEncoder(graph, spec, TextTokenizer.from_artifact_folder(folder, spec))
@@ -171,11 +171,11 @@ def test_prepare_only_records_unverified_entries_and_reuses_the_graphs(tiny_expo
     entry = manifest.find("tensorrt/model_fp16.plan")
     assert entry.status == "unverified" and entry.format == "tensorrt" and entry.sha256 == ""
     assert "engine not built here" in entry.status_reason and "passed the ops check" in entry.status_reason
-    assert entry.options["ops_check"]["passed"] and entry.options["graph"] == "tensorrt/model_fp16.onnx"
-    numerics = entry.validation["graph_numerics"]
-    assert numerics["backend"] == "onnxruntime CPU on the TensorRT-ready graph" and numerics["cosine_min"] >= 0.999
-    assert entry.validation["fp16_reference"]["passed"]
-    assert "trtexec --onnx=tensorrt/model_fp16.onnx" in entry.options["trtexec"]
+    assert entry.options.ops_check["passed"] and entry.options.graph == "tensorrt/model_fp16.onnx"
+    numerics = entry.validation.record("graph_numerics")
+    assert numerics.backend == "onnxruntime CPU on the TensorRT-ready graph" and numerics.cosine_min >= 0.999
+    assert entry.validation.fp16_reference.passed
+    assert "trtexec --onnx=tensorrt/model_fp16.onnx" in entry.options.trtexec
     script = (folder / "tensorrt/build.sh").read_text()
     assert script.count("trtexec --onnx=") == 2 and "bge-export tensorrt" in script
     assert _run_cli(["inspect", str(folder)]) == 0
@@ -183,12 +183,12 @@ def test_prepare_only_records_unverified_entries_and_reuses_the_graphs(tiny_expo
     assert "tensorrt/model_fp16.plan" in shown and "unverified" in shown and "not built" in shown
     assert _run_cli(args) == 0  # same options: the graphs and their checks are reused, byte for byte
     again = read_manifest(folder).find("tensorrt/model_fp16.plan")
-    assert again.options["graph_sha256"] == entry.options["graph_sha256"]
+    assert again.options.graph_sha256 == entry.options.graph_sha256
     assert again.validation == entry.validation  # not recomputed (the fp16 reference's timing would differ)
     assert _run_cli(args + ["--int32-inputs"]) == 0  # other options: made and checked afresh
     narrow = read_manifest(folder).find("tensorrt/model_fp16.plan")
-    assert narrow.options["graph_sha256"] != entry.options["graph_sha256"]
-    assert {t.dtype for t in narrow.inputs} == {"int32"} and narrow.validation["graph_numerics"]["passed"]
+    assert narrow.options.graph_sha256 != entry.options.graph_sha256
+    assert {t.dtype for t in narrow.inputs} == {"int32"} and narrow.validation.record("graph_numerics").passed
 
 
 def test_build_script_rebuilds_each_entry_as_it_was_prepared(tiny_exports, tmp_path, capsys):
@@ -201,10 +201,10 @@ def test_build_script_rebuilds_each_entry_as_it_was_prepared(tiny_exports, tmp_p
     script = (folder / "tensorrt/build.sh").read_text()
     for precision in ("fp16", "fp32"):
         entry = manifest.find(f"tensorrt/model_{precision}.plan")
-        assert entry.options["trtexec"] in script.splitlines()
+        assert entry.options.trtexec in script.splitlines()
         line = next(x for x in script.splitlines() if f"--precision {precision}" in x)
-        assert line.count("--profile ") == len(entry.options["profiles"])
-    assert len(manifest.find("tensorrt/model_fp16.plan").options["profiles"]) == 2
+        assert line.count("--profile ") == len(entry.options.profiles)
+    assert len(manifest.find("tensorrt/model_fp16.plan").options.profiles) == 2
 
 
 def test_prepare_only_fp16_and_int8_on_minilm(minilm_export, tmp_path):
@@ -213,17 +213,17 @@ def test_prepare_only_fp16_and_int8_on_minilm(minilm_export, tmp_path):
 
     folder = shutil.copytree(minilm_export, tmp_path / "minilm")
     # a loose INT8 bound keeps this test to one search trial; the default bound is measured in the closing note
-    result = build_tensorrt(TensorRTOptions(str(folder), precisions=["fp16", "int8"], prepare_only=True,
+    result = build_tensorrt(TensorRTOptions(folder=str(folder), precisions=["fp16", "int8"], prepare_only=True,
                                             min_cosine=0.95, check_texts=24, quiet=True))
     assert result.ok and [e.status for e in result.entries] == ["unverified", "unverified"]
     fp16, int8 = result.entries
-    assert fp16.options["ops_check"]["passed"] and int8.options["ops_check"]["passed"]
-    assert fp16.validation["graph_numerics"]["cosine_min"] >= 0.999
-    assert fp16.validation["fp16_reference"]["cosine_min"] >= 0.999
-    numerics = int8.validation["graph_numerics"]
-    assert numerics["cosine_mean"] >= 0.98 and numerics["cosine_min"] >= 0.95
+    assert fp16.options.ops_check["passed"] and int8.options.ops_check["passed"]
+    assert fp16.validation.record("graph_numerics").cosine_min >= 0.999
+    assert fp16.validation.fp16_reference.cosine_min >= 0.999
+    numerics = int8.validation.record("graph_numerics")
+    assert numerics.cosine_mean >= 0.98 and numerics.cosine_min >= 0.95
     assert "min cos" in int8.status_reason and "tensorrt/build.sh" in int8.status_reason
-    assert int8.options["ops_check"]["qdq"]["weights_per_tensor"] == 0
+    assert int8.options.ops_check["qdq"]["weights_per_tensor"] == 0
     recorded = json.loads((folder / "manifest.json").read_text())
     assert {a["path"] for a in recorded["artifacts"]} >= {"tensorrt/model_fp16.plan", "tensorrt/model_int8.plan"}
 
@@ -241,13 +241,13 @@ def test_gpu_host_builds_and_validates_what_cpu_ci_prepared(minilm_export, tmp_p
     from bge_export.targets.tensorrt.export import TensorRTOptions, build_tensorrt
 
     folder = shutil.copytree(minilm_export, tmp_path / "minilm")
-    options = TensorRTOptions(str(folder), precisions=["fp16", "int8"], profiles=["batch=1:8:32,seq=1:128:256"],
+    options = TensorRTOptions(folder=str(folder), precisions=["fp16", "int8"], profiles=["batch=1:8:32,seq=1:128:256"],
                               prepare_only=True, quiet=True)
     prepared = build_tensorrt(options).entries
     options.prepare_only = False
     built = build_tensorrt(options).entries
     for before, after in zip(prepared, built):
-        assert after.options["graph_sha256"] == before.options["graph_sha256"]
+        assert after.options.graph_sha256 == before.options.graph_sha256
         assert after.status == "pass", after.status_reason
         assert after.sha256 and (folder / after.path).stat().st_size == after.size_bytes
-        assert after.validation["builtin_check"]["passed"] and after.options["engine"]["gpu_name"]
+        assert after.validation.builtin_check.passed and after.options.engine["gpu_name"]

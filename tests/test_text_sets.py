@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from bge_export.model.corpus import CORPUS_ROLES, builtin_check_texts, builtin_corpus, builtin_split, builtin_texts
 from bge_export.errors import InputError
+from bge_export.model.corpus import CORPUS_ROLES, builtin_check_texts, builtin_corpus, builtin_split, builtin_texts
 
 
 def test_parts_are_disjoint_and_cover_the_corpus():
@@ -60,9 +60,9 @@ def test_the_export_records_its_text_sets(tiny_model, tmp_path):
     result = export(ExportOptions(model=str(folder), output=str(tmp_path / "out"), quiet=True, quantize="int8",
                                   min_cosine=0.5))
     (entry,) = [e for e in result.manifest.artifacts if e.precision == "int8-dynamic"]
-    check = entry.validation["builtin_check"]
-    assert check["texts"] == 96 and "verdict part" in check["text_set"]
-    assert entry.options["selection_texts"] == len(builtin_split()["selection"])
+    check = entry.validation.builtin_check
+    assert check.texts == 96 and "verdict part" in check.text_set
+    assert entry.options.selection_texts == len(builtin_split()["selection"])
     # the user's --min-cosine is the INT8 artifact's floor, recorded as such, not overridden by the table
-    assert entry.options["floors"]["min_cosine"] == 0.5 and entry.options["floors"]["source"] == "--min-cosine at export"
-    assert check["min_cosine_required"] == 0.5 and entry.status == "pass"
+    assert entry.options.floors.min_cosine == 0.5 and entry.options.floors.source == "--min-cosine at export"
+    assert check.min_cosine_required == 0.5 and entry.status == "pass"

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VARIED_TEXTS, build_tiny_model
 
 from bge_export.deploy.triton import MARKER, TritonOptions, make_triton_repository, write_triton_repository
 from bge_export.deploy.triton_config import check_ensemble, render, tokenizer_config
 from bge_export.errors import InputError
-from conftest import VARIED_TEXTS, build_tiny_model
 
 PROTO = Path(__file__).parents[1] / "bge_export" / "deploy" / "model_config.proto"
 TEMPLATE = PROTO.with_name("triton_tokenizer.py")
@@ -34,7 +34,8 @@ TEMPLATE = PROTO.with_name("triton_tokenizer.py")
 def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT (mean pooling, token_type_ids) exported with its check; max_seq_length 24, so the long
     texts are truncated."""
-    from bge_export.targets.onnx.export import ExportOptions, export as run_export
+    from bge_export.targets.onnx.export import ExportOptions
+    from bge_export.targets.onnx.export import export as run_export
 
     root = tmp_path_factory.mktemp("triton")
     model = build_tiny_model(root / "src", pooling="mean", legacy_pooling_format=True, max_seq_length=24)
@@ -199,8 +200,8 @@ def run_ensemble(repo: Path, configs: dict[str, object], name: str, pb: types.Mo
 
 
 def test_strings_to_embeddings_through_the_repository(export, tmp_path, model_config_pb2, pb_utils):
-    from bge_export.folder.manifest import read_manifest
     from bge_export.folder.loading import load_encoder
+    from bge_export.folder.manifest import read_manifest
     from bge_export.model.tokenization import TextTokenizer
 
     repo = write_triton_repository(export, tmp_path / "repo")

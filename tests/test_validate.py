@@ -11,6 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import export_folder
+from test_cli_errors import assert_one_line_error, run_cli
+from validate_helpers import add_broken_artifact, add_int8_artifact, add_unrunnable_artifact
 
 from bge_export.errors import InputError
 from bge_export.folder.manifest import read_manifest
@@ -22,9 +25,6 @@ from bge_export.validate.harness import (
     thresholds_for,
     validate,
 )
-from helpers import export_folder
-from test_cli_errors import assert_one_line_error, run_cli
-from validate_helpers import add_broken_artifact, add_int8_artifact, add_unrunnable_artifact
 
 DATA = Path(__file__).parent / "data"
 STS = str(DATA / "sts_sample.tsv")
@@ -102,8 +102,8 @@ def test_validate_verdicts_metrics_reports_and_manifest(folder, tmp_path):
     manifest = read_manifest(folder)
     assert manifest.find("onnx/model.onnx").status == "pass"
     assert "builtin_check" in manifest.find("onnx/model.onnx").validation  # the export's own check is kept
-    record = manifest.find("onnx/model_broken.onnx").validation["validate"]
-    assert record["status"] == "fail" and record["report"].endswith("report.json") and record["sts"]["delta_spearman"] < 0
+    record = manifest.find("onnx/model_broken.onnx").validation.validate_run
+    assert record.status == "fail" and record.report.endswith("report.json") and record.sts["delta_spearman"] < 0
     assert manifest.find("onnx/model_broken.onnx").status == "fail"
     assert manifest.find("tensorrt/model.plan").status == "unverified"
 
@@ -141,7 +141,7 @@ def test_cli_threshold_overrides(folder, capsys):
     assert code == 0 and out.startswith("PASS")
     code, _, err = run_cli(capsys, "validate", str(folder), "--min-cosine", "int4=0.9", *FAST)
     assert code == 2
-    assert_one_line_error(err, "--min-cosine 'int4=0.9'")
+    assert_one_line_error(err, "--min-cosine (min_cosine) has key 'int4'")
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +266,8 @@ def test_threshold_defaults_by_precision():
     overrides = ValidateOptions(folder=".", min_cosine=parse_threshold_overrides(["0.5", "int8=0.9"], "--min-cosine"))
     assert thresholds_for("int8-dynamic", overrides).min_cosine == 0.9
     assert thresholds_for("fp16", overrides).min_cosine == 0.5
-    with pytest.raises(InputError, match="between 0 and 1"):
-        parse_threshold_overrides(["1.5"], "--min-cosine")
+    with pytest.raises(InputError, match=re.escape("--min-cosine (min_cosine['*']) must be a number in [0, 1]")):
+        ValidateOptions(folder=".", min_cosine=parse_threshold_overrides(["1.5"], "--min-cosine"))
 
 
 def _non_utf8_corpus(tmp: Path) -> list[str]:

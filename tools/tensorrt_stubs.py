@@ -53,7 +53,7 @@ def fixed(text: str, name: str) -> tuple[str, int]:
             index = (error.lineno or 1) - 1
             repaired = _repair(lines[index])
             if repaired == lines[index]:
-                raise SystemExit(f"{name}:{error.lineno}: cannot repair: {error.msg}: {lines[index].strip()}")
+                raise SystemExit(f"{name}:{error.lineno}: cannot repair: {error.msg}: {lines[index].strip()}") from None
             lines[index] = repaired
             changed += 1
     raise SystemExit(f"{name}: too many lines to repair")

@@ -1,6 +1,7 @@
-"""`bge-export`: a thin click layer over the Python API; every flag maps onto one API argument.
+"""`bge-export`: a thin click layer over the Python API; every flag maps onto one options field.
 
-Only click is imported at start-up, so `bge-export --help` stays instant and needs no optional backend.
+Each target's command comes from its registry row; at start-up only click, pydantic and the light options
+modules are imported, so `bge-export --help` stays instant and needs no optional backend.
 """
 
 from __future__ import annotations
@@ -9,32 +10,27 @@ import sys
 
 import click
 
-from bge_export import __version__
-from bge_export.errors import BgeExportError, CheckFailedError
+from bge_export.cli.build import build_command
+from bge_export.cli.triton import triton_command
+from bge_export.cli.validate import bench_command, validate_command
+from bge_export.cli.verify import verify_command
+from bge_export.errors import BgeExportError
+from bge_export.version import __version__
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-def parse_prompts(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str] | None:
-    """--prompt query="query: " --prompt passage="passage: " -> {"query": "query: ", "passage": "passage: "}."""
-    prompts: dict[str, str] = {}
-    for value in values:
-        name, sep, text = value.partition("=")
-        if not sep or not name.strip():
-            raise click.BadParameter(f"'{value}' is not NAME=TEXT, e.g. query='query: '")
-        prompts[name.strip()] = text
-    return prompts or None
 
 
 @click.group(context_settings=_CONTEXT)
 @click.version_option(__version__, prog_name="bge-export")
 def cli() -> None:
-    """Export sentence-embedding models to validated ONNX, TensorRT and Core ML artifacts.
+    """Export sentence-embedding models to validated ONNX, TensorRT, Core ML and OpenVINO artifacts.
 
     \b
     Typical use:
       bge-export onnx --model BAAI/bge-base-en-v1.5 --output artifacts/bge-base
       bge-export tensorrt artifacts/bge-base --precision fp16   (GPU host; --prepare-only on a CPU)
       bge-export coreml --model BAAI/bge-base-en-v1.5 --output artifacts/bge-base
+      bge-export openvino artifacts/bge-base --precision int8
       bge-export inspect artifacts/bge-base
 
     Every artifact is checked against the model run in PyTorch fp32 (what
@@ -43,82 +39,13 @@ def cli() -> None:
     """
 
 
-@cli.command("onnx")
-@click.option("--model", "-m", default="BAAI/bge-base-en-v1.5", show_default=True,
-              help="Hub id or local folder of a sentence-transformers (or plain transformers) model.")
-@click.option("--output", "-o", type=click.Path(), default=None,
-              help="Output folder (created atomically).  [default: artifacts/<model name>]")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) to download.")
-@click.option("--pooling", default=None, metavar="MODE",
-              help="Override the model's pooling: cls, mean, max, mean_sqrt_len_tokens, weightedmean, "
-                   "lasttoken (combine with '+'). Default: the model's 1_Pooling config, else mean.")
-@click.option("--prompt", "prompts", multiple=True, callback=parse_prompts, metavar="NAME=TEXT",
-              help="Add a prompt to the model's own (repeatable), e.g. --prompt query='query: ' for E5.")
-@click.option("--optimize", is_flag=True, help="Also write onnx/model_optimized.onnx: fused attention, embeddings and GELU; per-token work skips the padding.")
-@click.option("--fp16", is_flag=True, help="Also write onnx/model_fp16.onnx (attention cores with their softmax, LayerNorm, pooling and normalize stay fp32; checked with real fp16 rounding).")
-@click.option("--quantize", multiple=True, type=click.Choice(["int8", "int8-static", "int8-openvino"]),
-              help="int8: dynamic, accuracy-aware, fastest on onnxruntime CPU -> onnx/model_qint8_<preset>.onnx; "
-                   "int8-static: QDQ with calibration (TensorRT & co) -> onnx/model_qint8_static.onnx; "
-                   "int8-openvino: outliers tamed, then NNCF's Q/DQ layout, fastest on OpenVINO (x86 VNNI/AMX) "
-                   "-> onnx/model_qint8_openvino.onnx (needs the [openvino] extra). Repeat for several.")
-@click.option("--int8-preset", type=click.Choice(["avx512_vnni", "avx2", "arm64"]), default=None,
-              help="Target CPU for dynamic INT8.  [default: detected from this CPU]")
-@click.option("--min-cosine", type=float, default=None,
-              help="INT8 fidelity bound: every held-apart validation text keeps at least this cosine to fp32 "
-                   "(and their mean too).  [default: min 0.99 and mean 0.996]")
-@click.option("--calibration", type=click.Path(), default=None,
-              help="Calibration texts (.txt one per line, or .jsonl with 'text').  [default: built-in set]")
-@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="percentile",
-              show_default=True, help="Activation range estimation for --quantize int8-static.")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (>= 17 keeps LayerNormalization one op).")
-@click.option("--with-token-embeddings", is_flag=True,
-              help="Also expose 'token_embeddings' [batch, sequence, hidden] for tools that pool for themselves.")
-@click.option("--allow-pickle", is_flag=True, help="Allow loading pickle (.bin) weights. Only for sources you trust.")
-@click.option("--trust-remote-code", is_flag=True, help="Run custom model code from the model's repository.")
-@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@click.option("--no-check", is_flag=True, help="Skip the built-in check against the PyTorch baseline (artifact stays 'unverified').")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
-def onnx_command(model: str, output: str | None, revision: str | None, pooling: str | None,
-                 prompts: dict[str, str] | None, optimize: bool,
-                 fp16: bool, quantize: tuple[str, ...], int8_preset: str | None, min_cosine: float | None,
-                 calibration: str | None, calibration_method: str, opset: int,
-                 with_token_embeddings: bool, allow_pickle: bool, trust_remote_code: bool, force: bool,
-                 no_check: bool, quiet: bool) -> None:
-    """Export MODEL to one ONNX graph: encoder + pooling + L2 normalize.
-
-    \b
-    Inputs:  input_ids, attention_mask [, token_type_ids]   int64 [batch, sequence], right-padded
-    Output:  sentence_embedding                             float32 [batch, dim]
-    Writes onnx/model.onnx, the tokenizer, the model's sentence-transformers
-    files and manifest.json into the output folder; with --optimize, --fp16
-    and --quantize also model_optimized.onnx, model_fp16.onnx and
-    model_qint8_<preset>.onnx / model_qint8_static.onnx. Every artifact is
-    checked against the PyTorch fp32 baseline and recorded in the manifest.
-    """
-    from bge_export.targets.onnx.export import ExportOptions, export
-
-    options = ExportOptions(
-        model=model, output=output, revision=revision, pooling=pooling, prompts=prompts, opset=opset,
-        with_token_embeddings=with_token_embeddings, allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code, force=force, check=not no_check, quiet=quiet,
-        optimize=optimize, fp16=fp16, quantize=list(quantize), int8_preset=int8_preset, min_cosine=min_cosine,
-        calibration=calibration, calibration_method=calibration_method,
-    )
-    result = export(options)
-    for entry in result.manifest.artifacts:
-        click.echo(f"{entry.status.upper():10s} {result.output / entry.path}  ({entry.status_reason})")
-    if not result.ok:
-        names = ", ".join(e.path for e in result.failed)
-        raise CheckFailedError(f"{names} failed its check; see {result.output / 'manifest.json'}")
-
-
-@cli.command("inspect")
+@click.command("inspect")
 @click.argument("folder", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (with the recommendation and what judged each status).")
 def inspect_command(folder: str, as_json: bool) -> None:
     """Show what an output FOLDER holds: which file to deploy per runtime, model, spec and one row per artifact."""
-    from bge_export.report.manifest_view import format_manifest, inspect_dict
     from bge_export.folder.manifest import read_manifest
+    from bge_export.report.manifest_view import format_manifest, inspect_dict
 
     manifest = read_manifest(folder)
     if as_json:
@@ -177,20 +104,18 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-from bge_export.cli.validate import bench_command, validate_command  # noqa: E402  (validation helper's commands)
+def _add_commands() -> None:
+    """Every target's command from the registry (bge-export onnx, tensorrt, coreml, openvino, ...), then the
+    commands over folders and recipes."""
+    from bge_export.registry import targets
 
-cli.add_command(validate_command)
-cli.add_command(bench_command)
-from bge_export.targets.tensorrt.command import tensorrt_command  # noqa: E402  (TensorRT target's command)
-cli.add_command(tensorrt_command)
-from bge_export.targets.coreml.command import coreml_command  # noqa: E402  (CoreML target's command)
-cli.add_command(coreml_command)
-from bge_export.cli.build import build_command  # noqa: E402  (a recipe's whole flow)
-cli.add_command(build_command)
-from bge_export.cli.verify import verify_command  # noqa: E402  (a folder against its manifest)
-cli.add_command(verify_command)
-from bge_export.cli.triton import triton_command  # noqa: E402  (a Triton model repository from a folder)
-cli.add_command(triton_command)
+    for target in targets().values():
+        cli.add_command(target.load(target.command))
+    for command in (inspect_command, validate_command, bench_command, build_command, verify_command, triton_command):
+        cli.add_command(command)
+
+
+_add_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,87 +1,21 @@
-"""`bge-export validate` and `bge-export bench`: thin click commands over validate/harness.py and validate/bench.py.
-
-Registered on the main group by cli.py (`cli.add_command`); every flag maps onto one options field.
-"""
+"""`bge-export validate` and `bge-export bench`: click commands derived from ValidateOptions and BenchOptions
+(one flag per field), over validate/harness.py and validate/bench.py."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
 from bge_export.errors import CheckFailedError
-
-_DEFAULT_BATCH_SIZES = "1,8,32"
-_DEFAULT_SEQ_LENS = "16,64,256"
-
-
-class IntListType(click.ParamType):
-    """'1,8,32' -> [1, 8, 32]."""
-
-    name = "N,N,..."
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
-        if isinstance(value, list):
-            return value
-        try:
-            numbers = [int(part) for part in str(value).split(",") if part.strip()]
-        except ValueError:
-            self.fail(f"'{value}' is not a comma-separated list of integers, e.g. 1,8,32", param, ctx)
-        if not numbers or min(numbers) < 1:
-            self.fail(f"'{value}' must list positive integers, e.g. 1,8,32", param, ctx)
-        return numbers
-
-
-INT_LIST = IntListType()
-
-
-def _shared_speed_options(function: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed([
-        click.option("--batch-sizes", type=INT_LIST, default=_DEFAULT_BATCH_SIZES, show_default=True,
-                     help="Batch sizes of the speed grid."),
-        click.option("--seq-lens", type=INT_LIST, default=_DEFAULT_SEQ_LENS, show_default=True,
-                     help="Sequence lengths (tokens) of the speed grid; those above the model's max_seq_length are skipped."),
-        click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
-                     help="Interleaved repeats per grid cell; the report gives their min/median/max."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="Threads for every backend alike (torch.set_num_threads, ORT intra-op, OpenVINO "
-                          "INFERENCE_NUM_THREADS).  [default: all cores]"),
-        click.option("--runtime", "runtimes", multiple=True, metavar="RUNTIME",
-                     help="Run the ONNX artifacts on this runtime (repeatable, one row each): onnxruntime (their own: "
-                          "the verdict), openvino-f32, openvino-bf16 (bf16 compute, on CPUs with avx512_bf16/amx_bf16; "
-                          "judged with fp16's floors).  [default: onnxruntime]"),
-    ]):
-        function = option(function)
-    return function
+from bge_export.options import click_options
+from bge_export.validate.options import BenchOptions, ValidateOptions
 
 
 @click.command("validate")
-@click.argument("folder", type=click.Path())
-@click.option("--artifact", "artifacts", multiple=True, metavar="PATH",
-              help="Artifact to validate, relative to FOLDER (repeatable).  [default: every artifact in manifest.json]")
-@click.option("--model", "-m", default=None, help="Baseline model folder.  [default: the folder manifest.json records]")
-@click.option("--corpus", type=click.Path(), default=None, help="Texts for fidelity: .txt (one per line) or .jsonl ('text' field).  [default: built-in corpus]")
-@click.option("--max-texts", type=int, default=None, help="Use only this many corpus texts (quick runs).")
-@click.option("--sts", type=click.Path(), default=None, help="STS pairs: score<TAB>sentence1<TAB>sentence2, header optional.")
-@click.option("--retrieval", type=click.Path(), default=None, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
-@click.option("--retrieval-split", default="test", show_default=True, help="qrels file of the BEIR folder to use.")
-@click.option("--min-cosine", multiple=True, metavar="[PRECISION=]X",
-              help="Override the minimum per-text cosine, for every artifact (0.97) or one precision (int8=0.97).")
-@click.option("--min-mean-cosine", multiple=True, metavar="[PRECISION=]X", help="Override the mean-cosine floor (same forms).")
-@click.option("--min-overlap", multiple=True, metavar="[PRECISION=]X", help="Override the top-10 neighbour-overlap floor (same forms).")
-@click.option("--min-cross-overlap", multiple=True, metavar="[PRECISION=]X",
-              help="Override the floor of the mixed-precision top-10 overlap (artifact queries, baseline documents; same forms).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size when encoding the corpus and labelled data.")
-@click.option("--speed/--no-speed", default=True, show_default=True, help="Measure speed (in the same run as the baseline).")
-@_shared_speed_options
-@click.option("--report-dir", type=click.Path(), default=None, help="Where report.json/.md/.html go.  [default: FOLDER]")
-@click.option("--no-manifest-update", is_flag=True, help="Do not record the verdicts in manifest.json.")
+@click_options(ValidateOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output; print only the verdict lines.")
-def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None, corpus: str | None,
-                     max_texts: int | None, sts: str | None, retrieval: str | None, retrieval_split: str,
-                     min_cosine: tuple[str, ...], min_mean_cosine: tuple[str, ...], min_overlap: tuple[str, ...],
-                     min_cross_overlap: tuple[str, ...], batch_size: int, speed: bool, batch_sizes: list[int],
-                     seq_lens: list[int], repeats: int, threads: int | None, runtimes: tuple[str, ...],
-                     report_dir: str | None, no_manifest_update: bool, as_json: bool, quiet: bool) -> None:
+def validate_command(as_json: bool, **values: Any) -> None:
     """Check FOLDER's artifacts against the model in PyTorch fp32.
 
     \b
@@ -96,26 +30,16 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
     Exit 0: every artifact passed or is unverified; 1: any failed (or a requested
     runtime's row missed its floors); 2: bad input.
     """
-    from bge_export.validate.harness import ValidateOptions, parse_threshold_overrides, validate
     from bge_export.report.markdown import dumps
+    from bge_export.validate.harness import validate
 
-    options = ValidateOptions(
-        folder=folder, artifacts=list(artifacts), model=model, corpus=corpus, max_texts=max_texts, sts=sts,
-        retrieval=retrieval, retrieval_split=retrieval_split,
-        min_cosine=parse_threshold_overrides(min_cosine, "--min-cosine"),
-        min_mean_cosine=parse_threshold_overrides(min_mean_cosine, "--min-mean-cosine"),
-        min_overlap=parse_threshold_overrides(min_overlap, "--min-overlap"),
-        min_cross_overlap=parse_threshold_overrides(min_cross_overlap, "--min-cross-overlap"),
-        batch_size=batch_size, speed=speed, batch_sizes=batch_sizes, seq_lens=seq_lens, repeats=repeats,
-        threads=threads, report_dir=report_dir, update_manifest=not no_manifest_update, quiet=quiet,
-        **({"runtimes": list(runtimes)} if runtimes else {}),
-    )
+    options = ValidateOptions(**values)
     report = validate(options)
     data = report.to_dict()
     if as_json:
         click.echo(dumps(data))
     else:
-        if not quiet:
+        if not options.quiet:
             from bge_export.report.markdown import fastest_pair_lines, machine_line, speed_warning, summary_rows
 
             warning = speed_warning(data.get("speed"))
@@ -129,9 +53,9 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
             click.echo("")
         for artifact in report.rows():
             click.echo(f"{artifact.status.upper():11s} {artifact.label}  ({artifact.reason})")
-        if not quiet:
+        if not options.quiet:
             click.echo("report: " + ", ".join(report.files))
-    where = report.files[1] if len(report.files) > 1 else folder
+    where = report.files[1] if len(report.files) > 1 else options.folder
     if report.failed:
         names = ", ".join(a.path for a in report.failed)
         raise CheckFailedError(f"{len(report.failed)} artifact(s) failed validation: {names}; see {where}")
@@ -142,22 +66,9 @@ def validate_command(folder: str, artifacts: tuple[str, ...], model: str | None,
 
 
 @click.command("bench")
-@click.argument("folder", type=click.Path())
-@click.option("--artifact", "artifacts", multiple=True, metavar="PATH",
-              help="Artifact to measure, relative to FOLDER (repeatable).  [default: every artifact in manifest.json]")
-@click.option("--model", "-m", default=None, help="Baseline model folder.  [default: the folder manifest.json records]")
-@_shared_speed_options
-@click.option("--corpus", type=click.Path(), default=None, help="Texts for the end-to-end encode throughput.  [default: built-in corpus]")
-@click.option("--encode-texts", type=click.IntRange(min=0), default=128, show_default=True,
-              help="How many texts the end-to-end encode uses (0 skips it).")
-@click.option("--report-dir", type=click.Path(), default=None, help="Where bench.json/.md go.  [default: FOLDER]")
-@click.option("--no-report", is_flag=True, help="Write no bench.json/bench.md.")
+@click_options(BenchOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print the bench JSON to stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def bench_command(folder: str, artifacts: tuple[str, ...], model: str | None, batch_sizes: list[int],
-                  seq_lens: list[int], repeats: int, threads: int | None, runtimes: tuple[str, ...],
-                  corpus: str | None, encode_texts: int, report_dir: str | None, no_report: bool, as_json: bool,
-                  quiet: bool) -> None:
+def bench_command(as_json: bool, **values: Any) -> None:
     """Measure the speed of FOLDER's artifacts next to the PyTorch fp32 baseline.
 
     \b
@@ -173,17 +84,13 @@ def bench_command(folder: str, artifacts: tuple[str, ...], model: str | None, ba
     the export.
     """
     from bge_export.report.markdown import dumps, render_bench_markdown
-    from bge_export.validate.bench import BenchOptions, bench
+    from bge_export.validate.bench import bench
 
-    options = BenchOptions(
-        folder=folder, artifacts=list(artifacts), model=model, batch_sizes=batch_sizes, seq_lens=seq_lens,
-        threads=threads, repeats=repeats, corpus=corpus, encode_texts=encode_texts, report_dir=report_dir,
-        write_report=not no_report, quiet=quiet, **({"runtimes": list(runtimes)} if runtimes else {}),
-    )
+    options = BenchOptions(**values)
     report = bench(options)
     if as_json:
         click.echo(dumps(report.to_dict()))
-    elif not quiet:
+    elif not options.quiet:
         click.echo(render_bench_markdown(report.to_dict()))
     for path, reason in report.unverified.items():
         click.echo(f"UNVERIFIED  {path}  ({reason})", err=as_json)

@@ -20,8 +20,9 @@ def verify_command(folder: str, rehash: bool, verbose: bool) -> None:
     Every file against the sha256 in manifest.json, and manifest.json against
     its own seal; no file the manifest does not list (README.md and reports
     aside); config, pooling and tokenizer files against the manifest's model;
-    every graph loads (ONNX: onnx.checker and an onnxruntime run; Core ML:
-    the package parses; TensorRT: the plan deserializes where TensorRT runs).
+    every artifact loads, as its target checks it (ONNX: onnx.checker and an
+    onnxruntime run; OpenVINO IR: compiled and run by OpenVINO; Core ML: the
+    package parses; TensorRT: the plan deserializes where TensorRT runs).
     Exit 0 with one summary line when intact; 1 naming every problem; 2 when
     FOLDER is not an output folder.
     """

@@ -7,10 +7,12 @@ refuse to start on the folder, or compute something else than the export; a note
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bge_export.files import json_or_none
+from bge_export.folder.manifest import manifest_data_or_none
 
 TEI_COMMIT = "0d124dc9773be6ac5a9a57d8439aba9bbbf33273"
 _ORT = "backends/ort/src/lib.rs"
@@ -47,15 +49,8 @@ def check_tei_layout(folder: str | Path) -> TeiLayout:
     return layout
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
 def _check_config(layout: TeiLayout) -> dict[str, Any]:
-    config = _json(layout.folder / "config.json")
+    config = json_or_none(layout.folder / "config.json")
     if not isinstance(config, dict):
         layout.problems.append(f"config.json is missing or not JSON; TEI reads it first ({_ROUTER}:113-117)")
         return {}
@@ -75,7 +70,7 @@ def _check_config(layout: TeiLayout) -> dict[str, Any]:
 def _check_tokenizer_files(layout: TeiLayout) -> None:
     if not (layout.folder / "tokenizer.json").is_file():
         layout.problems.append(f"no tokenizer.json; TEI only runs fast tokenizers ({_ROUTER}:148-152)")
-    tokenizer_config = _json(layout.folder / "tokenizer_config.json")
+    tokenizer_config = json_or_none(layout.folder / "tokenizer_config.json")
     if isinstance(tokenizer_config, dict) and tokenizer_config.get("padding_side") == "left":
         layout.problems.append(f"tokenizer_config.json says padding_side 'left': TEI would left-pad "
                                f"({_ORT}:38-50, 114-126, 237-273) and the graph's pooling expects right padding")
@@ -88,7 +83,7 @@ def _check_pooling(layout: TeiLayout, config: dict[str, Any]) -> None:
             layout.problems.append(f"no 1_Pooling/config.json and not a BERT variant: TEI needs --pooling "
                                    f"({_ROUTER}:441-463)")
         return
-    pooling = _json(path)
+    pooling = json_or_none(path)
     flags = ("pooling_mode_cls_token", "pooling_mode_mean_tokens")
     if not isinstance(pooling, dict) or not all(isinstance(pooling.get(f), bool) for f in flags):
         layout.problems.append(
@@ -104,7 +99,7 @@ def _check_pooling(layout: TeiLayout, config: dict[str, Any]) -> None:
 
 
 def _check_st_config(layout: TeiLayout) -> None:
-    st_config = _json(layout.folder / "sentence_bert_config.json")
+    st_config = json_or_none(layout.folder / "sentence_bert_config.json")
     if st_config is None:
         layout.notes.append(f"no sentence_bert_config.json: TEI takes max_position_embeddings as the maximum "
                             f"input length ({_ROUTER}:194-219)")
@@ -148,7 +143,7 @@ def _check_graph(layout: TeiLayout) -> None:
 
 
 def _notes_from_manifest(layout: TeiLayout) -> None:
-    manifest = _json(layout.folder / "manifest.json")
+    manifest = manifest_data_or_none(layout.folder)
     spec = ((manifest or {}).get("model") or {}).get("spec") if isinstance(manifest, dict) else None
     if not isinstance(spec, dict):
         return

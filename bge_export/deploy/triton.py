@@ -22,10 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bge_export.deploy.triton_config import (EMBEDDING_OUTPUT, TOKEN_INPUTS, check_ensemble, encoder_config,
-                                             ensemble_config, render, tokenizer_config, triton_dtype)
+from bge_export.deploy.triton_config import (
+    EMBEDDING_OUTPUT,
+    TOKEN_INPUTS,
+    check_ensemble,
+    encoder_config,
+    ensemble_config,
+    render,
+    tokenizer_config,
+    triton_dtype,
+)
 from bge_export.errors import InputError
-from bge_export.options import check_strings, is_int
+from bge_export.files import json_or_none
+from bge_export.folder.integrity import artifact_files, verify_folder
+from bge_export.folder.manifest import hash_files, read_manifest
+from bge_export.folder.recommend import choose_for_machine
+from bge_export.folder.staging import OutputPlan, staged_folder
+from bge_export.model.tokenization import TextTokenizer
+from bge_export.options import OptionsModel, option
+from bge_export.version import __version__
 
 if TYPE_CHECKING:
     from bge_export.folder.manifest import ArtifactEntry, Manifest
@@ -38,15 +53,32 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _TEMPLATE = Path(__file__).with_name("triton_tokenizer.py")
 
 
-@dataclass
-class TritonOptions:
-    folder: str | Path  # an export folder (bge-export onnx)
-    output: str | Path  # the model repository to create
-    artifact: str | None = None  # the ONNX file to serve; default: the folder's recommendation for instance_kind
-    instance_kind: str = "cpu"  # cpu | gpu: the onnxruntime model's instance group (and whether plans are added)
-    max_batch_size: int = 32
-    name: str | None = None  # the ensemble's model name; default: the export folder's name
-    force: bool = False  # replace a repository that bge-export triton wrote earlier
+def _check_name(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise InputError(f"--name {name!r} is no Triton model name: use letters, digits, '_', '.' and '-' (starting "
+                         "with a letter or digit, at most 63 characters)")
+
+
+class TritonOptions(OptionsModel):
+    """What `bge-export triton FOLDER --output REPO` (and `make_triton_repository`) is asked for."""
+
+    folder: str = option(..., cli="argument", path=True, allowed="an export folder made by 'bge-export onnx'",
+                         help="An export folder made by 'bge-export onnx'.")
+    output: str = option(..., short="-o", path=True, allowed="a folder path",
+                         help="The Triton model repository to create (written whole, then renamed into place).")
+    artifact: str | None = option(None, metavar="PATH",
+                                  help="The ONNX file to serve, relative to FOLDER (e.g. onnx/model_fp16.onnx).  "
+                                       "[default: the folder's recommendation for --instance-kind]")
+    instance_kind: str = option("cpu", choices=INSTANCE_KINDS, show_default=True,
+                                help="Where the onnxruntime model runs (KIND_CPU / KIND_GPU); gpu also adds every "
+                                     "built TensorRT plan.")
+    max_batch_size: int = option(32, ge=1, le=MAX_BATCH_LIMIT, show_default=True,
+                                 help="max_batch_size of every model (dynamic batching up to it; a plan's is capped "
+                                      "at its profiles).")
+    name: str | None = option(None, check=_check_name, allowed="a Triton model name (letters, digits, '_', '.', '-')",
+                              help="Name of the ensemble clients call; the other models get it as prefix.  "
+                                   "[default: FOLDER's name]")
+    force: bool = option(False, help="Replace a repository that 'bge-export triton' wrote earlier.")
 
 
 @dataclass
@@ -81,11 +113,6 @@ def write_triton_repository(folder: str | Path, output: str | Path, artifact: st
 
 def make_triton_repository(options: TritonOptions) -> TritonRepository:
     """`write_triton_repository` with the full result: models written, the artifact and why, notes."""
-    from bge_export.folder.manifest import read_manifest
-    from bge_export.model.tokenization import TextTokenizer
-    from bge_export.folder.integrity import verify_folder
-
-    _check_options(options)
     folder = Path(options.folder).expanduser()
     manifest = read_manifest(folder)
     plan_out = _plan_output(options.output, options.force, folder)  # refused before any work
@@ -107,8 +134,6 @@ def make_triton_repository(options: TritonOptions) -> TritonRepository:
     problems = [p for ensemble in builder.ensembles for p in check_ensemble(ensemble, builder.configs)]
     if problems:
         raise RuntimeError(f"bge-export wired a Triton ensemble wrongly (a bug): {problems[0]}")
-    from bge_export import __version__
-    from bge_export.folder.staging import staged_folder
 
     with staged_folder(plan_out) as stage:
         builder.write(stage)
@@ -125,23 +150,6 @@ def make_triton_repository(options: TritonOptions) -> TritonRepository:
 # --------------------------------------------------------------------------- choosing what to serve
 
 
-def _check_options(options: TritonOptions) -> None:
-    check_strings(options, ("folder", "output", "artifact", "name"))
-    for what in ("folder", "output"):
-        if not str(getattr(options, what) or "").strip():
-            raise InputError(f"{what} must be a folder path, got {getattr(options, what)!r}")
-    if options.instance_kind not in INSTANCE_KINDS:
-        raise InputError(f"instance kind must be one of {', '.join(INSTANCE_KINDS)}, got {options.instance_kind!r}")
-    if not is_int(options.max_batch_size) or not 1 <= options.max_batch_size <= MAX_BATCH_LIMIT:
-        raise InputError(f"--max-batch-size must be a whole number from 1 to {MAX_BATCH_LIMIT}, "
-                         f"got {options.max_batch_size!r}")
-    if options.name is not None and not _NAME.fullmatch(str(options.name)):
-        raise InputError(f"--name {options.name!r} is no Triton model name: use letters, digits, '_', '.' and '-' "
-                         "(starting with a letter or digit, at most 63 characters)")
-    if not isinstance(options.force, bool):
-        raise InputError(f"force must be True or False, got {options.force!r}")
-
-
 def default_name(folder: str | Path) -> str:
     """The export folder's name (bge-export onnx names it after the model), as a Triton model name."""
     last = Path(os.path.abspath(Path(folder).expanduser())).name
@@ -155,8 +163,6 @@ def _choose_onnx(manifest: "Manifest", options: TritonOptions) -> tuple["Artifac
         entry = manifest.find(str(options.artifact))
         selection = "named with --artifact"
     else:
-        from bge_export.folder.recommend import choose_for_machine
-
         providers = ["CUDAExecutionProvider"] if options.instance_kind == "gpu" else ["CPUExecutionProvider"]
         relative, selection = choose_for_machine(manifest, providers)
         entry = manifest.find(relative)
@@ -205,7 +211,7 @@ def _plan_note(entry: "ArtifactEntry") -> str:
 
 def _plan_batch(entry: "ArtifactEntry", wanted: int, max_seq_length: int, notes: list[str]) -> int:
     """The plan model's max_batch_size: at most the largest batch its optimization profiles cover."""
-    profiles = [p for p in entry.options.get("profiles") or [] if isinstance(p, dict)]
+    profiles = [p for p in entry.options.profiles or [] if isinstance(p, dict)]
     if not profiles:
         return wanted
     batch = max(int(p["batch"][-1]) for p in profiles)
@@ -273,8 +279,6 @@ class _Builder:
         return self._tokenizers[outputs]
 
     def _artifact_files(self, entry: "ArtifactEntry", kind: str) -> list[tuple[Path, str]]:
-        from bge_export.folder.integrity import artifact_files
-
         main = "model.onnx" if kind == "onnx" else "model.plan"
         files = [(self.folder / entry.path, main)]
         recorded = artifact_files(entry.path, list(self.manifest.files))
@@ -304,8 +308,6 @@ class _Builder:
 
 
 def _hashes(stage: Path) -> dict[str, str]:
-    from bge_export.folder.manifest import hash_files
-
     return hash_files(stage, skip=(MARKER,))
 
 
@@ -315,8 +317,6 @@ def _hashes(stage: Path) -> dict[str, str]:
 def _plan_output(output: str | Path, force: bool, source: Path) -> "OutputPlan":
     """Refuse, before writing, an output that is a file, the export folder (or inside it, or holding it), or
     a non-empty folder (without --force; with it, only a repository this command wrote)."""
-    from bge_export.folder.staging import OutputPlan
-
     final = Path(os.path.abspath(Path(output).expanduser()))
     for ancestor in reversed(final.parents):
         if ancestor.exists() and not ancestor.is_dir():
@@ -353,10 +353,7 @@ def _plan_output(output: str | Path, force: bool, source: Path) -> "OutputPlan":
 
 def _foreign_files(folder: Path) -> list[str] | None:
     """Files in `folder` that its marker does not list; None when there is no readable marker."""
-    try:
-        record = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+    record = json_or_none(folder / MARKER)
     if not isinstance(record, dict) or record.get("written_by") != "bge-export triton" \
             or not isinstance(record.get("files"), dict):
         return None

@@ -8,6 +8,11 @@ import os
 from pathlib import Path
 
 from bge_export.errors import InputError
+from bge_export.folder.manifest import read_manifest
+from bge_export.folder.recommend import choose_for_machine
+from bge_export.model.source import read_spec, resolve_model
+from bge_export.model.tokenization import TextTokenizer
+from bge_export.registry import open_encoder
 from bge_export.runtime.encoder import Encoder
 
 __all__ = ["Encoder", "load_encoder", "load_baseline"]
@@ -24,10 +29,9 @@ def load_baseline(
     threads: int | None = None,
 ) -> Encoder:
     """The PyTorch fp32 reference: what SentenceTransformer.encode computes for this model."""
+    # in the function: these modules import torch (heavy), needed only when a baseline is built
     from bge_export.model.modeling import load_embedding_module
     from bge_export.runtime.torch_encoder import TorchEncoder
-    from bge_export.model.source import read_spec, resolve_model
-    from bge_export.model.tokenization import TextTokenizer
 
     source = resolve_model(model, revision=revision, allow_pickle=allow_pickle)
     spec = read_spec(source, pooling=pooling, trust_remote_code=trust_remote_code)
@@ -54,9 +58,6 @@ def load_encoder(
     recommendation); `runtime_options` go to that runtime (e.g. compute_units for Core ML; precision "f32" or
     "bf16" and performance_hint for OpenVINO).
     """
-    from bge_export.folder.manifest import read_manifest
-    from bge_export.model.tokenization import TextTokenizer
-
     _check_threads(threads)
     providers = _check_providers(providers)
     if artifact is not None and not isinstance(artifact, (str, os.PathLike)):
@@ -64,8 +65,6 @@ def load_encoder(
     folder = Path(path)
     manifest = read_manifest(folder)
     if artifact is None:
-        from bge_export.folder.recommend import choose_for_machine
-
         # another runtime than onnxruntime runs on the CPU: the onnxruntime-cpu pick, measured on onnxruntime
         relative, selection = choose_for_machine(manifest, providers if runtime is None else ["CPUExecutionProvider"])
         if runtime is not None:
@@ -75,7 +74,6 @@ def load_encoder(
     entry = manifest.find(relative)
     spec = manifest.spec
     tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
-    from bge_export.registry import open_encoder
 
     encoder = open_encoder(folder, entry, spec, tokenizer, threads=threads, providers=providers, runtime=runtime,
                            **runtime_options)

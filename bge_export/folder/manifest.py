@@ -1,23 +1,36 @@
-"""manifest.json: one entry per artifact, so a folder says what it holds, where it came from and how it checked out."""
+"""manifest.json: one entry per artifact, so a folder says what it holds, where it came from and how it checked out.
+
+The one reader of manifest.json (`read_manifest`, and `read_manifest_data` for its JSON as written, which the
+seal is computed over) and its one writer (`write_manifest`). Schema 2 made the entries typed records
+(bge_export/folder/records.py) and hashes folder artifacts with their file names (bge_export/files.py); a schema-1
+manifest reads as schema 2 (`_migrate`): its records keep their keys, and its entries keep the rule their sha256
+was computed with.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bge_export import __version__
+from pydantic import ValidationError
+
 from bge_export.errors import InputError
+from bge_export.files import CONTENTS_RULE, file_digests, file_sha256, json_or_none, read_json, write_json_atomic
+from bge_export.folder.records import STATUSES, ArtifactEntry, TensorInfo
 from bge_export.model.spec import EmbeddingSpec
+from bge_export.version import __version__
+
+# file_sha256 is bge_export/files.py's, re-exported while other modules move their imports there (transitional).
+__all__ = ["file_sha256", "MANIFEST_NAME", "SCHEMA_VERSION", "STATUSES", "SEAL_FIELD", "UNRECORDED_FILES", "ArtifactEntry",
+           "Manifest", "TensorInfo", "hash_files", "manifest_data_or_none", "manifest_seal", "read_manifest",
+           "read_manifest_data", "seal_state", "tool_versions", "write_manifest"]
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
-STATUSES = ("pass", "fail", "unverified")
+SCHEMA_VERSION = 2  # 2: typed records, folder digests with file names (1: names ignored)
 # The manifest's own sha256: over its canonical JSON (sorted keys, no whitespace, UTF-8) without this field, so
 # `bge-export verify` can tell an edited manifest from the one bge-export wrote. Written by `write_manifest`.
 SEAL_FIELD = "manifest_sha256"
@@ -26,43 +39,6 @@ SEAL_FIELD = "manifest_sha256"
 REPORT_FILES = ("report.json", "report.md", "report.html", "bench.json", "bench.md")
 MODEL_CARD_NAME = "README.md"
 UNRECORDED_FILES = (MANIFEST_NAME, MODEL_CARD_NAME, *REPORT_FILES)
-
-
-@dataclass
-class TensorInfo:
-    name: str
-    dtype: str
-    shape: list[str | int]
-
-
-@dataclass
-class ArtifactEntry:
-    path: str  # relative to the output folder
-    format: str  # onnx | tensorrt | coreml
-    precision: str  # fp32 | fp16 | int8-dynamic | int8-static ...
-    sha256: str
-    size_bytes: int
-    opset: int | None = None
-    inputs: list[TensorInfo] = field(default_factory=list)
-    outputs: list[TensorInfo] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)
-    status: str = "unverified"
-    status_reason: str = "not checked yet"
-
-    def set_status(self, status: str, reason: str) -> None:
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}")
-        self.status, self.status_reason = status, reason
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ArtifactEntry":
-        values = dict(data)
-        values["inputs"] = [TensorInfo(**t) for t in values.get("inputs", [])]
-        values["outputs"] = [TensorInfo(**t) for t in values.get("outputs", [])]
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 @dataclass
@@ -79,6 +55,8 @@ class Manifest:
     # `bge-export build`'s per-step input keys (build_inputs.py): kept by every other writer, so a later build
     # can still tell which steps are up to date.
     build: dict[str, Any] = field(default_factory=dict)
+    # The schema the file had when read, when older than SCHEMA_VERSION (it is written back as SCHEMA_VERSION).
+    migrated_from: int | None = field(default=None, compare=False)
 
     @property
     def spec(self) -> EmbeddingSpec:
@@ -102,11 +80,11 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": self.schema_version,
+            "schema_version": SCHEMA_VERSION,
             "toolkit_version": self.toolkit_version,
             "created": self.created,
             "model": self.model,
-            "artifacts": [asdict(e) for e in self.artifacts],
+            "artifacts": [e.to_dict() for e in self.artifacts],
             "files": self.files,
             "recommended": self.recommended,
             **({"build": self.build} if self.build else {}),
@@ -143,29 +121,46 @@ def write_manifest(folder: str | Path, data: dict[str, Any]) -> Path:
     return write_json_atomic(Path(folder) / MANIFEST_NAME, sealed)
 
 
-def read_manifest(folder: str | Path) -> Manifest:
+def read_manifest_data(folder: str | Path) -> dict[str, Any]:
+    """manifest.json as written (the JSON the seal is computed over); InputError, one line, when FOLDER is not
+    an output folder or its manifest is not a JSON object."""
     folder = Path(folder)
     path = folder / MANIFEST_NAME
     if not folder.is_dir():
         raise InputError(f"'{folder}' is not a folder; pass an output folder made by 'bge-export onnx'")
     if not path.is_file():
         raise InputError(f"'{folder}' has no {MANIFEST_NAME}; pass an output folder made by 'bge-export onnx'")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({exc}); re-run the export") from None
-    damaged = f"{path} is not a bge-export manifest"
+    data = read_json(path, "re-run the export")
     if not isinstance(data, dict):
-        raise InputError(f"{damaged} (it holds a JSON {type(data).__name__}, not an object); re-run the export")
+        raise InputError(f"{path} is not a bge-export manifest (it holds a JSON {type(data).__name__}, not an "
+                         "object); re-run the export")
+    return data
+
+
+def manifest_data_or_none(folder: str | Path) -> dict[str, Any] | None:
+    """manifest.json as written, or None where `read_manifest_data` would refuse it (no manifest, not JSON)."""
+    data = json_or_none(Path(folder) / MANIFEST_NAME)
+    return data if isinstance(data, dict) else None
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """The folder's manifest, typed; an older schema is migrated (`_migrate`). A damaged one is one InputError."""
+    folder = Path(folder)
+    return parse_manifest(read_manifest_data(folder), folder / MANIFEST_NAME)
+
+
+def parse_manifest(data: dict[str, Any], path: str | Path) -> Manifest:
+    damaged = f"{path} is not a bge-export manifest"
     schema = data.get("schema_version", 0)
-    if not isinstance(schema, int):
+    if not isinstance(schema, int) or isinstance(schema, bool):
         raise InputError(f"{damaged} (schema_version {schema!r} is not a number); re-run the export")
     if schema > SCHEMA_VERSION:
         raise InputError(f"{path} has schema {schema}, newer than this bge-export; upgrade bge-export")
     model = data.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("spec"), dict) \
             or not all(isinstance(model.get(key), str) for key in ("reference", "weights_sha256", "weights_format")):
-        raise InputError(f"{damaged} (its 'model' entry, or the model's reference, weights or spec, is missing); re-run the export")
+        raise InputError(f"{damaged} (its 'model' entry, or the model's reference, weights or spec, is missing); "
+                         "re-run the export")
     artifacts = data.get("artifacts", [])
     files = data.get("files", {})
     recommended = data.get("recommended", {})
@@ -176,13 +171,14 @@ def read_manifest(folder: str | Path) -> Manifest:
     try:
         manifest = Manifest(
             model=model,
-            artifacts=[ArtifactEntry.from_dict(a) for a in artifacts],
+            artifacts=[_entry(a, schema, damaged) for a in artifacts],
             files={str(k): str(v) for k, v in files.items()},
-            schema_version=schema or SCHEMA_VERSION,
+            schema_version=SCHEMA_VERSION,
             toolkit_version=str(data.get("toolkit_version", "unknown")),
             created=str(data.get("created", "")),
             recommended=recommended,
-            build=data.get("build") if isinstance(data.get("build"), dict) else {},
+            build=data["build"] if isinstance(data.get("build"), dict) else {},
+            migrated_from=schema if schema < SCHEMA_VERSION else None,
         )
         manifest.spec  # noqa: B018 - parse it now, so a damaged spec is reported here and not mid-run
     except (TypeError, KeyError, ValueError) as exc:
@@ -190,47 +186,29 @@ def read_manifest(folder: str | Path) -> Manifest:
     return manifest
 
 
+def _entry(data: dict[str, Any], schema: int, damaged: str) -> ArtifactEntry:
+    """One artifact entry, migrated and typed; a field of the wrong type is named with its artifact."""
+    try:
+        return ArtifactEntry.model_validate(_migrate(data, schema))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"{damaged} (artifact {data.get('path')!r}: {where}: {first['msg']}); re-run the "
+                         "export") from None
+
+
+def _migrate(entry: dict[str, Any], schema: int) -> dict[str, Any]:
+    """An artifact entry of an older schema as schema 2 has it. Schema 0/1: the same records (now typed), and a
+    folder's sha256 over its files' bytes alone, which `sha256_rule` now says (bge_export/files.py)."""
+    if schema >= 2:
+        return entry
+    return {**entry, "sha256_rule": CONTENTS_RULE}
+
+
 def hash_files(folder: str | Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """sha256 of every file under `folder` (relative POSIX paths), leaving out UNRECORDED_FILES and `skip`."""
-    folder = Path(folder)
     left_out = {*UNRECORDED_FILES, *skip}
-    return {
-        path.relative_to(folder).as_posix(): file_sha256(path)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.relative_to(folder).as_posix() not in left_out
-    }
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write beside the target, then rename: a reader never sees half a manifest, report or card. Readable by all
-    (mkstemp creates 0600; these files are meant to be read by others)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of all files under a folder (for .mlpackage bundles and external data)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return file_digests(folder, include=lambda name: name not in left_out)
 
 
 def tool_versions(*packages: str) -> dict[str, str]:

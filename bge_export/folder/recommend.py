@@ -1,62 +1,83 @@
 """Which artifact to deploy, per runtime: the fastest artifact that passed, and why.
 
-One recommendation per runtime (`RUNTIMES`): the artifact, the basis of the choice and a one-line reason.
+One recommendation per runtime the targets deploy on (each registry row's `deploy`: onnxruntime-cpu, gpu,
+coreml, openvino): the artifact, the basis of the choice and a one-line reason.
 
 * `measured`: the validate run's speed grid is marked trustworthy, ran on this runtime, and measured at
   least one passing artifact: the passing artifact with the highest throughput ratio to the PyTorch fp32
   baseline at the report's headline cell (largest batch, sequence length nearest 128) wins.
 * `by kind`: no trustworthy measurement for this runtime (export only, `--no-speed`, an untrusted run, or a
-  grid run on another runtime): the documented preference order `PREFERENCE` decides, and the reason says
-  the choice is "by kind, not measured".
+  grid run on another runtime): the preference order of the targets' Deploy rows (`preference`) decides, and
+  the reason says the choice is "by kind, not measured".
 * `none passed`: no artifact for this runtime has status "pass"; the reason lists what failed or could not
   be checked. `unverified` artifacts are never recommended; they are listed as unverified candidates.
 
 The export stores `recommend(manifest)` in manifest.json (`recommended`); `validate` rewrites it with its
-verdicts and speed. `load_encoder` reads it, `inspect` and the validation report print it.
+verdicts and speed. `load_encoder` reads it; `inspect`, the validation report and the model card print it
+(bge_export/report/recommendation.py).
 """
 
 from __future__ import annotations
 
 import copy
-import html
+import functools
 from typing import Any, Iterable, Mapping, Sequence
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
 from bge_export.quality.floors import FLOORS, precision_class
+from bge_export.registry import RUNTIMES, Deploy, Target, targets
 
-RUNTIMES = ("onnxruntime-cpu", "gpu", "coreml")
-RUNTIME_LABELS = {
-    "onnxruntime-cpu": "onnxruntime, CPU",
-    "gpu": "NVIDIA GPU (onnxruntime CUDA / TensorRT)",
-    "coreml": "Apple CoreML",
-}
-# (format, precision) in order of preference when speed was not measured; a precision that is a bare class
-# name ("int8", "fp16", "fp32") matches any precision of that class. An artifact no pattern matches is not
-# a candidate for that runtime.
-PREFERENCE: dict[str, tuple[tuple[str, str], ...]] = {
-    "onnxruntime-cpu": (("onnx", "int8-dynamic"), ("onnx", "fp32-optimized"), ("onnx", "fp32"), ("onnx", "fp16"),
-                        ("onnx", "int8-static")),
-    "gpu": (("tensorrt", "int8"), ("tensorrt", "fp16"), ("tensorrt", "fp32"), ("onnx", "fp16"),
-            ("onnx", "fp32-optimized"), ("onnx", "fp32")),
-    "coreml": (("coreml", "fp16"), ("coreml", "int8"), ("coreml", "fp32")),
-}
-PREFERENCE_NOTES = {
-    "onnxruntime-cpu": "fp16 is not faster on onnxruntime's CPU kernels; the static QDQ graph is slow on "
-                       "onnxruntime CPU (it is TensorRT's input), so it comes last",
-    "gpu": "TensorRT engines first; dynamic INT8 ONNX is no GPU target (DynamicQuantizeMatMul has only a CPU "
-           "kernel) and the static QDQ graph is what TensorRT builds an INT8 engine from",
-    "coreml": "CoreML packages only",
-}
-NEEDS = {
-    "onnxruntime-cpu": "an onnx/*.onnx file",
-    "gpu": "a tensorrt/*.plan engine or an fp16/fp32 onnx/*.onnx file",
-    "coreml": "a coreml/*.mlpackage",
-}
-# Which runtime a speed-grid backend measured: onnxruntime ran on whatever provider the measuring machine had.
-# OpenVINO rows ("path [openvino-bf16]") are no onnxruntime evidence: they rank nothing here (the validation
-# report names the fastest passing (artifact, runtime) pair beside this recommendation).
-_BACKEND_RUNTIME = {"tensorrt": "gpu", "coreml": "coreml", "openvino": "openvino"}
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+HEADLINE_SEQ_LEN = 128
+_MACHINES = {"cpu": "this CPU", "gpu": "this GPU", "mac": "this Mac"}
+
+
+# --------------------------------------------------------------------------- the runtimes, from the registry
+
+
+@functools.lru_cache(maxsize=1)
+def _deployed() -> dict[str, tuple[tuple[Target, Deploy], ...]]:
+    """{runtime: ((target, its Deploy row), ...) by rank}: the runtimes in the order the targets (in build
+    order) first name them."""
+    found: dict[str, list[tuple[Target, Deploy]]] = {}
+    for target in targets().values():
+        for row in target.deploy:
+            found.setdefault(row.runtime, []).append((target, row))
+    return {runtime: tuple(sorted(rows, key=lambda pair: pair[1].rank)) for runtime, rows in found.items()}
+
+
+def deploy_runtimes() -> tuple[str, ...]:
+    """Every runtime the recommendation names (manifest.json's `recommended` keys), e.g. onnxruntime-cpu, gpu."""
+    return tuple(_deployed())
+
+
+def preference(runtime: str) -> tuple[tuple[str, str], ...]:
+    """(format, precision) in order of preference when speed was not measured, from the targets' Deploy rows; a
+    precision that is a bare class name ("int8", "fp16", "fp32") matches any precision of that class. An artifact
+    no pattern matches is not a candidate for that runtime."""
+    return tuple((target.format, precision) for target, row in _deployed()[runtime] for precision in row.precisions)
+
+
+def preference_note(runtime: str) -> str:
+    return "; ".join(row.note for _, row in _deployed()[runtime] if row.note)
+
+
+def _needs(runtime: str) -> str:
+    """What a folder needs for a recommendation on `runtime`: 'TensorRT int8/fp16/fp32 or ONNX fp16/...'."""
+    return " or ".join(f"{target.display} {'/'.join(row.precisions)}" for target, row in _deployed()[runtime])
+
+
+def _hardware(runtime: str) -> str:
+    return _deployed()[runtime][0][1].hardware
+
+
+def _backend_runtime(backend: str, measured_on: str) -> str:
+    """The recommendation a speed-grid backend's rows count for: its runtime's own (TensorRT: gpu), else the one
+    onnxruntime ran on where the grid was measured. OpenVINO rows on ONNX files ("path [openvino-bf16]") are
+    labelled by run, not by path, so they rank no artifact here (the validation report names the fastest passing
+    (artifact, runtime) pair beside this recommendation)."""
+    row = RUNTIMES.get(backend)
+    return row.deploy if row is not None and row.deploy is not None else measured_on
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -77,7 +98,7 @@ def machine_runtime(providers: Sequence[str] | None = None) -> str:
 
 def kind_rank(runtime: str, entry: ArtifactEntry) -> int | None:
     """Position of this artifact's kind in the runtime's preference order (None: not a candidate there)."""
-    patterns = PREFERENCE[runtime]
+    patterns = preference(runtime)
     for index, (fmt, precision) in enumerate(patterns):
         if entry.format == fmt and entry.precision == precision:
             return index
@@ -93,7 +114,7 @@ def _kind(entry: ArtifactEntry) -> str:
 
 def order_text(runtime: str) -> str:
     """'onnx int8-dynamic > onnx fp32-optimized > ...': the by-kind preference order of one runtime."""
-    return " > ".join(f"{fmt} {precision}" for fmt, precision in PREFERENCE[runtime])
+    return " > ".join(f"{fmt} {precision}" for fmt, precision in preference(runtime))
 
 
 def _clip(text: str, limit: int = 160) -> str:
@@ -108,30 +129,29 @@ def status_evidence(entry: ArtifactEntry, manifest_created: str = "") -> dict[st
     no validate record exists (its 96-text numbers are never shown next to validate's verdict). When neither
     set the status (e.g. a later file-hash check), `source` is None and only the reason is known.
     """
-    validation = entry.validation or {}
-    record = validation.get("validate")
-    if isinstance(record, dict):
-        if record.get("status") == entry.status and record.get("reason") == entry.status_reason:
-            recorded = record.get("floors")
-            floors = dict(recorded) if isinstance(recorded, dict) else _validate_floors(entry.precision)
+    record = entry.validation.validate_run
+    if record is not None:
+        if record.status == entry.status and record.reason == entry.status_reason:
+            recorded = record.floors
+            floors = recorded.to_dict() if recorded is not None else _validate_floors(entry.precision)
             return {
-                "source": "validate", "label": "validate", "texts": record.get("texts"),
-                "corpus": record.get("corpus"), "when": record.get("when"),
-                "cosine_mean": record.get("cosine_mean"), "cosine_min": record.get("cosine_min"),
-                "cosine_p1": record.get("cosine_p1"), "top10_overlap": record.get("top10_overlap"),
-                "floors": floors, "floors_source": "recorded by validate" if isinstance(recorded, dict)
+                "source": "validate", "label": "validate", "texts": record.texts,
+                "corpus": record.corpus, "when": record.when,
+                "cosine_mean": record.cosine_mean, "cosine_min": record.cosine_min,
+                "cosine_p1": record.cosine_p1, "top10_overlap": record.top10_overlap,
+                "floors": floors, "floors_source": "recorded by validate" if recorded is not None
                 else f"FLOORS table ({precision_class(entry.precision)}); overrides were not recorded",
             }
         return {"source": None, "label": "other", "reason": entry.status_reason}
-    check = validation.get("builtin_check")
-    if isinstance(check, dict) and ("pass" if check.get("passed") else "fail") == entry.status:
+    check = entry.validation.builtin_check
+    if check is not None and ("pass" if check.passed else "fail") == entry.status:
         return {
-            "source": "builtin_check", "label": "built-in check", "texts": check.get("texts"),
+            "source": "builtin_check", "label": "built-in check", "texts": check.texts,
             "corpus": "built-in check texts", "when": manifest_created or None,
-            "cosine_mean": check.get("cosine_mean"), "cosine_min": check.get("cosine_min"),
-            "cosine_p1": check.get("cosine_p1"), "top10_overlap": None,
-            "floors": {"min_cosine": check.get("min_cosine_required"),
-                       "min_mean_cosine": check.get("min_mean_cosine_required")},
+            "cosine_mean": check.cosine_mean, "cosine_min": check.cosine_min,
+            "cosine_p1": check.cosine_p1, "top10_overlap": None,
+            "floors": {"min_cosine": check.min_cosine_required,
+                       "min_mean_cosine": check.min_mean_cosine_required},
             "floors_source": "recorded by the export's check",
         }
     return _stand_in_evidence(entry) or {"source": None, "label": "other", "reason": entry.status_reason}
@@ -150,18 +170,18 @@ def _stand_in_evidence(entry: ArtifactEntry) -> dict[str, Any] | None:
     if entry.status == "pass":
         return None
     for key, label in STAND_IN_CHECKS:
-        record = (entry.validation or {}).get(key)
-        if not isinstance(record, dict) or not isinstance(record.get("cosine_min"), (int, float)):
+        record = entry.validation.record(key)
+        if record is None or record.cosine_min is None:
             continue
-        if entry.status == "fail" and record.get("passed", True):
+        if entry.status == "fail" and record.passed is not False:
             continue  # a fail set by something else (e.g. the ops check): these numbers did not decide it
-        floors = record.get("floors")
+        floors = record.floors
         return {
-            "source": key, "label": label, "texts": record.get("texts"), "corpus": "built-in check texts",
-            "when": None, "cosine_mean": record.get("cosine_mean"), "cosine_min": record.get("cosine_min"),
-            "cosine_p1": record.get("cosine_p1"), "top10_overlap": record.get("top10_overlap"),
-            "floors": dict(floors) if isinstance(floors, dict) else _validate_floors(entry.precision),
-            "floors_source": "recorded with the stand-in check" if isinstance(floors, dict)
+            "source": key, "label": label, "texts": record.texts, "corpus": "built-in check texts",
+            "when": None, "cosine_mean": record.cosine_mean, "cosine_min": record.cosine_min,
+            "cosine_p1": record.cosine_p1, "top10_overlap": record.top10_overlap,
+            "floors": floors.to_dict() if floors is not None else _validate_floors(entry.precision),
+            "floors_source": "recorded with the stand-in check" if floors is not None
             else f"FLOORS table ({precision_class(entry.precision)})",
         }
     return None
@@ -203,9 +223,19 @@ def _speed_dict(speed: Any) -> dict[str, Any] | None:
     return speed.to_dict() if hasattr(speed, "to_dict") else dict(speed)
 
 
-def _headline(speed: dict[str, Any]) -> tuple[int, int] | None:
-    from bge_export.report.markdown import headline_cells
+def headline_cells(speed: dict[str, Any] | None) -> tuple[int, int, int] | None:
+    """(latency batch, throughput batch, seq_len) the summary table quotes: batch 1 and the largest batch at
+    seq 128, or the measured length closest to it."""
+    if not speed or not speed.get("backends") or not speed["backends"][0]["cells"]:
+        return None
+    cells = speed["backends"][0]["cells"]
+    seq_lens = sorted({c["seq_len"] for c in cells})
+    batches = sorted({c["batch_size"] for c in cells})
+    seq_len = min(seq_lens, key=lambda s: (abs(s - HEADLINE_SEQ_LEN), s))
+    return batches[0], batches[-1], seq_len
 
+
+def _headline(speed: dict[str, Any]) -> tuple[int, int] | None:
     cells = headline_cells(speed)
     return (cells[1], cells[2]) if cells else None
 
@@ -230,21 +260,22 @@ def _measured(speed: dict[str, Any] | None, measured_on: str) -> tuple[dict[str,
         ratio = (backend.get("speedup") or {}).get(key)
         if not ratio:
             continue
-        runtime = _BACKEND_RUNTIME.get(backend.get("backend", ""), measured_on)
+        runtime = _backend_runtime(str(backend.get("backend", "")), measured_on)
         out.setdefault(runtime, {})[backend["label"]] = {**ratio, "cell": key, "batch": batch, "seq_len": seq}
     return out, ""
 
 
 def _where(runtime: str, speed: dict[str, Any]) -> str:
     machine = speed.get("machine") or {}
-    if runtime == "onnxruntime-cpu":
+    hardware = _hardware(runtime)
+    if hardware == "cpu":
         cpu = machine.get("cpu")
         threads = machine.get("threads")
         detail = ", ".join(x for x in (cpu, f"{threads} threads" if threads else None) if x)
-        return f"this CPU ({detail})" if detail else "this CPU"
-    if runtime == "gpu":
-        return f"this GPU ({machine['gpu']})" if machine.get("gpu") else "this GPU"
-    return "this Mac"
+    else:
+        detail = machine.get(hardware) or ""
+    where = _MACHINES.get(hardware, f"this {hardware}")
+    return f"{where} ({detail})" if detail else where
 
 
 # --------------------------------------------------------------------------- the recommendation
@@ -252,7 +283,7 @@ def _where(runtime: str, speed: dict[str, Any]) -> str:
 
 def recommend(manifest: Manifest, speed: Any = None, *, when: str | None = None,
               measured_on: str | None = None) -> dict[str, dict[str, Any]]:
-    """One recommendation per runtime in `RUNTIMES` (see the module docstring).
+    """One recommendation per runtime in `deploy_runtimes()` (see the module docstring).
 
     speed: validate's SpeedResult (or its to_dict()); used only when marked `trustworthy`. when: the time of
     the run it comes from (default: the manifest's creation time). measured_on: the runtime onnxruntime
@@ -263,7 +294,7 @@ def recommend(manifest: Manifest, speed: Any = None, *, when: str | None = None,
     measured, not_measured = _measured(data, measured_on)
     when = when or manifest.created
     return {runtime: _recommend_one(manifest, runtime, data, measured.get(runtime, {}), not_measured, measured_on, when)
-            for runtime in RUNTIMES}
+            for runtime in deploy_runtimes()}
 
 
 def _recommend_one(manifest: Manifest, runtime: str, speed: dict[str, Any] | None,
@@ -275,14 +306,14 @@ def _recommend_one(manifest: Manifest, runtime: str, speed: dict[str, Any] | Non
     record: dict[str, Any] = {
         "runtime": runtime, "artifact": None, "precision": None, "basis": "none passed", "reason": "",
         "speedup": None, "fidelity": None, "decided_at": when, "ranking": [],
-        "order_by_kind": order_text(runtime), "order_note": PREFERENCE_NOTES[runtime],
+        "order_by_kind": order_text(runtime), "order_note": preference_note(runtime),
         "unverified_candidates": [{"artifact": e.path, "why": e.status_reason}
                                   for e in candidates if e.status == "unverified"],
         "failed": [{"artifact": e.path, "why": e.status_reason} for e in candidates if e.status == "fail"],
     }
     if not by_kind:
         if not candidates:
-            record["reason"] = f"none passed: this folder has no artifact for {runtime} (it needs {NEEDS[runtime]})"
+            record["reason"] = f"none passed: this folder has no artifact for {runtime} (it needs {_needs(runtime)})"
         else:
             listed = "; ".join(f"{e.path} {e.status} ({_clip(e.status_reason, 90)})" for e in candidates)
             record["reason"] = f"none passed: {listed}"
@@ -329,7 +360,7 @@ def recommend_validated(manifest: Manifest, results: Iterable[Any], speed: Any, 
     view = copy.deepcopy(manifest)
     for result in results:
         entry = view.find(result.path)
-        entry.validation["validate"] = result.manifest_summary(corpus, None)
+        entry.validation.validate_run = result.manifest_summary(corpus, None)
         entry.set_status(result.status, result.reason)
     return recommend(view, speed, when=when)
 
@@ -357,7 +388,7 @@ def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = Non
     notes: list[str] = []
     if runtime == "gpu":
         record, origin = current("gpu")
-        ranking = [r["artifact"] for r in record.get("ranking", []) if r.get("format") == "onnx"]
+        ranking = [r["artifact"] for r in record.get("ranking", []) if onnxruntime_runs(r.get("format"))]
         if record.get("artifact") and ranking and ranking[0] == record["artifact"]:
             return record["artifact"], f"gpu recommendation ({origin}): {record['reason']}"
         if ranking:
@@ -368,68 +399,16 @@ def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = Non
     prefix = f"{'; '.join(notes)}: " if notes else ""
     if record.get("artifact"):
         return record["artifact"], f"{prefix}onnxruntime-cpu recommendation ({origin}): {record['reason']}"
-    fallback = "onnx/model.onnx" if any(e.path == "onnx/model.onnx" for e in manifest.artifacts) else manifest.default_artifact()
+    fallback = manifest.default_artifact()  # the first artifact: onnx/model.onnx in an ONNX export
     status = manifest.find(fallback).status
     return fallback, (f"{prefix}no artifact passed for onnxruntime-cpu ({record['reason']}); falling back to "
                       f"{fallback}, whose status is {status}")
 
 
+def onnxruntime_runs(fmt: Any) -> bool:
+    """Artifacts of this format are onnxruntime's own (what load_encoder opens when no runtime is named)."""
+    return any(t.format == fmt and t.runtimes[0] == "onnxruntime" for t in targets().values())
+
+
 def _passes(manifest: Manifest, path: str) -> bool:
     return any(e.path == path and e.status == "pass" for e in manifest.artifacts)
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _rows(recommended: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    rows = []
-    for runtime in RUNTIMES:
-        record = recommended.get(runtime)
-        if not isinstance(record, dict):
-            continue
-        artifact = record.get("artifact") or "none passed"
-        why = record.get("reason", "")
-        unverified = [u["artifact"] for u in record.get("unverified_candidates") or []]
-        if unverified and record.get("artifact") is None:
-            why += f" (unverified candidates: {', '.join(unverified)})"
-        elif unverified:
-            why += f"; unverified candidates, not recommended: {', '.join(unverified)}"
-        rows.append((runtime, artifact, why))
-    return rows
-
-
-def render_text(recommended: Mapping[str, Any] | None) -> list[str]:
-    """Plain lines for `bge-export inspect`."""
-    rows = _rows(recommended or {})
-    if not rows:
-        return ["  (no recommendation recorded)"]
-    width = max(len(r[0]) for r in rows)
-    out = []
-    for runtime, artifact, why in rows:
-        out.append(f"  {runtime.ljust(width)}  {artifact}")
-        out.append(f"  {' ' * width}    why: {why}")
-    return out
-
-
-def render_markdown(recommended: Mapping[str, Any] | None) -> list[str]:
-    """The report's "Which file to deploy" section (Markdown lines)."""
-    rows = _rows(recommended or {})
-    if not rows:
-        return []
-    out = ["## Which file to deploy", "", "| runtime | artifact | why |", "|---|---|---|"]
-    out += [f"| {runtime} | {'`' + artifact + '`' if artifact != 'none passed' else artifact} | "
-            f"{why.replace('|', '/')} |" for runtime, artifact, why in rows]
-    return out + [""]
-
-
-def render_html(recommended: Mapping[str, Any] | None) -> str:
-    """The report's "Which file to deploy" section (HTML)."""
-    rows = _rows(recommended or {})
-    if not rows:
-        return ""
-    body = "".join(
-        f"<tr><td>{html.escape(runtime)}</td><td><code>{html.escape(artifact)}</code></td><td>{html.escape(why)}</td></tr>"
-        for runtime, artifact, why in rows
-    )
-    return ("<h2>Which file to deploy</h2><table><thead><tr><th>runtime</th><th>artifact</th><th>why</th></tr>"
-            f"</thead><tbody>{body}</tbody></table>")

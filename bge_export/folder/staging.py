@@ -9,8 +9,6 @@ that holds either. Partials left by a killed run are recognised by the dead pid 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -22,7 +20,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from bge_export.errors import InputError
-from bge_export.folder.manifest import UNRECORDED_FILES
+from bge_export.files import file_sha256
+from bge_export.folder.manifest import MANIFEST_NAME, UNRECORDED_FILES, manifest_data_or_none
 
 # Files an export folder may hold besides those its manifest lists: the manifest itself, the model card and the
 # reports that `validate` and `bench` write into it.
@@ -71,7 +70,7 @@ def plan_output(output: str | Path, force: bool, protected: Sequence[str | Path]
             f"output folder '{output}' holds files bge-export did not write ({shown}); --force replaces only a "
             "previous export: move those files, or choose another folder"
         )
-    return OutputPlan(final, True, _sha256(final / "manifest.json"), missing)
+    return OutputPlan(final, True, manifest_sha256(final), missing)
 
 
 def _refuse_protected(final: Path, output: str | Path, protected: Sequence[str | Path]) -> None:
@@ -86,12 +85,8 @@ def _refuse_protected(final: Path, output: str | Path, protected: Sequence[str |
 
 def foreign_files(folder: Path) -> list[str] | None:
     """Files in `folder` that its export did not write; None when it is not an export at all."""
-    manifest_path = folder / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(manifest, dict):
+    manifest = manifest_data_or_none(folder)
+    if manifest is None:
         return None
     listed = manifest.get("files")
     if not isinstance(manifest.get("artifacts"), list) or "model" not in manifest or not isinstance(listed, dict) \
@@ -114,9 +109,10 @@ def _is_own_temp_file(relative: str) -> bool:
     return _OWN_TEMP_FILE.fullmatch(relative) is not None
 
 
-def _sha256(path: Path) -> str | None:
+def manifest_sha256(folder: Path) -> str | None:
+    """The bytes of the folder's manifest.json as they are now (None: none there), to tell later whether it changed."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(folder / MANIFEST_NAME)
     except OSError:
         return None
 
@@ -201,7 +197,7 @@ def _place(staging: Path, plan: OutputPlan) -> None:
             f"output folder '{final}' changed during the export (another export, or new files); "
             "it was left as it is and this export was discarded: run again"
         )
-        if _sha256(final / "manifest.json") != plan.previous_manifest_sha256 or foreign_files(final):
+        if manifest_sha256(final) != plan.previous_manifest_sha256 or foreign_files(final):
             raise changed
         retired = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:

@@ -2,7 +2,7 @@
 
 The folder is copied into a staged sibling, the target writes into the copy and adds its manifest entries,
 the manifest's recommendation and file hashes are recomputed, and the copy takes the folder's place only if
-the folder did not change meanwhile (output.py's rename rules). A failure or an interrupt leaves the folder
+the folder did not change meanwhile (bge_export/folder/staging.py's rename rules). A failure or an interrupt leaves the folder
 exactly as it was.
 """
 
@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from bge_export.errors import InputError
+from bge_export.folder.integrity import verify_folder
 from bge_export.folder.manifest import MANIFEST_NAME, ArtifactEntry, Manifest, hash_files, read_manifest
+from bge_export.folder.recommend import recommend
+from bge_export.folder.staging import OutputPlan, foreign_files, manifest_sha256, plan_output, staged_folder
+from bge_export.model.st_files import write_st_files
+from bge_export.model.tokenization import save_tokenizer_files
 
 if TYPE_CHECKING:
     from bge_export.model.source import ModelSource
     from bge_export.model.spec import EmbeddingSpec
-
-# Written by validate/bench after an export; not part of what the export wrote, so not hashed into `files`.
 
 
 @dataclass
@@ -51,9 +54,6 @@ def model_record(source: "ModelSource", spec: "EmbeddingSpec") -> dict[str, Any]
 @contextmanager
 def open_target_folder(folder: str | Path) -> Iterator[TargetFolder]:
     """Stage a copy of an existing export folder; on success it replaces the folder atomically."""
-    from bge_export.folder.staging import OutputPlan, _sha256, foreign_files, staged_folder
-    from bge_export.folder.integrity import verify_folder
-
     final = Path(folder).expanduser().absolute()
     manifest = read_manifest(final)
     verify_folder(final, manifest, manifest.artifacts)  # a damaged folder is named now, not copied onward
@@ -65,7 +65,7 @@ def open_target_folder(folder: str | Path) -> Iterator[TargetFolder]:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise InputError(f"'{folder}' holds files bge-export did not write ({shown}); move them out first, so "
                          "the folder can be replaced as a whole")
-    plan = OutputPlan(final, True, _sha256(final / MANIFEST_NAME))
+    plan = OutputPlan(final, True, manifest_sha256(final))
     with staged_folder(plan) as stage:
         shutil.copytree(final, stage, dirs_exist_ok=True, symlinks=True)
         target = TargetFolder(stage, read_manifest(stage), final)
@@ -81,8 +81,6 @@ def open_model_folder(output: str | Path, source: "ModelSource", spec: "Embeddin
     An export of the same model (same weights and spec) gets the new artifacts added; a missing or empty
     folder is created with the tokenizer and the sentence-transformers files; an export of another model is
     refused unless `force`, which starts the folder afresh."""
-    from bge_export.folder.staging import plan_output, staged_folder
-
     final = Path(output).expanduser()
     if (final / MANIFEST_NAME).is_file() and not force:
         manifest = read_manifest(final)
@@ -92,9 +90,6 @@ def open_model_folder(output: str | Path, source: "ModelSource", spec: "Embeddin
         return
     plan = plan_output(final, force, [source.folder])
     with staged_folder(plan) as stage:
-        from bge_export.model.st_files import write_st_files
-        from bge_export.model.tokenization import save_tokenizer_files
-
         save_tokenizer_files(source.folder, stage)
         write_st_files(stage, source, spec)
         target = TargetFolder(stage, Manifest(model=model_record(source, spec)), plan.final)
@@ -114,8 +109,6 @@ def _refuse_other_model(folder: Path, manifest: Manifest, source: "ModelSource",
 
 
 def _finish(target: TargetFolder) -> None:
-    from bge_export.folder.recommend import recommend
-
     manifest = target.manifest
     manifest.recommended = recommend(manifest)
     manifest.files = hash_files(target.stage)  # leaves out the manifest, the card and the reports

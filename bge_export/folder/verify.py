@@ -8,8 +8,9 @@ What is checked, each problem named with its file and fix:
 - files the manifest does not record (README.md, report.* and bench.* excepted; `.git/` and `.cache/` of a
   Hub clone are skipped): a folder about to be published holds nothing unchecked;
 - the tokenizer and the configuration files against the manifest's model (bge_export/folder/verify_graphs.py), and
-  every graph: ONNX through onnx.checker and an onnxruntime session run once, Core ML packages parsed by
-  coremltools without loading them, TensorRT plans deserialized where TensorRT runs (else said not checked);
+  every artifact's contents through its target's `verify_artifact` (the registry): e.g. ONNX through onnx.checker
+  and an onnxruntime session run once, Core ML packages parsed by coremltools without loading them, TensorRT
+  plans deserialized where TensorRT runs (else said not checked);
 - README.md, when bge-export generated it: written from this very manifest (its recorded seal).
 
 `validate` and `bench` keep their own, narrower check (validate/integrity.py: the files they load, first
@@ -18,17 +19,14 @@ problem only); this is the complete one, for a folder about to be shipped or jus
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bge_export.errors import InputError
+from bge_export.files import TREE_RULE, file_sha256, listing_sha256, path_sha256
 from bge_export.folder.manifest import (
     MANIFEST_NAME,
-    MODEL_CARD_NAME,
     SEAL_FIELD,
     UNRECORDED_FILES,
     Manifest,
@@ -36,49 +34,18 @@ from bge_export.folder.manifest import (
     seal_state,
     write_manifest,
 )
+from bge_export.folder.verify_graphs import (  # noqa: F401  (VerifyResult and card_seal: imported from here too)
+    VerifyResult,
+    card_seal,
+    check_card,
+    check_graphs,
+    check_model_files,
+)
 
 # Left in a folder by the tools that fetch it (git clone, huggingface_hub's local_dir download): not checked.
 SKIPPED_DIRS = (".git", ".cache")
 SKIPPED_FILES = (".gitattributes",)
-CARD_SEAL = re.compile(r"<!-- bge-export model card: generated from manifest\.json manifest_sha256 ([0-9a-f]{64})")
 _FIX = "re-run the export, or restore the file from the export"
-
-
-@dataclass
-class VerifyResult:
-    """What `verify_folder` found: `problems` (each names a file and the fix), `checked` (what held), and
-    `not_checked` (what this machine cannot check, and why). `ok` when there is no problem."""
-
-    folder: Path
-    problems: list[str] = field(default_factory=list)
-    checked: list[str] = field(default_factory=list)
-    not_checked: list[str] = field(default_factory=list)
-    files_hashed: int = 0
-    graphs_loaded: int = 0  # ONNX graphs run once, TensorRT plans deserialized
-    packages_parsed: int = 0  # Core ML packages whose spec parsed
-    changed: set[str] = field(default_factory=set)  # recorded files found missing or changed
-    seal_ok: bool = False  # manifest.json is what bge-export wrote (its seal matches)
-    sealed_now: bool = False  # --rehash wrote the manifest's seal
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def summary(self) -> str:
-        """One line: what was verified (or how many problems), and what could not be checked here."""
-        if self.problems:
-            head = (f"{self.folder}: {len(self.problems)} problem(s): {self.problems[0]}"
-                    + (f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""))
-        else:
-            seal = "sealed now (--rehash)" if self.sealed_now else "seal intact"
-            head = (f"{self.folder}: intact: {self.files_hashed} files match manifest.json's sha256 "
-                    f"(manifest {seal}), {self.graphs_loaded} graph(s) load"
-                    + (f", {self.packages_parsed} Core ML package(s) parse" if self.packages_parsed else "")
-                    + ", tokenizer and config agree with the manifest's model")
-        if self.not_checked:
-            head += "; not checked here: " + "; ".join(self.not_checked)
-        return head
 
 
 def verify_folder(folder: str | Path, rehash: bool = False) -> VerifyResult:
@@ -88,8 +55,6 @@ def verify_folder(folder: str | Path, rehash: bool = False) -> VerifyResult:
     rehash: when the manifest's seal is the only problem (missing: an older bge-export; or broken: edited on
     purpose), write the seal for the manifest as it is now. Nothing is written while any other problem stands.
     """
-    from bge_export.folder.verify_graphs import check_card, check_graphs, check_model_files
-
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise InputError(f"'{folder}' is not a folder; pass an output folder made by bge-export")
@@ -164,39 +129,27 @@ def _check_seal(data: dict[str, Any], result: VerifyResult) -> list[str]:
 
 
 class Digests:
-    """sha256 of each file under the folder, read once: per file, and per bundle folder (file_sha256's rule:
-    the files of the folder in sorted order, concatenated)."""
+    """sha256 of each file under the folder, read once (bge_export/files.py's rules): per file, and per bundle
+    folder from its files' names and digests (a schema-1 entry's folder: its files' bytes concatenated)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._files: dict[str, str] = {}
-        self._trees: dict[str, str] = {}
 
     def file(self, relative: str) -> str:
         if relative not in self._files:
-            self._files[relative] = self._read(relative)
+            self._files[relative] = file_sha256(self.folder / relative)
         return self._files[relative]
 
-    def of(self, relative: str) -> str:
-        """The digest file_sha256 gives this path: a file's, or a folder's (its files concatenated)."""
-        if not (self.folder / relative).is_dir():
-            return self.file(relative)
-        if relative not in self._trees:
-            self._trees[relative] = self._read(relative)
-        return self._trees[relative]
-
-    def _read(self, relative: str) -> str:
+    def of(self, relative: str, rule: str = TREE_RULE) -> str:
+        """The digest path_sha256 gives this path by `rule`: a file's, or a folder's."""
         path = self.folder / relative
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        whole = hashlib.sha256()
-        for file in files:
-            own = hashlib.sha256()
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    whole.update(block)
-                    own.update(block)
-            self._files.setdefault(file.relative_to(self.folder).as_posix(), own.hexdigest())
-        return whole.hexdigest()
+        if not path.is_dir():
+            return self.file(relative)
+        if rule != TREE_RULE:
+            return path_sha256(path, rule)
+        names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+        return listing_sha256({name: self.file(f"{relative}/{name}") for name in names})
 
 
 def _check_files(folder: Path, manifest: Manifest, digests: Digests, result: VerifyResult) -> set[str]:
@@ -249,7 +202,7 @@ def _check_entries(folder: Path, manifest: Manifest, digests: Digests, bad: set[
             if not already:
                 result.problems.append(f"{entry.path} is missing, but {MANIFEST_NAME} lists it as an artifact; {_FIX}")
             continue
-        actual = digests.of(entry.path)
+        actual = digests.of(entry.path, entry.sha256_rule)
         if actual != entry.sha256 and not already:
             result.problems.append(f"{entry.path} does not match its artifact entry (sha256 recorded "
                                    f"{_short(entry.sha256)}, now {_short(actual)}); {_FIX}")
@@ -297,16 +250,6 @@ def _rehash(folder: Path, data: dict[str, Any], seal_problems: list[str], result
     result.problems = []
     result.sealed_now = True
     result.checked.append(f"{MANIFEST_NAME}: sealed now (--rehash) as it is")
-
-
-def card_seal(folder: Path) -> str | None:
-    """The manifest seal a bge-export model card (README.md) was generated from; None if not ours."""
-    try:
-        text = (folder / MODEL_CARD_NAME).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    found = CARD_SEAL.search(text)
-    return found.group(1) if found else None
 
 
 def _short(digest: str) -> str:

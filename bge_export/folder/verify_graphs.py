@@ -1,34 +1,34 @@
 """The parts of `bge-export verify` that read contents, not bytes: do the tokenizer and the configuration files
-describe the manifest's model, does every graph load, and was README.md written from this manifest.
+describe the manifest's model, does every artifact load (each target's own `verify_artifact`, reached through
+the registry), and was README.md written from this manifest.
 
-Each check appends to a VerifyResult (bge_export/folder/verify.py): a problem names the file and the fix; what this
-machine cannot check (no coremltools, no TensorRT) goes to `not_checked` with the reason, never to `checked`.
+Each check appends to a VerifyResult: a problem names the file and the fix; what this machine cannot check (no
+coremltools, no TensorRT) goes to `not_checked` with the reason, never to `checked`. The helpers below the
+graphs' walk (`sample_features`, `fix_for`, `check_onnx_graph`, `first_line`) are for the targets' checks.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
 import json
-import logging
-import warnings
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bge_export.errors import BgeExportError
+from bge_export.files import json_or_none
 from bge_export.folder.manifest import MANIFEST_NAME, MODEL_CARD_NAME, ArtifactEntry, Manifest, seal_state
+from bge_export.registry import target_of
 
 if TYPE_CHECKING:
     from bge_export.model.spec import EmbeddingSpec
-    from bge_export.folder.verify import VerifyResult
 
-_RESTORE = "restore the export's own file, or re-run the export"
+RESTORE = "restore the export's own file, or re-run the export"
 # For a graph that fails although it is byte for byte what the export recorded: the export wrote it that way.
-_AS_WRITTEN = ("it is byte for byte what the export recorded, so the export wrote it that way: a bge-export defect; "
-               "report it with this line (re-running the same version writes the same file)")
+AS_WRITTEN = ("it is byte for byte what the export recorded, so the export wrote it that way: a bge-export defect; "
+              "report it with this line (re-running the same version writes the same file)")
 # Which of the folder's files says what, for naming the file behind a disagreement with the manifest's spec.
 _SPEC_FIELDS = (
     ("model_type", "config.json"), ("architecture", "config.json"), ("hidden_size", "config.json"),
@@ -40,12 +40,51 @@ _SPEC_FIELDS = (
     ("similarity_fn_name", "config_sentence_transformers.json"), ("pad_token", "tokenizer_config.json"),
 )
 SAMPLE_TEXT = "bge-export verify: one short sentence to run each graph once."
+CARD_SEAL = re.compile(r"<!-- bge-export model card: generated from manifest\.json manifest_sha256 ([0-9a-f]{64})")
+
+
+@dataclass
+class VerifyResult:
+    """What `verify_folder` found: `problems` (each names a file and the fix), `checked` (what held), and
+    `not_checked` (what this machine cannot check, and why). `ok` when there is no problem."""
+
+    folder: Path
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    not_checked: list[str] = field(default_factory=list)
+    files_hashed: int = 0
+    graphs_loaded: int = 0  # graphs a runtime loaded and ran once (ONNX, OpenVINO IR), plans deserialized
+    packages_parsed: int = 0  # packages whose description parsed without a runtime to run them (Core ML)
+    changed: set[str] = field(default_factory=set)  # recorded files found missing or changed
+    seal_ok: bool = False  # manifest.json is what bge-export wrote (its seal matches)
+    sealed_now: bool = False  # --rehash wrote the manifest's seal
+    features: dict[str, np.ndarray] | None = field(default=None, repr=False)  # sample_features, made once
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def summary(self) -> str:
+        """One line: what was verified (or how many problems), and what could not be checked here."""
+        if self.problems:
+            head = (f"{self.folder}: {len(self.problems)} problem(s): {self.problems[0]}"
+                    + (f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""))
+        else:
+            seal = "sealed now (--rehash)" if self.sealed_now else "seal intact"
+            head = (f"{self.folder}: intact: {self.files_hashed} files match manifest.json's sha256 "
+                    f"(manifest {seal}), {self.graphs_loaded} graph(s) load"
+                    + (f", {self.packages_parsed} package(s) parse" if self.packages_parsed else "")
+                    + ", tokenizer and config agree with the manifest's model")
+        if self.not_checked:
+            head += "; not checked here: " + "; ".join(self.not_checked)
+        return head
 
 
 # --------------------------------------------------------------------------- tokenizer and configuration
 
 
-def check_model_files(folder: Path, manifest: Manifest, result: "VerifyResult") -> None:
+def check_model_files(folder: Path, manifest: Manifest, result: VerifyResult) -> None:
     """The folder's own model description (config.json, modules.json, pooling, sentence-transformers configs,
     tokenizer files) read as bge-export reads a model, against the manifest's spec; the tokenizer's
     vocabulary against config.json and the vocabulary files; each artifact entry's output width."""
@@ -60,7 +99,7 @@ def check_model_files(folder: Path, manifest: Manifest, result: "VerifyResult") 
                                    f"model gives {spec.embedding_dim}; re-run the export")
 
 
-def _check_spec(folder: Path, manifest: Manifest, result: "VerifyResult") -> None:
+def _check_spec(folder: Path, manifest: Manifest, result: VerifyResult) -> None:
     from bge_export.model.source import ModelSource, read_spec
 
     model = manifest.model
@@ -69,20 +108,20 @@ def _check_spec(folder: Path, manifest: Manifest, result: "VerifyResult") -> Non
     try:
         found = read_spec(source, trust_remote_code=True).to_dict()  # reads JSON only; runs no code
     except BgeExportError as exc:
-        result.problems.append(f"the folder's model files cannot be read as a model ({exc}); {_RESTORE}")
+        result.problems.append(f"the folder's model files cannot be read as a model ({exc}); {RESTORE}")
         return
     recorded = manifest.spec.to_dict()
     differ = [(name, where) for name, where in _SPEC_FIELDS if found.get(name) != recorded.get(name)]
     for name, where in differ:
         result.problems.append(f"{where}: {name} is {found.get(name)!r} in the folder but {recorded.get(name)!r} in "
-                               f"{MANIFEST_NAME}'s model; {_RESTORE}")
+                               f"{MANIFEST_NAME}'s model; {RESTORE}")
     if not differ:
         result.checked.append("config.json, modules.json, pooling and sentence-transformers files describe the "
                               "manifest's model")
 
 
 def _check_tokenizer(folder: Path, spec: "EmbeddingSpec", config: dict[str, Any] | None,
-                     result: "VerifyResult") -> None:
+                     result: VerifyResult) -> None:
     from tokenizers import Tokenizer
 
     from bge_export.model.tokenization import _MIN_VOCAB_COVERAGE
@@ -94,7 +133,7 @@ def _check_tokenizer(folder: Path, spec: "EmbeddingSpec", config: dict[str, Any]
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
         result.problems.append(f"tokenizer.json cannot be read by the tokenizers library "
-                               f"({str(exc).splitlines()[0][:120]}); {_RESTORE}")
+                               f"({str(exc).splitlines()[0][:120]}); {RESTORE}")
         return
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     top = max(vocab.values(), default=-1) + 1
@@ -103,28 +142,28 @@ def _check_tokenizer(folder: Path, spec: "EmbeddingSpec", config: dict[str, Any]
     if isinstance(rows, int) and rows > 0:
         if top > rows:
             result.problems.append(f"tokenizer.json gives token ids up to {top - 1}, but config.json's vocab_size is "
-                                   f"{rows}: the tokenizer belongs to another model; {_RESTORE}")
+                                   f"{rows}: the tokenizer belongs to another model; {RESTORE}")
         elif len(vocab) < _MIN_VOCAB_COVERAGE * rows:
             result.problems.append(f"tokenizer.json holds {len(vocab)} tokens for config.json's {rows}-row embedding "
-                                   f"table: the tokenizer belongs to another model; {_RESTORE}")
+                                   f"table: the tokenizer belongs to another model; {RESTORE}")
     pad = spec.pad_token or "[PAD]"
     pad_id = tokenizer.token_to_id(pad)
     expected = (config or {}).get("pad_token_id")
     if pad_id is None:
         result.problems.append(f"tokenizer.json has no pad token {pad!r} (tokenizer_config.json's): the tokenizer "
-                               f"files disagree; {_RESTORE}")
+                               f"files disagree; {RESTORE}")
     elif isinstance(expected, int) and pad_id != expected:
         result.problems.append(f"tokenizer.json gives the pad token {pad!r} id {pad_id}, config.json's pad_token_id "
-                               f"is {expected}: the tokenizer belongs to another model; {_RESTORE}")
+                               f"is {expected}: the tokenizer belongs to another model; {RESTORE}")
     _check_vocab_file(folder, path, result)
     if len(result.problems) == problems:
         result.checked.append(f"tokenizer.json ({len(vocab)} tokens) fits config.json and the vocabulary files")
 
 
-def _check_vocab_file(folder: Path, tokenizer_path: Path, result: "VerifyResult") -> None:
+def _check_vocab_file(folder: Path, tokenizer_path: Path, result: VerifyResult) -> None:
     """vocab.txt (WordPiece) or vocab.json (BPE), when present, must hold tokenizer.json's own vocabulary."""
     data = _json(tokenizer_path) or {}
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    model = data["model"] if isinstance(data.get("model"), dict) else {}
     inner = model.get("vocab")
     if not isinstance(inner, dict):
         return  # Unigram (a list with scores) or unknown: its vocabulary lives in the sentencepiece model
@@ -138,13 +177,13 @@ def _check_vocab_file(folder: Path, tokenizer_path: Path, result: "VerifyResult"
             else:
                 other = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            result.problems.append(f"{name} cannot be read ({type(exc).__name__}); {_RESTORE}")
+            result.problems.append(f"{name} cannot be read ({type(exc).__name__}); {RESTORE}")
             continue
         if other != inner:
             mismatched = sum(1 for token, i in inner.items() if other.get(token) != i)
             result.problems.append(f"{name} and tokenizer.json hold different vocabularies ({len(other)} and "
                                    f"{len(inner)} tokens, {mismatched} of tokenizer.json's ids differ): one of them "
-                                   f"was swapped; {_RESTORE}")
+                                   f"was swapped; {RESTORE}")
 
 
 def _output_width(entry: ArtifactEntry) -> int | None:
@@ -155,157 +194,109 @@ def _output_width(entry: ArtifactEntry) -> int | None:
 
 
 def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+    data = json_or_none(path)
     return data if isinstance(data, dict) else None
 
 
 # --------------------------------------------------------------------------- graphs
 
 
-def check_graphs(folder: Path, manifest: Manifest, result: "VerifyResult") -> None:
-    """ONNX graphs (artifacts and the TensorRT-ready graphs beside plans), Core ML packages, TensorRT plans."""
-    spec = manifest.spec
-    onnx_paths = {e.path for e in manifest.artifacts if e.format == "onnx"}
-    onnx_paths |= {path for path in manifest.files if path.endswith(".onnx")}
-    features = _sample_features(folder, spec)
-    for relative in sorted(onnx_paths):
-        if (folder / relative).is_file():
-            as_written = result.seal_ok and relative in manifest.files and not _touched(relative, result)
-            fix = _AS_WRITTEN if as_written else _RESTORE
-            _check_onnx(folder, relative, spec.embedding_dim, features, fix, result)
+def check_graphs(folder: Path, manifest: Manifest, result: VerifyResult) -> None:
+    """Every artifact entry through its target's `verify_artifact` (bge_export/registry.py)."""
     for entry in manifest.artifacts:
-        path = folder / entry.path
-        if entry.format == "coreml" and path.is_dir():
-            _check_coreml(folder, entry, spec.embedding_dim, result)
-        elif entry.format == "tensorrt" and entry.sha256 and path.is_file():
-            _check_plan(folder, entry, result)
+        try:
+            target = target_of(entry)
+        except BgeExportError as exc:
+            result.problems.append(str(exc))
+            continue
+        verify = target.load(target.verify_artifact)
+        if verify is None:
+            result.not_checked.append(f"{entry.path} contents: this bge-export has no check for {target.display}")
+            continue
+        verify(folder, manifest, entry, result)
 
 
-def _sample_features(folder: Path, spec: "EmbeddingSpec") -> dict[str, np.ndarray]:
-    """One tokenized sentence, as every runtime gets it; a few plain ids when the tokenizer is unusable."""
+def sample_features(folder: Path, manifest: Manifest, result: VerifyResult) -> dict[str, np.ndarray]:
+    """One tokenized sentence, as every runtime gets it (made once per verify); a few plain ids when the
+    tokenizer is unusable (the tokenizer check reports it, and the graphs still get a run)."""
     from bge_export.model.tokenization import TextTokenizer
 
-    try:
-        tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
-        return tokenizer.pad(tokenizer.tokenize([SAMPLE_TEXT]))
-    except Exception:  # a broken tokenizer is reported by the tokenizer check; the graphs still get a run
-        ids = np.array([[1, 2, 3, 4]], dtype=np.int64)
-        features = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if "token_type_ids" in spec.input_names:
-            features["token_type_ids"] = np.zeros_like(ids)
-        return features
+    if result.features is None:
+        spec = manifest.spec
+        try:
+            tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
+            result.features = tokenizer.pad(tokenizer.tokenize([SAMPLE_TEXT]))
+        except Exception:  # a broken tokenizer raises whatever the tokenizers library raises
+            ids = np.array([[1, 2, 3, 4]], dtype=np.int64)
+            result.features = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if "token_type_ids" in spec.input_names:
+                result.features["token_type_ids"] = np.zeros_like(ids)
+    return result.features
 
 
-def _touched(relative: str, result: "VerifyResult") -> bool:
-    """The graph or its external data was found changed or missing."""
-    return any(path == relative or path.startswith(relative + ".") for path in result.changed)
+def fix_for(relative: str, manifest: Manifest, result: VerifyResult) -> str:
+    """The fix to name for a file that fails to load: restore it, or, when it is byte for byte what a sealed
+    manifest recorded, report a bge-export defect (the export wrote it that way)."""
+    touched = any(path == relative or path.startswith(relative + ".") for path in result.changed)
+    as_written = result.seal_ok and relative in manifest.files and not touched
+    return AS_WRITTEN if as_written else RESTORE
 
 
-def _check_onnx(folder: Path, relative: str, width: int, features: dict[str, np.ndarray], fix: str,
-                result: "VerifyResult") -> None:
+def check_onnx_graph(folder: Path, manifest: Manifest, relative: str, result: VerifyResult) -> None:
+    """An ONNX graph through onnx.checker and one onnxruntime CPU run of a sample sentence: an ONNX artifact,
+    or a graph another target keeps beside its artifact (TensorRT's ready graphs)."""
     import onnx
     import onnxruntime as ort
 
+    width = manifest.spec.embedding_dim
+    fix = fix_for(relative, manifest, result)
     path = str(folder / relative)
     try:
         onnx.checker.check_model(path)  # by path: external data is read from beside the graph
     except Exception as exc:  # onnx raises ValidationError, DecodeError, OSError... for a damaged graph
-        result.problems.append(f"{relative}: onnx.checker rejects it ({_first_line(exc)}); {fix}")
+        result.problems.append(f"{relative}: onnx.checker rejects it ({first_line(exc)}); {fix}")
         return
+    features = sample_features(folder, manifest, result)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        feed = {}
-        for given in session.get_inputs():
-            value = features.get(given.name)
-            if value is None:
-                raise ValueError(f"it asks for input '{given.name}', which this model's tokenizer does not give")
-            feed[given.name] = value.astype(np.int32 if given.type == "tensor(int32)" else np.int64)
+        feed = sample_feed(features, [(given.name, given.type == "tensor(int32)") for given in session.get_inputs()])
         names = [o.name for o in session.get_outputs()]
         if "sentence_embedding" not in names:
             raise ValueError(f"it has no 'sentence_embedding' output (outputs: {', '.join(names)})")
         (out,) = session.run(["sentence_embedding"], feed)
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
-        result.problems.append(f"{relative}: onnxruntime cannot run it ({_first_line(exc)}); {fix}")
+        result.problems.append(f"{relative}: onnxruntime cannot run it ({first_line(exc)}); {fix}")
         return
-    if out.shape != (1, width) or not np.isfinite(out).all():
-        result.problems.append(f"{relative}: one sentence gives embeddings of shape {tuple(out.shape)}"
-                               f"{'' if np.isfinite(out).all() else ' with NaN or inf'}, the model's are (1, {width}); "
-                               f"{fix}")
-        return
-    result.graphs_loaded += 1
-    result.checked.append(f"{relative}: onnx.checker passes, onnxruntime runs it ({width}-wide output)")
+    if sample_embedding_ok(relative, out, width, fix, result):
+        result.graphs_loaded += 1
+        result.checked.append(f"{relative}: onnx.checker passes, onnxruntime runs it ({width}-wide output)")
 
 
-def _check_coreml(folder: Path, entry: ArtifactEntry, width: int, result: "VerifyResult") -> None:
-    if importlib.util.find_spec("coremltools") is None:
-        result.not_checked.append(f"{entry.path} graph: coremltools missing (pip install 'bge-export[coreml]')")
-        return
-    from bge_export.targets.coreml.runtime import import_coremltools
-
-    ct = import_coremltools()
-    try:
-        with _quiet():
-            spec = ct.models.MLModel(str(folder / entry.path), skip_model_load=True).get_spec()
-        outputs = {o.name: list(o.type.multiArrayType.shape) for o in spec.description.output}
-        inputs = [i.name for i in spec.description.input]
-    except Exception as exc:  # coremltools raises many kinds for a damaged package
-        result.problems.append(f"{entry.path}: coremltools cannot parse the package ({_first_line(exc)}); {_RESTORE}")
-        return
-    expected = [t.name for t in entry.inputs]
-    shape = outputs.get("sentence_embedding")
-    if shape is None or (shape and shape[-1] != width):
-        result.problems.append(f"{entry.path}: the package's outputs {outputs} do not give {width}-wide "
-                               f"'sentence_embedding'; {_RESTORE}")
-    elif expected and inputs != expected:
-        result.problems.append(f"{entry.path}: the package takes {inputs}, its entry records {expected}; {_RESTORE}")
-    else:
-        result.packages_parsed += 1
-        result.checked.append(f"{entry.path}: its spec parses with coremltools (not loaded: no Core ML run here)")
+def sample_feed(features: dict[str, np.ndarray], inputs: list[tuple[str, bool]]) -> dict[str, np.ndarray]:
+    """The sample sentence for a graph's inputs, given as (name, takes int32); ValueError naming an input the
+    model's tokenizer does not give."""
+    feed = {}
+    for name, int32 in inputs:
+        value = features.get(name)
+        if value is None:
+            raise ValueError(f"it asks for input '{name}', which this model's tokenizer does not give")
+        feed[name] = value.astype(np.int32 if int32 else np.int64)
+    return feed
 
 
-def _check_plan(folder: Path, entry: ArtifactEntry, result: "VerifyResult") -> None:
-    from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
-
-    why = tensorrt_unavailable()
-    if why is not None:
-        result.not_checked.append(f"{entry.path} engine not deserialized: {why}")
-        return
-    import tensorrt as trt
-
-    try:
-        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-        engine = runtime.deserialize_cuda_engine((folder / entry.path).read_bytes())
-    except Exception as exc:  # TensorRT raises RuntimeError/TypeError for plans of other versions
-        engine, error = None, _first_line(exc)
-    else:
-        error = "TensorRT returned no engine"
-    if engine is None:
-        result.problems.append(f"{entry.path}: TensorRT {trt.__version__} cannot deserialize it ({error}); build it "
-                               "again on this host with tensorrt/build.sh or bge-export tensorrt")
-        return
-    result.graphs_loaded += 1
-    result.checked.append(f"{entry.path}: TensorRT {trt.__version__} deserializes it")
+def sample_embedding_ok(relative: str, out: np.ndarray, width: int, fix: str, result: VerifyResult) -> bool:
+    """One sentence gave one finite embedding of the model's width; else the problem is named."""
+    if out.shape == (1, width) and np.isfinite(out).all():
+        return True
+    result.problems.append(f"{relative}: one sentence gives embeddings of shape {tuple(out.shape)}"
+                           f"{'' if np.isfinite(out).all() else ' with NaN or inf'}, the model's are (1, {width}); "
+                           f"{fix}")
+    return False
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    log = logging.getLogger("coremltools")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        log.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return text[:200]
 
@@ -313,10 +304,8 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- model card
 
 
-def check_card(folder: Path, data: dict[str, Any], result: "VerifyResult") -> None:
+def check_card(folder: Path, data: dict[str, Any], result: VerifyResult) -> None:
     """README.md written by bge-export records the manifest seal it was generated from: it must be this one."""
-    from bge_export.folder.verify import card_seal
-
     if not (folder / MODEL_CARD_NAME).is_file():
         return
     recorded = card_seal(folder)
@@ -330,3 +319,13 @@ def check_card(folder: Path, data: dict[str, Any], result: "VerifyResult") -> No
                                "numbers may be stale; regenerate it with bge_export.report.model_card.write_model_card")
     else:
         result.checked.append(f"{MODEL_CARD_NAME} was generated from this {MANIFEST_NAME}")
+
+
+def card_seal(folder: Path) -> str | None:
+    """The manifest seal a bge-export model card (README.md) was generated from; None if not ours."""
+    try:
+        text = (folder / MODEL_CARD_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = CARD_SEAL.search(text)
+    return found.group(1) if found else None

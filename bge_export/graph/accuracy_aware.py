@@ -21,7 +21,7 @@ from typing import Any, Callable, Generator, Iterator, Sequence
 
 import numpy as np
 
-from bge_export.graph.nodes import store_large_tables_as_fp16, weight_matmuls
+from bge_export.graph.attention import fuse_attention_cores
 from bge_export.graph.edit import (
     OutlierFix,
     channel_abs_max,
@@ -29,12 +29,15 @@ from bge_export.graph.edit import (
     tame_outlier_channels,
 )
 from bge_export.graph.int8 import PRESETS, Int8Preset, quantize_matmuls_dynamic, quantize_static_qdq
+from bge_export.graph.nodes import store_large_tables_as_fp16, weight_matmuls
+from bge_export.graph.packing import pack_tokens
 from bge_export.graph.sensitivity import NodeSensitivity, rank_nodes
-from bge_export.progress import Progress
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
-from bge_export.quality.floors import FLOORS
+from bge_export.progress import Progress
+from bge_export.quality.floors import floors_for
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
+from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
 DEFAULT_OUTLIER_RATIO = 4.0  # a channel is an outlier when its max |x| exceeds 4x the median channel's
 CALIBRATION_TEXTS = 128
@@ -199,24 +202,21 @@ class _Judge:
     @classmethod
     def with_bound(cls, spec: EmbeddingSpec, tokenizer: TextTokenizer, texts: Sequence[str], baseline: np.ndarray,
                    min_cosine: float | None) -> "_Judge":
-        """No --min-cosine: the verdict's own INT8 floors (validate/check.py), top-10 overlap included; else that
+        """No --min-cosine: the verdict's own INT8 floors (bge_export/quality/floors.py), top-10 overlap included; else that
         bound for min and mean cosine alone.
 
         The search demands headroom for the per-text minimum on its selection texts: the minimum over the ~1,000
         texts a verdict or validate later sees is lower than over the 135 the search chose on (measured on
         MiniLM static QDQ: selection min 0.9964, held-out min 0.98999 against a 0.99 bound). The mean is a
         stable statistic and is asked as it is."""
-        floors = FLOORS["int8"]
-        bound = ((floors.min_cosine, max(floors.min_mean_cosine, floors.min_cosine)) if min_cosine is None
-                 else (min_cosine, min_cosine))
+        floors = floors_for("int8", min_cosine)  # the one override rule: --min-cosine is both cosine floors
+        bound = (floors.min_cosine, max(floors.min_mean_cosine, floors.min_cosine))
         # an explicit --min-cosine is the whole bound the user asked for (cosine, every text and the mean); the
         # default bound is the verdict's INT8 floors, neighbour overlap included
         overlap = floors.min_top10_overlap if min_cosine is None else 0.0
         return cls(spec, tokenizer, texts, baseline, with_headroom(bound[0]), bound[1], bound, overlap)
 
     def trial(self, candidate: Path, label: str) -> Trial:
-        from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
-
         embeddings = OnnxEncoder(candidate, self.spec, self.tokenizer).encode(self.texts, batch_size=16)
         cosine = cosine_per_row(self.baseline, embeddings)
         overlap = topk_neighbour_overlap(self.baseline, embeddings, k=10)
@@ -259,9 +259,6 @@ def quantize_dynamic_accuracy_aware(
     SkipLayerNormalization, whose fusion wants [batch, sequence, hidden] shapes).
     """
     import onnx
-
-    from bge_export.graph.attention import fuse_attention_cores
-    from bge_export.graph.packing import pack_tokens
 
     batches = [b.features for b in tokenizer.batches(list(calibration_texts)[:CALIBRATION_TEXTS], 16)]
 
@@ -318,7 +315,8 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: _Judge, progress: 
                             validation_texts=len(judge.texts), min_top10_overlap=judge.min_top10_overlap)
     limit = len(candidates) // 2  # beyond half in float, the artifact is no longer an INT8 model
     order = search_order(limit, always_tame=recipe.always_tame, attention_stage=recipe.attention_stage)
-    tamed, ranking = False, []  # both done once, when a configuration first needs them
+    tamed = False  # taming and ranking are both done once, when a configuration first needs them
+    ranking: list[NodeSensitivity] = []
     attempts: list[_Attempt] = []
     verdict: bool | None = None
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:

@@ -84,12 +84,13 @@ def merge_shared_input_matmuls(model: Any) -> int:
         add_initializer(model, stem + "_W", np.concatenate(weights, axis=1))
         new_nodes = [helper.make_node("MatMul", [source, stem + "_W"], [stem + "_mm"], name=stem)]
         result, outputs = stem + "_mm", [n.output[0] for n in nodes]
-        if all(a is not None for a in adds):
-            biases = [numpy_helper.to_array(inits[next(i for i in a.input if i in inits)]) for a in adds]
+        biased = [a for a in adds if a is not None]
+        if len(biased) == len(adds):
+            biases = [numpy_helper.to_array(inits[next(i for i in a.input if i in inits)]) for a in biased]
             add_initializer(model, stem + "_B", np.concatenate(biases))
             new_nodes.append(helper.make_node("Add", [result, stem + "_B"], [stem + "_biased"], name=stem + "_bias"))
-            result, outputs = stem + "_biased", [a.output[0] for a in adds]
-            replaced |= {a.name for a in adds}
+            result, outputs = stem + "_biased", [a.output[0] for a in biased]
+            replaced |= {a.name for a in biased}
         sizes = add_initializer(model, stem + "_sizes", np.array([w.shape[1] for w in weights], dtype=np.int64))
         new_nodes.append(helper.make_node("Split", [result, sizes], outputs, name=stem + "_split", axis=-1))
         replaced |= {n.name for n in nodes}
@@ -165,7 +166,8 @@ def _activation_chain(source: str, nodes: list[Any], graph: GraphIndex,
     """The chain that computes `source` from a weight MatMul, when its tensors feed only `nodes`."""
     inits, producers, users = graph.initializers, graph.producers, graph.consumers
     chain: list[Any] = []
-    pending, seen, start = [source], set(), None
+    pending, start = [source], None
+    seen: set[str] = set()
     while pending:
         tensor = pending.pop()
         node = producers.get(tensor)

@@ -35,9 +35,12 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 from bge_export.graph.edit import consumers, store_large_tables_as_fp16
 
@@ -116,7 +119,7 @@ def convert_fp16(source: str | Path, target: str | Path, *, fp32_ops: Sequence[s
     return Fp16Report(kept_fp32_ops=dict(fp32), fp16_ops=dict(fp16), attention=attention)
 
 
-def split_fused_attention(model: "object") -> int:
+def split_fused_attention(model: "ModelProto") -> int:
     """com.microsoft Attention -> MatMul + Add + Split (the projection) + MultiHeadAttention (the core).
 
     Only the form our fusion writes is split (input, weight, bias, optional mask; no past, no attention_bias, no
@@ -160,7 +163,7 @@ def split_fused_attention(model: "object") -> int:
     return count
 
 
-def attention_core_nodes(model: "object") -> set[str]:
+def attention_core_nodes(model: "ModelProto") -> set[str]:
     """Names of the nodes computing softmax(Q·Kᵀ·scale + mask)·V: fused cores, or Softmax and its neighbours."""
     producers = {out: node for node in model.graph.node for out in node.output}
     users = consumers(model)
@@ -189,7 +192,7 @@ def attention_core_nodes(model: "object") -> set[str]:
     return cores
 
 
-def mask_and_bias_nodes(model: "object", cores: set[str]) -> set[str]:
+def mask_and_bias_nodes(model: "ModelProto", cores: set[str]) -> set[str]:
     """Nodes all of whose outputs end only in attention cores' mask/bias inputs (or in other such nodes)."""
     producers = {out: node for node in model.graph.node for out in node.output}
     users = consumers(model)
@@ -224,7 +227,7 @@ def mask_and_bias_nodes(model: "object", cores: set[str]) -> set[str]:
     return candidates
 
 
-def compute_precisions(model: "object") -> tuple[Counter, Counter]:
+def compute_precisions(model: "ModelProto") -> tuple[Counter[str], Counter[str]]:
     """(fp16, fp32) counts of compute nodes by op type, from the float type of each node's inputs."""
     import onnx
 
@@ -232,7 +235,8 @@ def compute_precisions(model: "object") -> tuple[Counter, Counter]:
     dtype = {i.name: i.data_type for i in model.graph.initializer}
     for value in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
         dtype.setdefault(value.name, value.type.tensor_type.elem_type)
-    fp16, fp32 = Counter(), Counter()
+    fp16: Counter[str] = Counter()
+    fp32: Counter[str] = Counter()
     for node in model.graph.node:
         known = [dtype[i] for i in node.input if i and dtype.get(i) in floats]
         attrs = {a.name: a for a in node.attribute}
@@ -250,7 +254,7 @@ def compute_precisions(model: "object") -> tuple[Counter, Counter]:
     return fp16, fp32
 
 
-def _name_all_nodes(model: "object") -> None:
+def _name_all_nodes(model: "ModelProto") -> None:
     """node_block_list works by node name: give nameless nodes unique ones."""
     taken = {n.name for n in model.graph.node if n.name}
     for index, node in enumerate(model.graph.node):

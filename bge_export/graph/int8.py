@@ -7,9 +7,8 @@ stay in float is decided by the accuracy-aware search (accuracy_aware.py), not h
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import platform
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -177,7 +176,7 @@ def _entropy_histogram_bins() -> Iterator[None]:
     duration of one call, its calibrator factory gets TensorRT's 2048 bins."""
     import importlib
 
-    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not the function
+    ort_quantize: Any = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not the function
     original = getattr(ort_quantize, "create_calibrator", None)
     if original is None:  # a future onnxruntime: nothing to adjust, and nothing we would silently get wrong
         yield

@@ -28,10 +28,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from bge_export.errors import MissingDependencyError
+from bge_export.graph.accuracy_aware import CALIBRATION_TEXTS, PRESETS, GraphRewrites, _Judge, _Recipe, _search
 from bge_export.graph.nodes import initializers, producers, prune_dead_nodes, prune_initializers, weight_matmuls
-from bge_export.progress import Progress
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
+from bge_export.progress import Progress
 
 NNCF_BATCH = 8  # texts per calibration item: NNCF collects statistics per item through onnxruntime
 NNCF_TEXTS = 300  # what sentence-transformers' OpenVINO export calibrates on (its subset size)
@@ -41,9 +42,7 @@ def import_nncf() -> Any:
     try:
         import nncf
     except ImportError:
-        raise MissingDependencyError(
-            "--quantize int8-openvino needs NNCF; install it with: pip install \"bge-export[openvino]\""
-        ) from None
+        raise MissingDependencyError("nncf", "openvino", "--quantize int8-openvino") from None
     return nncf
 
 
@@ -62,8 +61,6 @@ class NncfQuantizer:
     def build(self, model: Any, nodes: list[str], path: Path, configuration: Any) -> Any:
         import onnx
 
-        from bge_export.graph.accuracy_aware import GraphRewrites
-
         if self.quantized is None:
             outside = [node.name for node in weight_matmuls(model) if node.name not in set(nodes)]
             self.quantized = self._quantize(model, outside)
@@ -81,7 +78,8 @@ class NncfQuantizer:
     def _quantize(self, model: Any, ignored: list[str]) -> Any:
         nncf = import_nncf()
         from nncf.quantization.advanced_parameters import (
-            AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,
+            AdvancedQuantizationParameters,
+            AdvancedSmoothQuantParameters,
         )
 
         names = self.input_names
@@ -293,10 +291,6 @@ def quantize_openvino_accuracy_aware(
     """Plain graph -> outliers tamed -> NNCF Q/DQ (OpenVINO's layout) -> the fewest MatMuls in float that meet
     the bound (cosine and top-10 overlap on the selection texts). Returns the QuantizationPlan."""
     import onnx
-
-    from bge_export.graph.accuracy_aware import (
-        CALIBRATION_TEXTS, PRESETS, _Judge, _Recipe, _search,
-    )
 
     import_nncf()
     texts = list(calibration_texts)

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bge_export.graph.nodes import initializers, quantize_weight
 from bge_export.graph.edit import capture
 from bge_export.graph.int8 import Int8Preset
+from bge_export.graph.nodes import initializers, quantize_weight
 
 MAX_ROWS_PER_NODE = 4096
 

@@ -6,8 +6,8 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import zip_longest
 from importlib import resources
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -8,12 +8,13 @@ reproduces sentence-transformers' Pooling exactly (proven by tests against it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from bge_export.errors import InputError, UnsupportedModelError
-from bge_export.model.source import ModelSource
+from bge_export.model.source import ModelSource, check_safetensors_file
 from bge_export.model.spec import DenseSpec, EmbeddingSpec
 
 _ACTIVATIONS = {"identity": nn.Identity, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
@@ -107,7 +108,7 @@ def load_embedding_module(
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         trust_remote_code=trust_remote_code,
         use_safetensors=source.weights_format == "safetensors",
         attn_implementation="eager",
@@ -144,8 +145,6 @@ def _read_state_dict(folder: Path, source: ModelSource) -> dict[str, Tensor]:
     safe = folder / "model.safetensors"
     if safe.is_file():
         from safetensors.torch import load_file
-
-        from bge_export.model.source import check_safetensors_file
 
         check_safetensors_file(safe)
         try:

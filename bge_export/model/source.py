@@ -6,15 +6,15 @@ The reading follows sentence-transformers' own loading rules so that our baselin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bge_export.model.architectures import architecture_for
 from bge_export.errors import InputError, UnsupportedModelError
+from bge_export.files import contents_sha256, read_json
+from bge_export.model.architectures import architecture_for
 from bge_export.model.spec import DENSE_ACTIVATIONS, POOLING_MODES, DenseSpec, EmbeddingSpec
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -60,12 +60,8 @@ class ModelSource:
         return self.reference.rstrip("/").split("/")[-1]
 
     def weights_sha256(self) -> str:
-        digest = hashlib.sha256()
-        for path in self.weights_files:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
-        return digest.hexdigest()
+        """The weights' bytes, shards in order (bge_export/files.py contents_sha256)."""
+        return contents_sha256(self.weights_files)
 
 
 def resolve_model(
@@ -187,10 +183,7 @@ def check_safetensors_file(path: Path) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}; the model folder looks damaged, download it again") from None
+    return read_json(path, "the model folder looks damaged, download it again")
 
 
 def _optional_json(path: Path) -> Any:
@@ -210,7 +203,9 @@ def _json_object(path: Path, required: bool = True) -> dict[str, Any]:
 
 
 def _json_kind(data: Any) -> str:
-    return {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(type(data), "value")
+    kinds = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+             type(None): "null"}
+    return kinds.get(type(data), "value")
 
 
 def _config_int(config: dict[str, Any], key: str, where: Path, default: int | None = None, minimum: int = 1) -> int:

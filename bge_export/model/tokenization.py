@@ -9,12 +9,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from bge_export.errors import InputError
 from bge_export.model.spec import EmbeddingSpec
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ _VOCAB_FILES = ("vocab.txt", "merges.txt", "vocab.json", "sentencepiece.bpe.mode
 
 
 class TextTokenizer:
-    def __init__(self, backend: "object", spec: EmbeddingSpec) -> None:
+    def __init__(self, backend: "Tokenizer", spec: EmbeddingSpec) -> None:
         self.spec = spec
         self._backend = backend
         backend.no_padding()
@@ -107,7 +110,7 @@ _TOKENIZER_SOURCES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiec
 _MIN_VOCAB_COVERAGE = 0.9
 
 
-def _load_transformers_tokenizer(folder: Path) -> "object":
+def _load_transformers_tokenizer(folder: Path) -> Any:  # a transformers PreTrainedTokenizerFast
     from transformers import AutoTokenizer
 
     if not any((folder / name).is_file() for name in _TOKENIZER_SOURCES):
@@ -139,7 +142,7 @@ def check_tokenizer_matches_model(tokenizer: "TextTokenizer", module: "object", 
         )
 
 
-def _backend_via_transformers(folder: Path) -> "object":
+def _backend_via_transformers(folder: Path) -> "Tokenizer":
     tokenizer = _load_transformers_tokenizer(folder)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:

@@ -1,18 +1,22 @@
-"""The one table of fidelity floors, and the quick check every export runs against it.
+"""The one table of fidelity floors, the one rule for overriding it, the baseline's embeddings computed once, and
+the quick check every export runs against them.
 
 Every verdict in the toolkit (the export's built-in check, the INT8 search's default bound, `validate`,
-`inspect`, the README) reads `FLOORS`; nothing else holds a threshold.
+`inspect`, the README) reads `FLOORS` through `floors_for`; a user's override goes through `floors_for`'s
+`min_cosine` (an export's --min-cosine) or `with_overrides` (floors recorded at export, validate's flags);
+nothing else holds a threshold.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from bge_export.runtime.encoder import Encoder
+from bge_export.progress import Progress
 from bge_export.quality.metrics import cosine_per_row, summarize_cosine
+from bge_export.runtime.encoder import Encoder
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,40 @@ def precision_class(precision: str) -> str:
     return "fp32"
 
 
-def floors_for(precision: str) -> Floors:
-    return FLOORS[precision_class(precision)]
+def floors_for(precision: str, min_cosine: float | None = None) -> Floors:
+    """The table's floors for this precision. An export's --min-cosine (`min_cosine`) is the bound of the INT8
+    search, so for INT8 it replaces both cosine floors (search and verdict alike); other precisions keep theirs."""
+    floors = FLOORS[precision_class(precision)]
+    if min_cosine is not None and precision_class(precision) == "int8":
+        floors = replace(floors, min_cosine=min_cosine, min_mean_cosine=min_cosine)
+    return floors
+
+
+def with_overrides(floors: Floors, values: Mapping[str, float | None]) -> Floors:
+    """`floors` with the named floors replaced (names of `Floors`' fields; None or another name: kept)."""
+    names = {f.name for f in fields(Floors)}
+    return replace(floors, **{k: float(v) for k, v in values.items() if k in names and v is not None})
+
+
+class BaselineEmbeddings:
+    """The PyTorch fp32 baseline's embeddings of named text sets (the verdict texts, the INT8 search's selection
+    texts), each computed once; the baseline itself is made on first use, so a run that needs none loads none."""
+
+    def __init__(self, make_encoder: Callable[[], Encoder], progress: Progress, batch_size: int = 16) -> None:
+        self._make_encoder = make_encoder
+        self._encoder: Encoder | None = None
+        self._progress = progress
+        self._batch_size = batch_size
+        self._embeddings: dict[str, np.ndarray] = {}
+
+    def of(self, name: str, texts: Sequence[str]) -> np.ndarray:
+        """The baseline's embeddings of `texts`, known as `name` (one name, one text set)."""
+        if name not in self._embeddings:
+            if self._encoder is None:
+                self._encoder = self._make_encoder()
+            self._progress.step(f"encoding {len(texts)} built-in {name} texts with the PyTorch fp32 baseline")
+            self._embeddings[name] = self._encoder.encode(list(texts), batch_size=self._batch_size)
+        return self._embeddings[name]
 
 
 @dataclass(frozen=True)
@@ -102,6 +138,12 @@ def check_against_baseline(
     backend_label: str | None = None,
 ) -> CheckResult:
     embeddings = artifact.encode(texts, batch_size=batch_size)
+    return judge_embeddings(baseline_embeddings, embeddings, texts, floors, backend_label or artifact.backend)
+
+
+def judge_embeddings(baseline_embeddings: np.ndarray, embeddings: np.ndarray, texts: Sequence[str], floors: Floors,
+                     backend: str) -> CheckResult:
+    """The cosine floors on embeddings already computed (a caller that also needs them, e.g. for top-10)."""
     cosine = cosine_per_row(baseline_embeddings, embeddings)
     summary = summarize_cosine(cosine, n_worst=3)
     return CheckResult(
@@ -112,5 +154,5 @@ def check_against_baseline(
         min_cosine_required=floors.min_cosine,
         min_mean_cosine_required=floors.min_mean_cosine,
         worst_texts=[texts[i][:120] for i in summary.worst_indices],
-        backend=backend_label or artifact.backend,
+        backend=backend,
     )

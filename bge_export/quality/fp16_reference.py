@@ -23,13 +23,17 @@ import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
 
-from bge_export.runtime.encoder import Encoder
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
+from bge_export.quality.floors import check_against_baseline, floors_for
+from bge_export.runtime.encoder import Encoder
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 NUMERICS_CHECK = ("numpy fp16 reference evaluation of the graph (onnx.reference, every fp16 tensor rounded to "
                   "fp16; GEMMs fp16 x fp16 with fp32 accumulation; onnxruntime's CPU provider runs fp16 nodes "
@@ -104,12 +108,12 @@ class _Widened:
         self.value: np.ndarray | None = None
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
-        if array is not self.source:
+        if array is not self.source or self.value is None:
             self.source, self.value = array, array.astype(_F32)
         return self.value
 
 
-def _op_classes() -> list[type]:
+def _op_classes() -> list[type[Any]]:
     """OpRun implementations for the evaluator (built lazily: onnx is imported only when a check runs)."""
     from onnx.reference.op_run import OpRun
 
@@ -130,7 +134,7 @@ def _op_classes() -> list[type]:
                 return (self.__dict__.setdefault("_widened", _Widened())(x),)
             from onnx.reference.ops.op_cast import Cast_19
 
-            return Cast_19._run(self, x, to=to, saturate=attrs.get("saturate"))
+            return Cast_19._run(self, x, to=to, saturate=attrs.get("saturate"))  # type: ignore[arg-type]  # its body
 
     class EmbedLayerNormalization(OpRun):
         op_domain = "com.microsoft"
@@ -143,7 +147,7 @@ def _op_classes() -> list[type]:
             if segment is not None and segment_ids is not None:
                 total = total + segment[segment_ids].astype(_F32)
             out_type = _float_type(word, gamma)
-            output = _layer_norm(total, gamma, beta, 1e-12 if epsilon is None else epsilon).astype(out_type)
+            output: np.ndarray = _layer_norm(total, gamma, beta, 1e-12 if epsilon is None else epsilon).astype(out_type)
             lengths = (mask.sum(axis=1) if mask is not None else np.zeros(input_ids.shape[0])).astype(np.int32)
             return (output, lengths, total.astype(out_type))[:len(self.onnx_node.output)]
 
@@ -228,7 +232,7 @@ def _op_classes() -> list[type]:
 class Fp16ReferenceEvaluator:
     """Runs an ONNX graph with onnx's reference evaluator, fp16 tensors as numpy float16 (see module docstring)."""
 
-    def __init__(self, model: "str | Path | object") -> None:
+    def __init__(self, model: "str | Path | ModelProto") -> None:
         import onnx
         from onnx.reference import ReferenceEvaluator
 
@@ -250,7 +254,8 @@ class Fp16ReferenceEvaluator:
     def run(self, outputs: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         # log(0) and 0/0 are part of some exported graphs (MPNet's position buckets, masked later): not errors
         with _one_blas_thread(), np.errstate(divide="ignore", invalid="ignore"):
-            return self.session.run(list(outputs) if outputs else None, {k: feeds[k] for k in self.input_names})
+            result = self.session.run(list(outputs) if outputs else None, {k: feeds[k] for k in self.input_names})
+        return cast("list[np.ndarray]", result)  # a dict only with intermediate=True
 
 
 def _one_blas_thread() -> Any:
@@ -284,8 +289,6 @@ def fp16_reference_check(path: str | Path, spec: EmbeddingSpec, tokenizer: TextT
     "numerics_check" (what computed it) and "seconds"; put it in the fp16 manifest entry's options and take its
     "passed" into the entry's status. `floors` defaults to FLOORS["fp16"].
     """
-    from bge_export.quality.floors import check_against_baseline, floors_for
-
     started = time.perf_counter()
     encoder = Fp16ReferenceEncoder(path, spec, tokenizer)
     result = check_against_baseline(baseline, encoder, texts, floors or floors_for("fp16"), batch_size=batch_size,

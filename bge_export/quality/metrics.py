@@ -39,8 +39,8 @@ _ROW_CHUNK = 256
 # --------------------------------------------------------------------------- cosine
 
 
-def _as_2d_float(x: np.ndarray, name: str, dtype: type = np.float64) -> np.ndarray:
-    arr = np.asarray(x, dtype=dtype)
+def _as_2d_float(x: np.ndarray, name: str, dtype: "np.typing.DTypeLike" = np.float64) -> np.ndarray:
+    arr: np.ndarray = np.asarray(x, dtype=dtype)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows x dims), got shape {arr.shape}")
     return arr
@@ -191,7 +191,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman rank correlation: Pearson on fractional (tie-averaged) ranks, as scipy computes it.
 
     Raises ValueError on a length mismatch, fewer than 2 items or NaN input; returns NaN when

@@ -1,15 +1,17 @@
 """`build(BuildOptions(recipe=...))`: what `bge-export build RECIPE` runs. One recipe, one folder, one report.
 
-The steps, in order: the ONNX export (which writes the folder afresh), TensorRT (engines where TensorRT and a GPU
-are here, else prepare-only, as `bge-export tensorrt --prepare-only`), Core ML (converted and checked anywhere;
-predicted only on macOS), validate (report.json/.md/.html), then the model card (README.md). Each step is the
-API call its own command makes, with the options the recipe names.
+The steps, in order: each target the recipe names, in the registry's build order (bge_export/registry.py: the
+ONNX export first, which writes the folder afresh; then TensorRT, engines where TensorRT and a GPU are here,
+else prepare-only as `bge-export tensorrt --prepare-only`; Core ML, converted and checked anywhere, predicted
+only on macOS; OpenVINO), validate (report.json/.md/.html), then the model card (README.md). Each target step is
+the API call its own command makes (its row's `build`), with the options the recipe names.
 
 Incremental: each step's inputs (the weights' sha256 and the model's other files, its recipe section, the tool
-versions including bge-export's, and for TensorRT and validate what they read from the folder) are hashed into a
-key, recorded in manifest.json under `build`. A step whose key has not changed is "up to date" and does not
-run; deciding that reads hashes only (no model is loaded), so an unchanged build finishes in seconds and CI
-caches of the output folder work. The ONNX export rewrites the folder, so when it runs, the other targets run too.
+versions including bge-export's, and for the targets built from an export and validate what they read from the
+folder) are hashed into a key, recorded in manifest.json under `build`. A step whose key has not changed is "up to
+date" and does not run; deciding that reads hashes only (no model is loaded), so an unchanged build finishes in
+seconds and CI caches of the output folder work. The target that starts the folder rewrites it, so when it runs,
+the other targets run too.
 """
 
 from __future__ import annotations
@@ -17,33 +19,44 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bge_export.errors import InputError
+from bge_export.files import json_or_none
+from bge_export.options import OptionsModel, option, parse_words
+from bge_export.progress import Progress
 from bge_export.recipes.inputs import (
     STEPS,
     changed_parts,
     input_key,
     model_inputs,
+    prepare_reason,
     read_records,
+    step_entries,
     step_inputs,
     store_records,
-    tensorrt_mode,
 )
-from bge_export.errors import InputError
-from bge_export.progress import Progress
-from bge_export.recipes.recipe import TARGETS, Recipe, load_recipe
+from bge_export.recipes.recipe import Recipe, load_recipe, target_names
+from bge_export.registry import Target, targets
 
 
-@dataclass
-class BuildOptions:
-    recipe: str  # the YAML recipe, e.g. configs/all-MiniLM-L6-v2.yaml
-    only: list[str] = field(default_factory=list)  # steps to run (onnx, tensorrt, coreml, validate); default: all named
-    model: str | None = None  # a local folder (or hub id) in place of the recipe's model; its revision pin then lapses
-    output: str | None = None  # the output folder in place of the recipe's
-    force: bool = False  # replace an output folder that holds an export no build made
-    dry_run: bool = False  # check the recipe and say what would run; run nothing
-    quiet: bool = False
+class BuildOptions(OptionsModel):
+    """What `bge-export build RECIPE` (and `build(BuildOptions(...))`) is asked for."""
+
+    recipe: str = option(..., cli="argument", path=True,
+                         allowed="the path of a YAML recipe, e.g. configs/all-MiniLM-L6-v2.yaml",
+                         help="The YAML recipe, e.g. configs/all-MiniLM-L6-v2.yaml.")
+    only: list[str] = option([], choices=STEPS, metavar="STEP,...", parse=parse_words,
+                             help="Run only these steps of the recipe: onnx, tensorrt, coreml, validate "
+                                  "(comma-separated).  [default: every step the recipe names]")
+    model: str | None = option(None, short="-m", help="A local model folder (or hub id) in place of the recipe's "
+                                                      "model; the recipe's revision pin then does not apply.")
+    output: str | None = option(None, short="-o", path=True, help="Output folder in place of the recipe's output.")
+    force: bool = option(False, help="Replace an export in the output folder that no build made (builds replace "
+                                     "their own).")
+    dry_run: bool = option(False, help="Check the recipe and print which steps would run and why; run nothing.")
+    quiet: bool = option(False, short="-q", help="No progress output; print only the summary.")
 
 
 @dataclass
@@ -68,26 +81,11 @@ class BuildResult:
         return not self.failed
 
 
-def check_build_options(options: BuildOptions) -> None:
-    from bge_export.options import check_flags, check_strings
-
-    if not isinstance(options, BuildOptions):
-        raise InputError(f"build() takes a BuildOptions, got {type(options).__name__}")
-    if not isinstance(options.recipe, (str, Path)) or not str(options.recipe).strip():
-        raise InputError("recipe must be the path of a YAML recipe, e.g. configs/all-MiniLM-L6-v2.yaml")
-    check_strings(options, ("model", "output"))
-    check_flags(options, ("force", "dry_run", "quiet"))
-    if isinstance(options.only, str) or not isinstance(options.only, (list, tuple)):
-        raise InputError(f"only must be a list of steps ({', '.join(STEPS)}), got {options.only!r}")
-    for name in options.only:
-        if name not in STEPS:
-            raise InputError(f"--only: unknown step {name!r}; choose from: {', '.join(STEPS)}")
-
-
 def build(options: BuildOptions) -> BuildResult:
     """Run the recipe's steps that are out of date into its output folder; see the module docstring."""
     started = time.perf_counter()
-    check_build_options(options)
+    if not isinstance(options, BuildOptions):  # every value was checked when the options were made
+        raise InputError(f"build() takes a BuildOptions, got {type(options).__name__}")
     recipe = load_recipe(options.recipe)
     folder = Path(options.output or recipe.output).expanduser()
     named = [s for s in STEPS if s in recipe.targets or (s == "validate" and recipe.validation is not None)]
@@ -135,15 +133,18 @@ class _Run:
         if folder_files and not self.records.get("steps") and not self.options.force:
             raise InputError(f"output folder '{self.folder}' holds files that no 'bge-export build' made; pass --force "
                              "to replace an export there, or choose another --output")
-        if selected and selected[0] in ("tensorrt", "validate") and not (self.folder / "manifest.json").is_file():
-            raise InputError(f"'{self.folder}' has no export yet, and {selected[0]} reads one; build onnx first "
-                             f"(drop --only, or add onnx to it)")
+        if selected and _reads_an_export(selected[0]) and not (self.folder / "manifest.json").is_file():
+            first = next((t.name for t in targets().values() if t.starts_folder), target_names()[0])
+            raise InputError(f"'{self.folder}' has no export yet, and {selected[0]} reads one; build {first} first "
+                             f"(drop --only, or add {first} to it)")
+        names = target_names()
         plan: dict[str, str | None] = {}
         for name in selected:
             recorded = self.records.get("steps", {}).get(name)
-            if "onnx" in plan and plan["onnx"] and name in TARGETS:
-                plan[name] = "the ONNX export rewrites the folder"
-            elif any(plan.get(t) for t in TARGETS) and name == "validate":
+            rewriting = next((targets()[t] for t in names if plan.get(t) and targets()[t].starts_folder), None)
+            if rewriting is not None and name in names:
+                plan[name] = f"the {rewriting.display} export rewrites the folder"
+            elif any(plan.get(t) for t in names) and name == "validate":
                 plan[name] = "artifacts were rebuilt"
             elif not recorded:
                 plan[name] = "not built yet"
@@ -159,38 +160,27 @@ class _Run:
         return plan
 
     def _missing_files(self, name: str) -> str | None:
-        from bge_export.recipes.inputs import step_entries
-
-        if not (self.folder / "manifest.json").is_file():
+        """The first file the step made that is gone: its built artifacts, and the files recorded in its folder
+        (an entry prepared for another host, with no artifact yet, stands for the files it was prepared from)."""
+        data = json_or_none(self.folder / "manifest.json")
+        if not isinstance(data, dict):
             return "manifest.json"
-        for entry in step_entries(self.folder, name):
-            # a TensorRT entry prepared without an engine (no sha256 yet) stands for its graph
-            built = entry.get("format") != "tensorrt" or entry.get("sha256")
-            path = str(entry["path"] if built else (entry.get("options") or {}).get("graph") or entry["path"])
-            if not (self.folder / path).exists():
-                return path
-        return None
+        paths = [str(e["path"]) for e in step_entries(self.folder, name) if e.get("sha256")]
+        prefix = "" if name == "validate" else targets()[name].folder + "/"
+        paths += [path for path in data.get("files") or {} if path.startswith(prefix)]
+        return next((path for path in paths if not (self.folder / path).exists()), None)
 
     def check_options(self, steps: list[str]) -> None:
         """Every step that will run gets its options checked before the first one starts."""
         out = str(self.folder)
         for name in steps:
-            try:
-                if name == "onnx":
-                    self.recipe.export_options(self.options.model, out)
-                elif name == "coreml":
-                    from bge_export.targets.coreml.export import check_coreml_options
+            if name in targets():
+                self.recipe.check_target(name, out, self.options.model)
+                continue
+            from bge_export.validate.harness import read_inputs
 
-                    check_coreml_options(self.recipe.coreml_options(self.options.model, out))
-                elif name == "validate":
-                    from bge_export.validate.harness import read_inputs
-
-                    read_inputs(self.recipe.validate_options(out))
-            except InputError as exc:
-                if str(exc).startswith(str(self.recipe.path)):
-                    raise
-                key = "validation" if name == "validate" else f"targets.{name}"
-                raise InputError(f"{self.recipe.where(key)}: {exc}") from None
+            with self.recipe.named_by("validation"):
+                read_inputs(self.recipe.validate_options(out))
 
     def step(self, name: str, reason: str | None) -> None:
         if not reason:
@@ -202,10 +192,10 @@ class _Run:
             return
         self.progress.step(f"build: {name}: running ({reason})")
         started = time.perf_counter()
-        if name == "onnx":  # the export writes the folder afresh: every other record goes with the old folder
+        if name in targets() and targets()[name].starts_folder:  # a fresh folder: the other records go with the old
             self.records = {"recipe": str(self.recipe.path), "steps": {}}
         inputs = self.inputs(name)  # after the earlier steps ran: what this step reads now
-        state, summary, note = getattr(self, f"_{name}")()
+        state, summary, note = self._validate() if name == "validate" else self._target(targets()[name])
         seconds = time.perf_counter() - started
         self.ran.append(name)
         self.records.setdefault("steps", {})[name] = {
@@ -218,43 +208,20 @@ class _Run:
         self.steps.append(StepResult(name, state, summary, seconds))
         self.progress.step(f"build: {name}: {state} in {seconds:.1f}s ({summary})")
 
-    def _onnx(self) -> tuple[str, str, str | None]:
-        from bge_export.targets.onnx.export import export
-
-        existing = self.folder.is_dir() and any(self.folder.iterdir())
+    def _target(self, target: Target) -> tuple[str, str, str | None]:
+        """One target's build (its registry row's `build`), prepare-only where the row says this machine cannot
+        finish it; its artifacts the recipe no longer names are removed."""
+        prepare = prepare_reason(self.recipe, target)
+        force = target.starts_folder and self.folder.is_dir() and any(self.folder.iterdir())
         _clear_model_card(self.folder)
-        options = self.recipe.export_options(self.options.model, str(self.folder), force=existing,
-                                             quiet=self.options.quiet)
-        result = export(options)
-        return "built", _statuses([e.status for e in result.manifest.artifacts]), None
-
-    def _tensorrt(self) -> tuple[str, str, str | None]:
-        from bge_export.targets.tensorrt.export import build_tensorrt
-
-        reason = None if tensorrt_mode(self.recipe) == "engines" else _tensorrt_reason(self.recipe)
-        _clear_model_card(self.folder)
-        options = self.recipe.tensorrt_options(str(self.folder), prepare_only=reason is not None,
-                                               quiet=self.options.quiet)
-        result = build_tensorrt(options)
-        _prune(self.folder, "tensorrt", {e.path for e in result.entries})
-        if reason is None:
-            return "built", _statuses([e.status for e in result.entries]), None
-        note = (f"engines not built here ({reason}); the TensorRT-ready graphs and tensorrt/build.sh are prepared "
-                "and checked: run this build (or tensorrt/build.sh) on a GPU host to build them")
-        return "prepared", _statuses([e.status for e in result.entries]), note
-
-    def _coreml(self) -> tuple[str, str, str | None]:
-        from bge_export.targets.coreml.export import export_coreml
-        from bge_export.targets.coreml.runtime import coreml_unavailable
-
-        _clear_model_card(self.folder)
-        result = export_coreml(self.recipe.coreml_options(self.options.model, str(self.folder),
-                                                          quiet=self.options.quiet))
-        _prune(self.folder, "coreml", {e.path for e in result.entries})
-        reason = coreml_unavailable()
-        note = None if reason is None else (f"{reason}: the packages were converted and their MIL programs checked "
-                                            "in numpy; Core ML itself judges them on macOS")
-        return "built", _statuses([e.status for e in result.entries]), note
+        options = self.recipe.target_options(target.name, str(self.folder), self.options.model, force=force,
+                                             prepare_only=prepare is not None, quiet=self.options.quiet)
+        result = target.load(target.build)(options)
+        if not target.starts_folder:
+            _prune(self.folder, target, {e.path for e in result.entries})
+        why = prepare or target.unavailable()
+        note = target.elsewhere.format(reason=why) if why and target.elsewhere else None
+        return "prepared" if prepare else "built", _statuses([e.status for e in result.entries]), note
 
     def _validate(self) -> tuple[str, str, str | None]:
         from bge_export.validate.harness import validate
@@ -265,14 +232,11 @@ class _Run:
         return "built", f"{counts}; report {html}", None
 
     def model_card(self) -> None:
+        from bge_export.report.model_card import write_model_card
+
         card = self.folder / "README.md"
         if not self.ran and card.is_file():
             self.steps.append(StepResult("model card", "up to date", str(card)))
-            return
-        try:
-            from bge_export.report.model_card import write_model_card
-        except ImportError:
-            self.steps.append(StepResult("model card", "not available", "this bge-export has no bge_export.report.model_card"))
             return
         if not (self.folder / "manifest.json").is_file():
             return
@@ -283,28 +247,20 @@ class _Run:
     def refresh_statuses(self) -> None:
         """Each target's line shows its artifacts' statuses as the folder has them now (validate may have judged
         them after the target ran, or since it was last built)."""
-        from bge_export.recipes.inputs import step_entries
-
         for step in self.steps:
-            if step.name in TARGETS and step.state not in ("skipped", "would run"):
+            if step.name in targets() and step.state not in ("skipped", "would run"):
                 entries = step_entries(self.folder, step.name)
                 step.detail = _statuses([str(e.get("status")) for e in entries])
 
     def failed(self, selected: list[str]) -> list[str]:
-        from bge_export.recipes.inputs import step_entries
-
         if not (self.folder / "manifest.json").is_file():
             return []
-        judged = TARGETS if "validate" in selected else selected
+        judged = target_names() if "validate" in selected else selected
         return [str(e["path"]) for name in judged for e in step_entries(self.folder, name) if e.get("status") == "fail"]
 
 
-def _tensorrt_reason(recipe: Recipe) -> str:
-    if recipe.targets["tensorrt"].get("prepare_only"):
-        return "the recipe asks for prepare_only"
-    from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
-
-    return tensorrt_unavailable() or "TensorRT is not usable here"
+def _reads_an_export(step: str) -> bool:
+    return step == "validate" or targets()[step].requires_folder_export
 
 
 def _statuses(statuses: list[str]) -> str:
@@ -320,7 +276,7 @@ def _count(statuses: Any) -> str:
 
 def _clear_model_card(folder: Path) -> None:
     """The model card is written last, from the manifest; a target that restages the folder would otherwise take
-    README.md for a file bge-export did not write (where output.py does not know it yet)."""
+    README.md for a file bge-export did not write (where the folder's staging does not know it yet)."""
     from bge_export.folder.staging import foreign_files
 
     card = folder / "README.md"
@@ -328,35 +284,36 @@ def _clear_model_card(folder: Path) -> None:
         card.unlink()
 
 
-def _prune(folder: Path, fmt: str, keep: set[str]) -> None:
-    """Remove the artifacts of `fmt` that this run of its target did not write (e.g. a precision the recipe no
-    longer names), so the folder holds what the recipe says; atomically, through the staged target folder."""
+def _prune(folder: Path, target: Target, keep: set[str]) -> None:
+    """Remove the target's artifacts that this run did not write (e.g. a precision the recipe no longer names),
+    with the files named after them beside them (a plan's graph and layer report, an IR's .bin), so the folder
+    holds what the recipe says; atomically, through the staged target folder. The target's `refresh` then
+    rewrites what it derives from its entries (TensorRT's build.sh)."""
     import shutil
 
+    from bge_export.folder.integrity import artifact_files
     from bge_export.folder.manifest import read_manifest
     from bge_export.folder.target_folder import open_target_folder
 
-    stale = [e for e in read_manifest(folder).artifacts if e.format == fmt and e.path not in keep]
+    stale = [e for e in read_manifest(folder).artifacts if e.format == target.format and e.path not in keep]
     if not stale:
         return
-    with open_target_folder(folder) as target:
+    gone = {e.path for e in stale}
+    with open_target_folder(folder) as staged:
+        recorded = list(staged.manifest.files)
+        kept = {path for e in staged.manifest.artifacts if e.path not in gone
+                for path in [e.path, *artifact_files(e.path, recorded)]}
         for entry in stale:
-            paths = [entry.path]
-            if fmt == "tensorrt":
-                from bge_export.targets.tensorrt.engine import layer_info_path
-
-                graph = str(entry.options.get("graph") or "")
-                paths += [graph, graph + ".data"] if graph else []
-                paths.append(layer_info_path(Path(entry.path)).as_posix())
-            for relative in paths:
-                path = target.stage / relative
+            named = str(PurePosixPath(entry.path).with_suffix("")) + "."
+            for relative in [entry.path, *(p for p in recorded if p.startswith(named))]:
+                path = staged.stage / relative
+                if relative in kept:
+                    continue
                 if path.is_dir():
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
-        gone = {e.path for e in stale}
-        target.manifest.artifacts = [e for e in target.manifest.artifacts if e.path not in gone]
-        if fmt == "tensorrt":
-            from bge_export.targets.tensorrt.script import write_build_script
-
-            write_build_script(target.stage, target.manifest)
+        staged.manifest.artifacts = [e for e in staged.manifest.artifacts if e.path not in gone]
+        refresh = target.load(target.refresh)
+        if refresh is not None:
+            refresh(staged.stage, staged.manifest)

@@ -1,16 +1,22 @@
-"""The recipe schema, key by key: one check per API field, each naming file:line, the key, the bad value and
-the allowed ones. The allowed values come from the modules that own them (api, engines, optimizers, ...)."""
+"""The recipe schema, derived from the options models: a section's keys are its model's fields (those declared
+with `recipe=True`), each checked by the field's own rules, and every problem is one line naming file:line, the
+key, the bad value and the allowed ones (the declaration's words)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn
 
 from bge_export.errors import InputError
+from bge_export.model.options import ModelOptions
+from bge_export.options import OptionError, OptionsModel, field_value
+from bge_export.validate.options import THRESHOLD_KEYS, ValidateOptions
 
-THRESHOLD_KEYS = ("min_cosine", "min_mean_cosine", "min_overlap", "min_cross_overlap")
-# coreml_exporter.DEPLOYMENT_TARGETS' names, repeated here because that module imports torch (a test keeps them equal)
-DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
+if TYPE_CHECKING:
+    from bge_export.registry import Target
+
+__all__ = ["THRESHOLD_KEYS", "Check", "RecipeReader", "options_schema", "target_schema", "top_schema",
+           "validation_schema"]
 
 Check = Callable[["RecipeReader", Any, str], Any]
 
@@ -26,7 +32,10 @@ class RecipeReader:
         raise InputError(f"{self.path}:{node.start_mark.line + 1}: {key or 'recipe'}: {message}")
 
     def bad(self, node: Any, key: str, allowed: str) -> NoReturn:
-        self.fail(node, key, f"{_show(self.value(node, key))} is not allowed; allowed: {allowed}")
+        self.refuse(node, key, self.value(node, key), allowed)
+
+    def refuse(self, node: Any, key: str, value: Any, allowed: str) -> NoReturn:
+        self.fail(node, key, f"{_show(value)} is not allowed; allowed: {allowed}")
 
     def value(self, node: Any, key: str = "") -> Any:
         import yaml
@@ -72,218 +81,64 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return "null (empty)"
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list, tuple)):
         import json
 
         return json.dumps(value, default=str)[:80]
     return repr(value)
 
 
+def _inside(reader: RecipeReader, node: Any, at: int | str) -> Any:
+    """The node of list item `at` or of mapping key `at` (the node itself when there is none)."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode) and isinstance(at, int) and 0 <= at < len(node.value):
+        return node.value[at]
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if reader.value(key_node) == at:
+                return value_node
+    return node
+
+
+def _field_check(model: type[OptionsModel], name: str) -> Check:
+    """A recipe key read by the model's own rules for that field."""
+
+    def check(reader: RecipeReader, node: Any, key: str) -> Any:
+        try:
+            return field_value(model, name, reader.value(node, key))
+        except OptionError as exc:
+            if exc.at is None:
+                reader.refuse(node, key, exc.value, exc.allowed)
+            inner = f"{key}[{exc.at}]" if isinstance(exc.at, int) else f"{key}.{exc.at}"
+            reader.refuse(_inside(reader, node, exc.at), inner, exc.value, exc.allowed)
+
+    return check
+
+
+def options_schema(model: type[OptionsModel], exclude: Iterable[str] = ()) -> dict[str, Check]:
+    """A section's keys: the fields of `model` declared with recipe=True, less `exclude`."""
+    left_out = set(exclude)
+    return {name: _field_check(model, name) for name, rules in model.option_rules().items()
+            if rules.recipe and name not in left_out}
+
+
 def _ignored(reader: RecipeReader, node: Any, key: str) -> None:
     return None
 
 
-def _flag(reader: RecipeReader, node: Any, key: str) -> bool:
-    value = reader.value(node)
-    if not isinstance(value, bool):
-        reader.bad(node, key, "true or false")
-    return value
+def top_schema() -> dict[str, Check]:
+    """The recipe's own keys: the model-side fields (ModelOptions) every target built from the model shares, and
+    the sections (read apart)."""
+    return {**options_schema(ModelOptions), "targets": _ignored, "validation": _ignored}
 
 
-def _text(what: str) -> Check:
-    def check(reader: RecipeReader, node: Any, key: str) -> str:
-        value = reader.value(node)
-        if not isinstance(value, str) or not value.strip():
-            reader.bad(node, key, what)
-        return value
-
-    return check
-
-
-def _whole(low: int, high: int | None = None) -> Check:
-    allowed = f"a whole number from {low} to {high}" if high is not None else f"a whole number >= {low}"
-
-    def check(reader: RecipeReader, node: Any, key: str) -> int:
-        value = reader.value(node)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-            reader.bad(node, key, allowed)
-        return value
-
-    return check
-
-
-def _number(low: float, high: float | None, allowed: str) -> Check:
-    """low < value (<= high)."""
-    def check(reader: RecipeReader, node: Any, key: str) -> float:
-        value = reader.value(node)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low \
-                or (high is not None and value > high):
-            reader.bad(node, key, allowed)
-        return float(value)
-
-    return check
-
-
-_FRACTION = _number(0.0, 1.0, "a number in (0, 1]")
-
-
-def _choice(options: Sequence[str]) -> Check:
-    def check(reader: RecipeReader, node: Any, key: str) -> str:
-        value = reader.value(node)
-        if value not in options:
-            reader.bad(node, key, ", ".join(options))
-        return value
-
-    return check
-
-
-def _items(reader: RecipeReader, node: Any, key: str, each: Check, allowed: str, unique: bool = True) -> list[Any]:
-    """A list (or one scalar, read as a list of one), each item checked, named key[i]."""
-    import yaml
-
-    if isinstance(node, yaml.SequenceNode):
-        items = [each(reader, item, f"{key}[{i}]") for i, item in enumerate(node.value)]
-    elif isinstance(node, yaml.ScalarNode) and reader.value(node) is not None:
-        items = [each(reader, node, key)]
-    else:
-        reader.bad(node, key, allowed)
-    if not items:
-        reader.bad(node, key, allowed)
-    if unique and len(set(map(str, items))) != len(items):
-        reader.fail(node, key, f"{_show(items)} names an item twice; name each once")
-    return items
-
-
-def _choices(options: Sequence[str]) -> Check:
-    return lambda reader, node, key: _items(reader, node, key, _choice(options), f"a list of {', '.join(options)}")
-
-
-def _wholes(low: int) -> Check:
-    return lambda reader, node, key: _items(reader, node, key, _whole(low), f"a list of whole numbers >= {low}")
-
-
-def _texts(reader: RecipeReader, node: Any, key: str) -> list[str]:
-    return _items(reader, node, key, _text("a path"), "a list of artifact paths, e.g. onnx/model.onnx")
-
-
-def _profiles(reader: RecipeReader, node: Any, key: str) -> list[str]:
-    from bge_export.targets.tensorrt.options import PROFILE_FORM, parse_profile
-
-    allowed = f"{PROFILE_FORM}, with 1 <= MIN <= OPT <= MAX"
-
-    def one(reader: RecipeReader, item: Any, item_key: str) -> str:
-        value = reader.value(item)
-        try:
-            parse_profile(value)
-        except InputError:
-            reader.bad(item, item_key, allowed)
-        return value
-
-    return _items(reader, node, key, one, f"a list of profiles {PROFILE_FORM}")
-
-
-def _pair(reader: RecipeReader, node: Any, key: str) -> list[int]:
-    value = reader.value(node)
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                for v in value) and 1 <= value[0] <= value[1]):
-        reader.bad(node, key, "[LOW, HIGH], whole numbers with 1 <= LOW <= HIGH, e.g. [1, 512]")
-    return value
-
-
-def _pooling(reader: RecipeReader, node: Any, key: str) -> str:
-    from bge_export.model.source import parse_pooling_override
-
-    value = _text("a pooling mode such as cls or mean")(reader, node, key)
-    try:
-        parse_pooling_override(value)
-    except InputError:
-        reader.bad(node, key, "cls, mean, max, mean_sqrt_len_tokens, weightedmean, lasttoken, or a combination such "
-                              "as cls+mean")
-    return value
-
-
-def _prompts(reader: RecipeReader, node: Any, key: str) -> dict[str, str]:
-    values = {}
-    for name, (_, value_node) in reader.mapping(node, key, "a mapping of prompt name -> text").items():
-        text = reader.value(value_node)
-        if not isinstance(text, str):
-            reader.bad(value_node, f"{key}.{name}", "a text (quote it to keep its trailing space), e.g. \"query: \"")
-        values[name] = text
-    return values
-
-
-def _thresholds(reader: RecipeReader, node: Any, key: str) -> Any:
-    """A number for every precision, or {precision class or '*': number}, as ValidateOptions takes it."""
-    import yaml
-
-    from bge_export.quality.floors import PRECISION_CLASSES
-
-    if not isinstance(node, yaml.MappingNode):
-        return _FRACTION(reader, node, key)
-    values = {}
-    for name, (key_node, value_node) in reader.mapping(node, key, "a mapping").items():
-        if name not in ("*", *PRECISION_CLASSES):
-            reader.bad(key_node, f"{key}.{name}", ", ".join(("*", *PRECISION_CLASSES)))
-        values[name] = _FRACTION(reader, value_node, f"{key}.{name}")
-    return values
-
-
-def onnx_schema() -> dict[str, Check]:
-    from bge_export.targets.onnx.export import CALIBRATION_METHODS, OPSET_RANGE, QUANTIZE_CHOICES
-    from bge_export.model.corpus import builtin_split
-    from bge_export.graph.int8 import PRESETS
-
-    return {"optimize": _flag, "fp16": _flag, "quantize": _choices(QUANTIZE_CHOICES), "int8_preset": _choice(tuple(PRESETS)),
-            "min_cosine": _FRACTION, "calibration": _text("a .txt or .jsonl file"),
-            "calibration_method": _choice(CALIBRATION_METHODS), "opset": _whole(*OPSET_RANGE),
-            "with_token_embeddings": _flag, "check": _flag, "check_texts": _whole(1, len(builtin_split()["verdict"]))}
-
-
-def tensorrt_schema() -> dict[str, Check]:
-    from bge_export.model.corpus import builtin_split
-    from bge_export.targets.tensorrt.options import HARDWARE_COMPATIBILITY, MAX_BUILDER_OPTIMIZATION_LEVEL, PRECISIONS
-
-    return {"precisions": _choices(PRECISIONS), "profiles": _profiles,
-            "workspace": _number(0.0, None, "a number of GiB > 0"),
-            "builder_optimization_level": _whole(0, MAX_BUILDER_OPTIMIZATION_LEVEL),
-            "hardware_compatibility": _choice(HARDWARE_COMPATIBILITY), "version_compatible": _flag,
-            "int32_inputs": _flag, "prepare_only": _flag, "min_cosine": _FRACTION,
-            "check_texts": _whole(1, len(builtin_split()["verdict"]))}
-
-
-def coreml_schema() -> dict[str, Check]:
-    from bge_export.targets.coreml.export import MAX_BATCH, PRECISIONS
-    from bge_export.model.corpus import builtin_split
-    from bge_export.targets.coreml.compress import COMPRESSIONS
-    from bge_export.targets.coreml.runtime import COMPUTE_UNITS
-
-    return {"precision": _choice(PRECISIONS), "compress": _choices(COMPRESSIONS), "seq_lens": _wholes(1),
-            "seq_range": _pair, "batch_size": _whole(1, MAX_BATCH), "minimum_deployment_target": _choice(DEPLOYMENT_TARGETS),
-            "compute_units": _choice(tuple(COMPUTE_UNITS)), "check": _flag,
-            "check_texts": _whole(11, len(builtin_split()["verdict"]))}
+def target_schema(target: "Target") -> dict[str, Check]:
+    """`targets.<name>`: the fields of the target's options model; the model-side ones live at the top level."""
+    model = target.load(target.options)
+    return options_schema(model, exclude=ModelOptions.model_fields if issubclass(model, ModelOptions) else ())
 
 
 def validation_schema() -> dict[str, Check]:
-    schema: dict[str, Check] = {
-        "artifacts": _texts, "corpus": _text("a .txt or .jsonl file"), "max_texts": _whole(11),
-        "sts": _text("a .tsv file of score<TAB>sentence1<TAB>sentence2"),
-        "retrieval": _text("a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"), "retrieval_split": _text("a qrels name"),
-        "batch_size": _whole(1), "speed": _flag, "batch_sizes": _wholes(1), "seq_lens": _wholes(1),
-        "repeats": _whole(1), "threads": _whole(1), "runtimes": _choices(runtime_names())}
-    return {**schema, **{name: _thresholds for name in THRESHOLD_KEYS}}
-
-
-def runtime_names() -> tuple[str, ...]:
-    """ValidateOptions.runtimes' names (targets.RUNTIME_CHOICES), where this bge-export's validate has them."""
-    try:
-        from bge_export.registry import RUNTIME_CHOICES
-    except ImportError:
-        return ("onnxruntime",)
-    return tuple(RUNTIME_CHOICES)
-
-
-def top_schema() -> dict[str, Check]:
-    """The recipe's own keys: the model-side fields ExportOptions and CoreMLOptions share, and the sections."""
-    return {"model": _text("a hub id such as BAAI/bge-small-en-v1.5"), "output": _text("a folder path"),
-            "revision": _text("a hub commit hash"), "pooling": _pooling, "allow_pickle": _flag,
-            "trust_remote_code": _flag, "prompts": _prompts, "targets": _ignored, "validation": _ignored}
+    """`validation:`: the fields of ValidateOptions."""
+    return options_schema(ValidateOptions)

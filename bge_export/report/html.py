@@ -11,10 +11,11 @@ import html
 import io
 from typing import Any, Iterable, Sequence
 
-from bge_export.folder.recommend import render_html as render_deploy_html  # [recommend] "Which file to deploy"
+from bge_export.report.recommendation import render_html as render_deploy_html  # "Which file to deploy"
 from bge_export.report.tables import (
     MIXED_NOTE,
     fastest_pair_lines,
+    fmt_num,
     grid_rows,
     headline_cells,
     load_rows,
@@ -25,9 +26,7 @@ from bge_export.report.tables import (
     runtime_details_line,
     speed_warning,
     summary_rows,
-    fmt_num,
 )
-
 
 # --------------------------------------------------------------------------- plots
 
@@ -74,7 +73,7 @@ def plot_cosine_distribution(data: dict[str, Any]) -> str | None:
 
 def plot_latency_vs_batch(speed: dict[str, Any] | None) -> str | None:
     head = headline_cells(speed)
-    if head is None:
+    if head is None or speed is None:  # (no headline without speed)
         return None
     seq = head[2]
     figure, axes = _figure()
@@ -93,7 +92,7 @@ def plot_latency_vs_batch(speed: dict[str, Any] | None) -> str | None:
 
 def plot_throughput_vs_seq_len(speed: dict[str, Any] | None) -> str | None:
     head = headline_cells(speed)
-    if head is None:
+    if head is None or speed is None:  # (no headline without speed)
         return None
     batch = head[1]
     figure, axes = _figure()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bge_export.folder.manifest import Manifest
-from bge_export.folder.recommend import describe_floors, recommend, render_text, status_evidence
+from bge_export.folder.manifest import ArtifactEntry, Manifest
+from bge_export.folder.recommend import describe_floors, recommend, status_evidence
+from bge_export.report.recommendation import render_text
 
 
 def recommendation_of(manifest: Manifest) -> tuple[dict[str, Any], str]:
@@ -21,12 +22,12 @@ def recommendation_of(manifest: Manifest) -> tuple[dict[str, Any], str]:
     return recommend(manifest), "computed now by kind: this manifest.json stores no recommendation"
 
 
-def _size(entry: Any) -> str:
-    """'not built' for an entry whose file does not exist yet (a TensorRT plan prepared for a GPU host)."""
+def size_text(entry: ArtifactEntry) -> str:
+    """Megabytes, or 'not built' for an entry whose file does not exist yet (prepared for another host)."""
     return "not built" if not entry.sha256 and not entry.size_bytes else f"{entry.size_bytes / 1e6:.1f}"
 
 
-def _num(value: Any, digits: int) -> str:
+def number_text(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
@@ -53,8 +54,9 @@ def format_manifest(manifest: Manifest) -> str:
         ev = evidence[entry.path]
         judged = f"{ev['label']}, {ev.get('texts', '?')} texts" if ev["source"] else "-"
         rows.append((
-            entry.path, entry.precision, _size(entry), str(entry.opset or "-"), entry.status,
-            judged, _num(ev.get("cosine_mean"), 6), _num(ev.get("cosine_min"), 6), _num(ev.get("top10_overlap"), 3),
+            entry.path, entry.precision, size_text(entry), str(entry.opset or "-"), entry.status, judged,
+            number_text(ev.get("cosine_mean"), 6), number_text(ev.get("cosine_min"), 6),
+            number_text(ev.get("top10_overlap"), 3),
         ))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))

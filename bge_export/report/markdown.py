@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bge_export.errors import InputError
-from bge_export.folder.manifest import write_text_atomic  # noqa: F401  (the one atomic writer; re-exported)
-from bge_export.folder.recommend import render_markdown as render_deploy_markdown  # [recommend] "Which file to deploy"
+from bge_export.files import write_atomic
 from bge_export.report.html import (  # noqa: F401  (re-exported: tests and callers import them from here)
     plot_cosine_distribution,
     plot_latency_vs_batch,
     plot_throughput_vs_seq_len,
     render_validation_html,
 )
+from bge_export.report.recommendation import render_markdown as render_deploy_markdown  # "Which file to deploy"
 from bge_export.report.tables import (  # noqa: F401  (re-exported, as above)
     BASELINE_ROW,
     CROSS_COLUMN,
@@ -29,6 +29,7 @@ from bge_export.report.tables import (  # noqa: F401  (re-exported, as above)
     MIXED_NDCG_COLUMN,
     MIXED_NOTE,
     fastest_pair_lines,
+    fmt_num,
     grid_rows,
     headline_cells,
     load_rows,
@@ -40,9 +41,7 @@ from bge_export.report.tables import (  # noqa: F401  (re-exported, as above)
     speed_trusted,
     speed_warning,
     summary_rows,
-    fmt_num,
 )
-
 
 # --------------------------------------------------------------------------- writing
 
@@ -51,17 +50,17 @@ def write_validation_report(data: dict[str, Any], directory: Path, stem: str = "
     """report.json, report.md, report.html in `directory`; each written atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     return [
-        write_text_atomic(directory / f"{stem}.json", dumps(data) + "\n"),
-        write_text_atomic(directory / f"{stem}.md", render_validation_markdown(data)),
-        write_text_atomic(directory / f"{stem}.html", render_validation_html(data)),
+        write_atomic(directory / f"{stem}.json", dumps(data) + "\n"),
+        write_atomic(directory / f"{stem}.md", render_validation_markdown(data)),
+        write_atomic(directory / f"{stem}.html", render_validation_html(data)),
     ]
 
 
 def write_bench_report(data: dict[str, Any], directory: Path, stem: str = "bench") -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     return [
-        write_text_atomic(directory / f"{stem}.json", dumps(data) + "\n"),
-        write_text_atomic(directory / f"{stem}.md", render_bench_markdown(data)),
+        write_atomic(directory / f"{stem}.json", dumps(data) + "\n"),
+        write_atomic(directory / f"{stem}.md", render_bench_markdown(data)),
     ]
 
 

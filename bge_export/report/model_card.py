@@ -9,7 +9,7 @@ holds no PyTorch weights), and the Hub would offer its snippet for it.
 Body: which file to deploy (the manifest's recommendation), one row per artifact with its status and the
 numbers of the check that decided it, formatted by the same rules as `bge-export inspect` (cosines 6 digits,
 top-10 overlap 3, speed-ups 2, from the manifest's own records, never recomputed), and usage for the kinds
-present only: onnxruntime, bge-export's own loader, Text Embeddings Inference, Triton, Core ML, TensorRT.
+present only: each target's own (bge_export/report/model_card_usage.py), bge-export's loader, serving.
 
 The card records the manifest seal it was written from; `bge-export verify` reports a card written from
 another manifest. README.md is never hashed into the manifest's `files` (manifest.UNRECORDED_FILES).
@@ -22,11 +22,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bge_export.files import write_atomic
 from bge_export.folder.manifest import (
-    MANIFEST_NAME, MODEL_CARD_NAME, ArtifactEntry, Manifest, read_manifest, seal_state, write_text_atomic,
+    MANIFEST_NAME,
+    MODEL_CARD_NAME,
+    Manifest,
+    read_manifest,
+    seal_state,
 )
-from bge_export.report.manifest_view import recommendation_of
-from bge_export.folder.recommend import RUNTIMES, render_markdown, status_evidence
+from bge_export.folder.recommend import deploy_runtimes, status_evidence
+from bge_export.model.card import model_card
+from bge_export.registry import targets
+from bge_export.report.manifest_view import number_text, recommendation_of, size_text
+from bge_export.report.model_card_usage import usage_sections
+from bge_export.report.recommendation import render_markdown
 
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Digits for every number the card shows: the same as `bge-export inspect` and the recommendation's reasons.
@@ -39,7 +48,7 @@ def write_model_card(folder: str | Path) -> Path:
     """Write FOLDER/README.md from its manifest.json (atomically); returns its path."""
     folder = Path(folder)
     text = render_model_card(folder)
-    return write_text_atomic(folder / MODEL_CARD_NAME, text)
+    return write_atomic(folder / MODEL_CARD_NAME, text)
 
 
 def render_model_card(folder: str | Path) -> str:
@@ -51,7 +60,7 @@ def render_model_card(folder: str | Path) -> str:
              f"<!-- bge-export model card: generated from manifest.json manifest_sha256 {seal}; regenerate it with "
              "bge_export.report.model_card.write_model_card after the folder changes -->", "",
              *_intro(manifest), *render_markdown(recommendation_of(manifest)[0]), *artifact_table(manifest),
-             *_reports(folder), *_usage(folder, manifest), *_verify_section()]
+             *_reports(folder), *usage_sections(folder, manifest), *_verify_section()]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -98,9 +107,7 @@ def hub_reference(manifest: Manifest) -> str | None:
 def tags(manifest: Manifest) -> list[str]:
     found = ["bge-export", "sentence-embeddings"]
     formats = {e.format for e in manifest.artifacts}
-    for name in ("onnx", "coreml", "tensorrt", "openvino"):
-        if name in formats:
-            found.append(name)
+    found += [t.format for t in targets().values() if t.format in formats]
     precisions = {e.precision for e in manifest.artifacts}
     if any(p.startswith("int8") for p in precisions):
         found.append("int8")
@@ -112,8 +119,6 @@ def tags(manifest: Manifest) -> list[str]:
 def source_license(manifest: Manifest) -> dict[str, str]:
     """license (and license_name / license_link for 'other') from the source model's card, when it is still
     on disk; {} when unknown."""
-    from bge_export.targets.coreml.metadata import model_card
-
     folder = manifest.model.get("folder")
     card = model_card(Path(folder)) if isinstance(folder, str) and folder else {}
     found = {key: card[key].strip() for key in ("license", "license_name", "license_link")
@@ -153,9 +158,9 @@ def artifact_table(manifest: Manifest) -> list[str]:
         ev = status_evidence(entry, manifest.created)
         judged = f"{ev['label']}, {ev.get('texts', '?')} texts" if ev["source"] else "-"
         speed = speeds.get(entry.path)
-        cells = [f"`{entry.path}`", entry.format, entry.precision, _size(entry), entry.status, judged,
-                 _num(ev.get("cosine_mean"), COSINE_DIGITS), _num(ev.get("cosine_min"), COSINE_DIGITS),
-                 _num(ev.get("top10_overlap"), OVERLAP_DIGITS),
+        cells = [f"`{entry.path}`", entry.format, entry.precision, size_text(entry), entry.status, judged,
+                 number_text(ev.get("cosine_mean"), COSINE_DIGITS), number_text(ev.get("cosine_min"), COSINE_DIGITS),
+                 number_text(ev.get("top10_overlap"), OVERLAP_DIGITS),
                  f"{speed:.{SPEED_DIGITS}f}×" if isinstance(speed, (int, float)) else "-"]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines += ["", "Status: **pass** met the fidelity floors against the PyTorch fp32 baseline; **fail** missed one; "
@@ -173,7 +178,7 @@ def recorded_speedups(manifest: Manifest) -> tuple[dict[str, float], str]:
     them, and one sentence saying where they come from (or why there are none)."""
     speeds: dict[str, float] = {}
     where = []
-    for runtime in RUNTIMES:
+    for runtime in deploy_runtimes():
         record = manifest.recommended.get(runtime)
         if not isinstance(record, dict) or record.get("basis") != "measured":
             continue
@@ -199,20 +204,6 @@ def _reports(folder: Path) -> list[str]:
             + ", ".join(f"[{name}]({name})" for name in present) + ".", ""]
 
 
-def _size(entry: ArtifactEntry) -> str:
-    return "not built" if not entry.sha256 and not entry.size_bytes else f"{entry.size_bytes / 1e6:.1f}"
-
-
-def _num(value: Any, digits: int) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
-
-
 def _verify_section() -> list[str]:
     return ["## Check the download", "", "```bash", "bge-export verify .   # every file's sha256, the manifest's own "
             "seal, the tokenizer and config, every graph loads", "```", ""]
-
-
-def _usage(folder: Path, manifest: Manifest) -> list[str]:
-    from bge_export.report.model_card_usage import usage_sections
-
-    return usage_sections(folder, manifest)

@@ -9,23 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bge_export.validate.backends import BASELINE_LABEL as BASELINE_ROW
+from bge_export.folder.recommend import HEADLINE_SEQ_LEN, headline_cells  # noqa: F401  (the recommendation's cell)
 
-HEADLINE_SEQ_LEN = 128
+BASELINE_ROW = "baseline (PyTorch fp32)"  # the reference row's label; validate writes its data under it
+
 CROSS_COLUMN = "top-10 mixed"  # artifact queries searched in baseline (fp32) documents
 MIXED_NDCG_COLUMN = "nDCG@10 mixed (art. q→fp32 docs / fp32 q→art. docs)"
-
-
-def headline_cells(speed: dict[str, Any] | None) -> tuple[int, int, int] | None:
-    """(latency batch, throughput batch, seq_len) the summary table quotes: batch 1 and the largest batch at
-    seq 128, or the measured length closest to it."""
-    if not speed or not speed.get("backends") or not speed["backends"][0]["cells"]:
-        return None
-    cells = speed["backends"][0]["cells"]
-    seq_lens = sorted({c["seq_len"] for c in cells})
-    batches = sorted({c["batch_size"] for c in cells})
-    seq_len = min(seq_lens, key=lambda s: (abs(s - HEADLINE_SEQ_LEN), s))
-    return batches[0], batches[-1], seq_len
 
 
 def speed_trusted(speed: dict[str, Any] | None) -> bool:

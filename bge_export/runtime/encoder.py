@@ -16,6 +16,9 @@ class Encoder(ABC):
     """Tokenizes, batches by length and runs a backend; `run` is the only part a backend writes."""
 
     backend: str = "abstract"
+    # set by bge_export.load_encoder: the artifact it picked (path in the folder) and why, in one line
+    artifact: str | None = None
+    selection: str | None = None
 
     def __init__(self, spec: EmbeddingSpec, tokenizer: TextTokenizer) -> None:
         self.spec = spec
@@ -81,7 +84,7 @@ def checked_texts(texts: object) -> list[str]:
     if texts is None or isinstance(texts, (bytes, bytearray)) or not hasattr(texts, "__iter__"):
         hint = "; decode it first, e.g. data.decode('utf-8')" if isinstance(texts, (bytes, bytearray)) else ""
         raise InputError(f"texts must be a string or a list of strings, got {type(texts).__name__}{hint}")
-    items = list(texts)  # type: ignore[call-overload]
+    items = list(texts)
     for index, item in enumerate(items):
         if isinstance(item, str):
             _check_text(item, f"texts[{index}]")

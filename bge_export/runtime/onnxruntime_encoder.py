@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from bge_export.errors import InputError
-from bge_export.runtime.encoder import Encoder
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
-
-if TYPE_CHECKING:
-    from bge_export.folder.manifest import ArtifactEntry
+from bge_export.runtime.encoder import Encoder
 
 OUTPUT_NAME = "sentence_embedding"
 
 
-def make_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> "object":
-    import onnxruntime as ort
+@functools.cache
+def warn_if_both_wheels() -> None:
+    """onnxruntime and onnxruntime-gpu share one package directory: with both installed, whichever came last owns
+    the files and the CUDA provider can silently vanish. Said once per process, with the fix."""
+    installed = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    if len(installed) == 2:
+        warnings.warn(f"both {installed[0]} and {installed[1]} are installed, which breaks onnxruntime; keep one: "
+                      "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu (GPU) "
+                      "or onnxruntime (CPU)", RuntimeWarning, stacklevel=3)
+
+
+def make_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> Any:
+    import onnxruntime as ort  # heavy optional runtime: loaded when a session is made, never on import
+
+    warn_if_both_wheels()
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -66,11 +84,3 @@ class OnnxEncoder(Encoder):
         feeds = {name: features[name].astype(self._input_dtypes[name], copy=False) for name in self._graph_inputs}
         (embedding,) = self.session.run([OUTPUT_NAME], feeds)
         return np.asarray(embedding, dtype=np.float32)
-
-
-def open_entry(folder: Path, entry: "ArtifactEntry", spec: EmbeddingSpec, tokenizer: TextTokenizer,
-               threads: int | None = None, providers: list[str] | None = None, **runtime_options: object) -> Encoder:
-    """The targets table's entry point for ONNX artifacts (bge_export/registry.py)."""
-    if runtime_options:
-        raise InputError(f"onnxruntime takes no options {sorted(runtime_options)}; use threads and providers")
-    return OnnxEncoder(Path(folder) / entry.path, spec, tokenizer, threads=threads, providers=providers)

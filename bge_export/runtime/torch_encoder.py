@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from bge_export.model.modeling import EmbeddingModule
-from bge_export.runtime.encoder import Encoder
 from bge_export.model.tokenization import TextTokenizer
+from bge_export.runtime.encoder import Encoder
 
 
 class TorchEncoder(Encoder):

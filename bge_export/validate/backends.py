@@ -17,13 +17,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from bge_export.errors import InputError, MissingDependencyError
-from bge_export.folder.manifest import ArtifactEntry, Manifest
-from bge_export.runtime.encoder import Encoder
 from bge_export.folder.integrity import size_on_disk
-from bge_export.registry import RuntimeChoice, target_of
+from bge_export.folder.loading import load_baseline, load_encoder
+from bge_export.folder.manifest import ArtifactEntry, Manifest
+from bge_export.model.source import resolve_model
+from bge_export.registry import RUNTIMES, RuntimeChoice, target_of, unavailable_reason
+from bge_export.report.tables import BASELINE_ROW
+from bge_export.runtime.encoder import Encoder
 from bge_export.validate.memory import MEMORY_PROBE_BATCH, MEMORY_PROBE_TOKENS, MemoryProbe, MemoryUse
 
-BASELINE_LABEL = "baseline (PyTorch fp32)"
+BASELINE_LABEL = BASELINE_ROW  # the reference row: report/tables.py renders it by this label
 
 
 @dataclass
@@ -82,12 +85,13 @@ def run_label(path: str, runtime: str) -> str:
 
 def plan_runs(entries: Sequence[ArtifactEntry], choices: Sequence[RuntimeChoice]) -> list[RunPlan]:
     """Per artifact, in manifest order: its own runtime when requested (or when no requested runtime runs its
-    format, e.g. a TensorRT plan), then every other requested runtime that runs its format."""
+    format, e.g. a TensorRT plan), then every other requested runtime that runs its format. A choice on the
+    artifact's own runtime that imposes no compute precision (openvino-f32 on an OpenVINO IR) is its own run."""
     plans: list[RunPlan] = []
     for entry in entries:
         target = target_of(entry)
         applicable = [c for c in choices if c.runtime in target.runtimes]
-        others = [c for c in applicable if not (c.runtime == target.runtimes[0] and not c.options)]
+        others = [c for c in applicable if not (c.runtime == target.runtimes[0] and c.compute is None)]
         if len(others) < len(applicable) or not applicable:
             plans.append(RunPlan(entry))
         plans += [RunPlan(entry, choice) for choice in others]
@@ -95,12 +99,13 @@ def plan_runs(entries: Sequence[ArtifactEntry], choices: Sequence[RuntimeChoice]
 
 
 def runtime_machine_info(choices: Sequence[RuntimeChoice]) -> dict[str, Any]:
-    """What the machine line adds when OpenVINO runs: its version and this CPU's bf16 support."""
-    if not any(c.runtime == "openvino" for c in choices):
-        return {}
-    from bge_export.targets.openvino.runtime import bf16_support, openvino_version
-
-    return {"openvino": openvino_version(), "bf16": bf16_support().describe()}
+    """What the machine line adds for the runtimes that run (OpenVINO: its version and this CPU's bf16 support)."""
+    info: dict[str, Any] = {}
+    for name in dict.fromkeys(c.runtime for c in choices):
+        describe = RUNTIMES[name].machine_info
+        if describe is not None:
+            info.update(describe())
+    return info
 
 
 def select_entries(manifest: Manifest, wanted: Sequence[str]) -> list[ArtifactEntry]:
@@ -134,11 +139,23 @@ def baseline_reference(manifest: Manifest, model: str | None) -> tuple[str, dict
     return reference, kwargs
 
 
+def folder_baseline(manifest: Manifest, fix: str) -> Encoder:
+    """The PyTorch fp32 baseline of the model the folder was exported from, for a target's built-in check.
+    InputError when that model's folder is gone (`fix`: the target's way out) or holds other weights."""
+    try:
+        reference, kwargs = baseline_reference(manifest, None)
+    except InputError:
+        raise InputError(f"the PyTorch baseline needs the model this folder was exported from, and its folder "
+                         f"'{manifest.model.get('folder')}' is not here; {fix}") from None
+    source = resolve_model(reference, allow_pickle=kwargs.get("allow_pickle", False))
+    if source.weights_sha256() != manifest.model.get("weights_sha256"):
+        raise InputError(f"the model in '{reference}' has other weights than the export in this folder (sha256 "
+                         "differs); numerics against it would mean nothing: re-export with 'bge-export onnx'")
+    return load_baseline(reference, **kwargs)
+
+
 def load_baseline_backend(manifest: Manifest, model: str | None, threads: int) -> tuple[LoadedBackend, list[str]]:
     """The PyTorch fp32 baseline, timed and measured; notes say if its weights differ from the export's."""
-    from bge_export.folder.loading import load_baseline
-    from bge_export.model.source import resolve_model
-
     reference, kwargs = baseline_reference(manifest, model)
     notes: list[str] = []
     source = resolve_model(reference, allow_pickle=kwargs.get("allow_pickle", False))
@@ -160,8 +177,6 @@ def load_baseline_backend(manifest: Manifest, model: str | None, threads: int) -
 
 def unavailable_runtime_reason(entry: ArtifactEntry) -> str | None:
     """Why this artifact's format cannot run on this machine, decided without trying (None: try it)."""
-    from bge_export.registry import unavailable_reason
-
     return unavailable_reason(entry)
 
 
@@ -169,8 +184,6 @@ def load_artifact_backend(folder: Path, entry: ArtifactEntry, threads: int,
                           choice: RuntimeChoice | None = None) -> LoadedBackend:
     """Raises InputError (or MissingDependencyError) when the artifact cannot be loaded. `choice`: another
     runtime than the artifact's own (with its options), e.g. openvino-bf16."""
-    from bge_export.folder.loading import load_encoder
-
     plan = RunPlan(entry, choice)
     on = {} if choice is None else {"runtime": choice.runtime, **choice.runtime_options}
     probe = MemoryProbe()
@@ -192,11 +205,11 @@ def _finish_memory(probe: MemoryProbe, encoder: Encoder) -> MemoryUse:
 
 
 def open_artifact(folder: Path, entry: ArtifactEntry, threads: int, choice: RuntimeChoice | None = None) -> ArtifactLoad:
-    """Load one artifact, or say why not: a format with no runtime here is unverified; an ONNX file that
-    onnxruntime refuses has failed; a file another runtime (`choice`) cannot run is not applicable there."""
+    """Load one artifact, or say why not: a format with no runtime here is unverified; a file its own runtime
+    refuses has failed (where the runtime's row says a refusal fails: onnxruntime, OpenVINO; a TensorRT plan or
+    Core ML package refused here stays unverified); a file another runtime (`choice`) cannot run is not
+    applicable there."""
     if choice is not None:
-        from bge_export.registry import unavailable_reason
-
         try:
             reason = unavailable_reason(entry, choice.runtime)
             if reason is not None:
@@ -210,7 +223,7 @@ def open_artifact(folder: Path, entry: ArtifactEntry, threads: int, choice: Runt
     try:
         return ArtifactLoad(loaded=load_artifact_backend(folder, entry, threads))
     except (InputError, MissingDependencyError) as exc:
-        if entry.format != "onnx":
+        if isinstance(exc, MissingDependencyError) or not target_of(entry).runtime.refusal_fails:
             return ArtifactLoad(unverified=f"no runtime for '{entry.format}' here: {exc}")
         return ArtifactLoad(failed=f"cannot be loaded: {exc}")
 

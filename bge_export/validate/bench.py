@@ -7,10 +7,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bge_export.errors import InputError
+from bge_export.folder.integrity import verify_folder
 from bge_export.folder.manifest import read_manifest
+from bge_export.model.corpus import builtin_texts, read_corpus_file
 from bge_export.progress import Progress
-from bge_export.registry import DEFAULT_RUNTIME_CHOICES, runtime_choices
+from bge_export.registry import runtime_choices
+from bge_export.report.markdown import check_writable, write_bench_report
+from bge_export.runtime.machine import available_cores
 from bge_export.validate.backends import (
     baseline_reference,
     load_baseline_backend,
@@ -20,38 +23,12 @@ from bge_export.validate.backends import (
     runtime_machine_info,
     select_entries,
 )
-from bge_export.folder.integrity import verify_folder
-from bge_export.runtime.machine import available_cores
-from bge_export.report.markdown import check_writable, write_bench_report
-from bge_export.validate.timing import (
-    DEFAULT_BATCH_SIZES,
-    DEFAULT_SEQ_LENS,
-    SpeedResult,
-    SpeedSettings,
-    measure_speed,
-)
+from bge_export.validate.options import BenchOptions
+from bge_export.validate.timing import SpeedResult, SpeedSettings, measure_speed
+from bge_export.version import __version__
 
 BENCH_SCHEMA = "bge-export/bench-report"
 BENCH_SCHEMA_VERSION = 1
-
-
-@dataclass
-class BenchOptions:
-    folder: str
-    artifacts: list[str] = field(default_factory=list)  # default: every artifact in the manifest
-    model: str | None = None  # baseline model; default: the folder recorded in manifest.json
-    batch_sizes: list[int] = field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
-    seq_lens: list[int] = field(default_factory=lambda: list(DEFAULT_SEQ_LENS))
-    threads: int | None = None  # default: every available core, for every backend alike
-    repeats: int = 3
-    corpus: str | None = None  # texts for the end-to-end encode throughput; default: the built-in corpus
-    encode_texts: int = 128  # how many of them (0: skip the end-to-end measurement)
-    report_dir: str | None = None  # where bench.json / bench.md go; default: the output folder
-    write_report: bool = True
-    quiet: bool = False
-    # Runtimes for the ONNX artifacts, one speed row per (artifact, runtime): "onnxruntime" (their own),
-    # "openvino-f32", "openvino-bf16".
-    runtimes: list[str] = field(default_factory=lambda: list(DEFAULT_RUNTIME_CHOICES))
 
 
 @dataclass
@@ -66,8 +43,6 @@ class BenchReport:
     files: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        from bge_export import __version__
-
         return {
             "schema": BENCH_SCHEMA,
             "schema_version": BENCH_SCHEMA_VERSION,
@@ -90,8 +65,6 @@ def bench(options: BenchOptions) -> BenchReport:
     entries = select_entries(manifest, options.artifacts)
     settings = SpeedSettings(tuple(options.batch_sizes), tuple(options.seq_lens), options.repeats,
                              threads=options.threads).checked()
-    if options.encode_texts < 0:
-        raise InputError(f"encode_texts must be >= 0, got {options.encode_texts}")
     texts = _bench_texts(options)
     choices = runtime_choices(options.runtimes)
     threads = settings.threads or available_cores()
@@ -145,9 +118,6 @@ def _bench_texts(options: BenchOptions) -> list[str]:
     if options.encode_texts == 0:
         return []
     if options.corpus:
-        from bge_export.model.corpus import read_corpus_file
-
         return read_corpus_file(options.corpus)[: options.encode_texts]
-    from bge_export.model.corpus import builtin_texts
 
     return builtin_texts("report")[: options.encode_texts]

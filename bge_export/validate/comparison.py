@@ -1,18 +1,17 @@
 """Comparing an artifact with the baseline: fidelity numbers, the floors that apply, and the verdict.
 
-The floors come from validate/check.py's one table; the user's overrides (--min-cosine and friends) are
+The floors come from bge_export/quality/floors.py's one table; the user's overrides (--min-cosine and friends) are
 applied per precision class here, and judge() turns numbers and floors into pass / fail with the reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from bge_export.errors import InputError
-from bge_export.quality.floors import PRECISION_CLASSES, Floors, floors_for, precision_class
+from bge_export.folder.records import RecordedFloors
+from bge_export.quality.floors import Floors, floors_for, precision_class, with_overrides
 from bge_export.quality.metrics import (
     cosine_per_row,
     cross_topk_neighbour_overlap,
@@ -21,49 +20,40 @@ from bge_export.quality.metrics import (
 )
 from bge_export.validate.results import Check, Fidelity, WorstText
 
-if TYPE_CHECKING:
-    from bge_export.validate.harness import ValidateOptions
-
 NEIGHBOURS = 10
 WORST_TEXTS = 5
 CURVE_POINTS = 101  # quantiles of 1 - cosine kept for the distribution plot
 
 
-def parse_threshold_overrides(values: Sequence[str], option: str) -> dict[str, float]:
-    """CLI form: '0.97' (every artifact) or 'int8=0.97' (one precision class); repeatable."""
-    overrides: dict[str, float] = {}
-    for value in values:
-        name, _, number = value.rpartition("=")
-        name = name.strip() or "*"
-        if name not in ("*", *PRECISION_CLASSES):
-            raise InputError(f"{option} '{value}': the precision before '=' must be one of {', '.join(PRECISION_CLASSES)}")
-        try:
-            overrides[name] = float(number)
-        except ValueError:
-            raise InputError(f"{option} '{value}' is not a number; give e.g. 0.97 or int8=0.97") from None
-        if not 0.0 <= overrides[name] <= 1.0:
-            raise InputError(f"{option} '{value}' must lie between 0 and 1")
-    return overrides
+class FloorOverrides(Protocol):
+    """What this run overrides, per precision class or "*": the part of validate's ValidateOptions read here
+    (a protocol, so comparison.py does not import the harness that imports it)."""
+
+    @property
+    def min_cosine(self) -> Mapping[str, float]: ...
+    @property
+    def min_mean_cosine(self) -> Mapping[str, float]: ...
+    @property
+    def min_overlap(self) -> Mapping[str, float]: ...
+    @property
+    def min_cross_overlap(self) -> Mapping[str, float]: ...
 
 
-def thresholds_for(precision: str, options: "ValidateOptions", recorded: Mapping[str, Any] | None = None) -> Floors:
-    """The table's floors for this precision (validate/check.py); an artifact's own floors recorded at export
-    (`--min-cosine`) replace them; this run's overrides win over both."""
+def thresholds_for(precision: str, options: FloorOverrides, recorded: RecordedFloors | None = None) -> Floors:
+    """The table's floors for this precision (bge_export/quality/floors.py); an artifact's own floors recorded at
+    export (`--min-cosine`) replace them; this run's overrides (per precision class, or "*") win over both."""
     group = precision_class(precision)
-    table = floors_for(precision)
-    if recorded:
-        table = replace(table, **{k: float(v) for k, v in recorded.items() if k in table.to_dict()})
+    table = with_overrides(floors_for(precision), recorded.values() if recorded is not None else {})
 
-    def pick(overrides: Mapping[str, float], default: float) -> float:
-        return overrides.get(group, overrides.get("*", default))
+    def pick(overrides: Mapping[str, float]) -> float | None:
+        return overrides.get(group, overrides.get("*"))
 
-    return replace(
-        table,
-        min_cosine=pick(options.min_cosine, table.min_cosine),
-        min_mean_cosine=pick(options.min_mean_cosine, table.min_mean_cosine),
-        min_top10_overlap=pick(options.min_overlap, table.min_top10_overlap),
-        min_cross_top10_overlap=pick(options.min_cross_overlap, table.min_cross_top10_overlap),
-    )
+    return with_overrides(table, {
+        "min_cosine": pick(options.min_cosine),
+        "min_mean_cosine": pick(options.min_mean_cosine),
+        "min_top10_overlap": pick(options.min_overlap),
+        "min_cross_top10_overlap": pick(options.min_cross_overlap),
+    })
 
 
 def fidelity(baseline: np.ndarray, embeddings: np.ndarray, texts: Sequence[str]) -> Fidelity:

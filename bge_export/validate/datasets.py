@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bge_export.model.corpus import is_unicode, parse_json_line, read_utf8_lines, shown
 from bge_export.errors import InputError
+from bge_export.model.corpus import is_unicode, parse_json_line, read_utf8_lines, shown
 
 STS_FORMAT = "score<TAB>sentence1<TAB>sentence2 (an optional header line first)"
 
@@ -78,7 +78,8 @@ def read_beir_folder(folder: str | Path, split: str = "test") -> RetrievalDatase
     """corpus.jsonl, queries.jsonl and qrels/<split>.tsv; only queries that have judgements are kept."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"retrieval folder '{folder}' does not exist; pass a BEIR folder with corpus.jsonl, queries.jsonl, qrels/{split}.tsv")
+        raise InputError(f"retrieval folder '{folder}' does not exist; pass a BEIR folder with corpus.jsonl, "
+                         f"queries.jsonl, qrels/{split}.tsv")
     corpus = _read_jsonl_records(folder / "corpus.jsonl", "corpus", needs_title=True)
     queries = _read_jsonl_records(folder / "queries.jsonl", "queries", needs_title=False)
     qrels = _read_qrels(folder / "qrels" / f"{split}.tsv", set(corpus), set(queries))

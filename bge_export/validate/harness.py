@@ -15,7 +15,7 @@ data), backends.py (loading), timing.py (speed), report.py (rendering).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,9 +23,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from bge_export.errors import InputError
+from bge_export.folder.integrity import verify_folder
 from bge_export.folder.manifest import ArtifactEntry, read_manifest
+from bge_export.folder.recommend import STAND_IN_CHECKS, recommend, recommend_validated, status_evidence
+from bge_export.model.corpus import builtin_texts, read_corpus_file
 from bge_export.progress import Progress
-from bge_export.registry import DEFAULT_RUNTIME_CHOICES, RuntimeChoice, runtime_choices
+from bge_export.quality.floors import PRECISION_CLASSES, precision_class
+from bge_export.registry import RuntimeChoice, runtime_choices
+from bge_export.report.markdown import check_writable, write_validation_report
+from bge_export.runtime.machine import available_cores, machine_info
 from bge_export.validate.backends import (
     LoadedBackend,
     RunPlan,
@@ -37,20 +43,16 @@ from bge_export.validate.backends import (
     runtime_machine_info,
     select_entries,
 )
-from bge_export.quality.floors import PRECISION_CLASSES, precision_class
 from bge_export.validate.comparison import (
     CURVE_POINTS,
     NEIGHBOURS,
     WORST_TEXTS,
     fidelity,
     judge,
-    parse_threshold_overrides,
     thresholds_for,
 )
 from bge_export.validate.datasets import read_beir_folder, read_sts_tsv
-from bge_export.folder.integrity import verify_folder
-from bge_export.runtime.machine import available_cores, machine_info
-from bge_export.report.markdown import check_writable, write_validation_report
+from bge_export.validate.options import ValidateOptions, parse_threshold_overrides
 from bge_export.validate.results import (
     REPORT_SCHEMA,
     REPORT_SCHEMA_VERSION,
@@ -69,7 +71,7 @@ from bge_export.validate.tasks import (
     timed_encode,
     with_deltas,
 )
-from bge_export.validate.timing import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENS, SpeedResult, SpeedSettings, measure_speed
+from bge_export.validate.timing import SpeedResult, SpeedSettings, measure_speed
 
 __all__ = [  # what callers (and tests) import from here; defined in the modules above
     "CURVE_POINTS", "NEIGHBOURS", "REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "WORST_TEXTS", "ArtifactResult",
@@ -79,45 +81,12 @@ __all__ = [  # what callers (and tests) import from here; defined in the modules
 ]
 
 
-@dataclass
-class ValidateOptions:
-    folder: str
-    artifacts: list[str] = field(default_factory=list)  # default: every artifact in the manifest
-    model: str | None = None  # baseline model; default: the folder recorded in manifest.json
-    corpus: str | None = None  # .txt / .jsonl; default: the built-in corpus's report part
-    max_texts: int | None = None  # use only this many corpus texts (a spread over kinds for the built-in one)
-    sts: str | None = None  # score<TAB>sentence1<TAB>sentence2
-    retrieval: str | None = None  # BEIR folder
-    retrieval_split: str = "test"
-    # Threshold overrides: {"*": x} for every artifact, or by precision class {"int8": x, "fp16": y}.
-    min_cosine: dict[str, float] = field(default_factory=dict)
-    min_mean_cosine: dict[str, float] = field(default_factory=dict)
-    min_overlap: dict[str, float] = field(default_factory=dict)
-    min_cross_overlap: dict[str, float] = field(default_factory=dict)
-    batch_size: int = 32
-    speed: bool = True
-    batch_sizes: list[int] = field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
-    seq_lens: list[int] = field(default_factory=lambda: list(DEFAULT_SEQ_LENS))
-    repeats: int = 3
-    threads: int | None = None  # default: every available core, for every backend alike
-    report_dir: str | None = None  # default: the output folder itself
-    update_manifest: bool = True
-    quiet: bool = False
-    # Runtimes for the ONNX artifacts: "onnxruntime" (their own: the verdict in manifest.json), "openvino-f32",
-    # "openvino-bf16" (extra rows, recorded under validation["runtimes"]; bf16 compute is judged with fp16's floors).
-    runtimes: list[str] = field(default_factory=lambda: list(DEFAULT_RUNTIME_CHOICES))
-
-
 # --------------------------------------------------------------------------- inputs
 
 
 def read_inputs(options: ValidateOptions) -> ValidationInputs:
     """Every data file is read (and rejected, if malformed) before any model loads."""
-    if options.max_texts is not None and options.max_texts < NEIGHBOURS + 1:
-        raise InputError(f"max_texts must be at least {NEIGHBOURS + 1} (top-{NEIGHBOURS} neighbours need them), got {options.max_texts}")
     if options.corpus:
-        from bge_export.model.corpus import read_corpus_file
-
         texts = read_corpus_file(options.corpus)
         if options.max_texts:
             texts = texts[: options.max_texts]
@@ -125,8 +94,6 @@ def read_inputs(options: ValidateOptions) -> ValidationInputs:
         if len(texts) < 2:
             raise InputError(f"corpus file '{options.corpus}' has {len(texts)} text; at least 2 are needed to compare neighbours")
     else:
-        from bge_export.model.corpus import builtin_texts
-
         # the report part: disjoint from the texts the INT8 search chose on and the export's verdict texts
         texts = builtin_texts("report", options.max_texts)
         name = "built-in corpus (report part)"
@@ -144,19 +111,11 @@ def validate(options: ValidateOptions) -> ValidationReport:
     folder = Path(options.folder)
     manifest = read_manifest(folder)
     entries = select_entries(manifest, options.artifacts)
-    for name in ("min_cosine", "min_mean_cosine", "min_overlap", "min_cross_overlap"):
-        for key in getattr(options, name):
-            if key not in ("*", *PRECISION_CLASSES):
-                raise InputError(f"{name} override '{key}' must be '*' or one of {', '.join(PRECISION_CLASSES)}")
-    if options.batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {options.batch_size}")
     choices = runtime_choices(options.runtimes)
     plans = plan_runs(entries, choices)
     settings = SpeedSettings(tuple(options.batch_sizes), tuple(options.seq_lens), options.repeats,
                              threads=options.threads).checked() if options.speed else None
     threads = options.threads or available_cores()
-    if threads < 1:
-        raise InputError(f"threads must be at least 1, got {threads}")
     inputs = read_inputs(options)
     texts = inputs.texts
     report_dir = Path(options.report_dir) if options.report_dir else folder
@@ -217,7 +176,6 @@ def validate(options: ValidateOptions) -> ValidationReport:
     if speed is not None:
         speed.machine = report.machine
     # --- [recommend] which file to deploy (bge_export/folder/recommend.py), for the report and manifest.json
-    from bge_export.folder.recommend import recommend_validated
 
     report.recommended = recommend_validated(manifest, results, speed, inputs.corpus_name, report.created)
     # --- [/recommend]
@@ -273,7 +231,7 @@ def _validate_artifact(
     result.tasks = with_deltas(tasks, baseline.tasks)
     judged = judged_precision(entry.precision, plan.choice)
     own_class = precision_class(judged) == precision_class(entry.precision)
-    result.thresholds = thresholds_for(judged, options, entry.options.get("floors") if own_class else None)
+    result.thresholds = thresholds_for(judged, options, entry.options.floors if own_class else None)
     result.status, result.reason, result.checks = judge(result.fidelity, result.thresholds)
     if not own_class:
         result.judged_as = precision_class(judged)
@@ -303,8 +261,6 @@ def not_run_here(entry: ArtifactEntry, why: str) -> tuple[str, str]:
     """The verdict for an artifact whose runtime is missing here. Numbers computed in its runtime's place at
     export (the TensorRT-ready graph on onnxruntime, the MIL program in numpy) keep the status they gave, a
     `fail` included: an artifact already wrong off its runtime is wrong on it. Otherwise it is unverified."""
-    from bge_export.folder.recommend import STAND_IN_CHECKS, status_evidence
-
     if status_evidence(entry).get("source") in {key for key, _ in STAND_IN_CHECKS}:
         recorded = entry.status_reason.split(_NOT_RUN)[0]
         return entry.status, f"{recorded}{_NOT_RUN}{why}]"
@@ -318,15 +274,14 @@ def _record_in_manifest(folder: Path, results: Sequence[ArtifactResult], corpus:
     go under validation["runtimes"][<runtime>], beside the verdict; they never change an artifact's status."""
     manifest = read_manifest(folder)
     for row in runtime_rows:
-        manifest.find(row.path).validation.setdefault("runtimes", {})[row.runtime] = row.manifest_summary(corpus, report)
+        manifest.find(row.path).validation.put_runtime(row.runtime, row.manifest_summary(corpus, report))
     for result in results:
         entry = manifest.find(result.path)
         if result.fidelity is None:  # not run: no validate numbers to record, only the verdict and why
-            entry.validation.pop("validate", None)
+            entry.validation.drop("validate")
         else:
-            entry.validation["validate"] = result.manifest_summary(corpus, report)
+            entry.validation.validate_run = result.manifest_summary(corpus, report)
         entry.set_status(result.status, result.reason)
-    from bge_export.folder.recommend import recommend  # [recommend] rewritten with this run's verdicts and speed
 
     manifest.recommended = recommend(manifest, speed, when=when)
     manifest.write(folder)

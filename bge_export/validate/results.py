@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from bge_export.folder.records import ValidateRecord
 from bge_export.quality.floors import Floors
 from bge_export.validate.memory import MemoryUse
 from bge_export.validate.timing import EncodeTiming, SpeedResult
+from bge_export.version import __version__
 
 REPORT_SCHEMA = "bge-export/validation-report"
 REPORT_SCHEMA_VERSION = 1
@@ -93,7 +95,7 @@ class ArtifactResult:
         data["label"] = self.label
         return data
 
-    def manifest_summary(self, corpus: str, report: str | None) -> dict[str, Any]:
+    def manifest_summary(self, corpus: str, report: str | None) -> ValidateRecord:
         """The short record kept in manifest.json; the report holds the rest."""
         summary: dict[str, Any] = {
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -115,7 +117,7 @@ class ArtifactResult:
             summary["runtime_details"] = dict(self.runtime_details)
         for task, values in self.tasks.items():
             summary[task] = {k: v for k, v in values.items() if k not in ("dataset",)}
-        return summary
+        return ValidateRecord.model_validate(summary)
 
 
 @dataclass
@@ -170,8 +172,6 @@ class ValidationReport:
         return 1 if self.failed or self.failed_runtime_rows else 0
 
     def to_dict(self) -> dict[str, Any]:
-        from bge_export import __version__
-
         return {
             "schema": REPORT_SCHEMA,
             "schema_version": REPORT_SCHEMA_VERSION,

@@ -6,6 +6,7 @@ load during a measurement, trust), bench.py (`bge-export bench`). Import from th
 
 from __future__ import annotations
 
+from bge_export.runtime.machine import SpeedTrust, available_cores, machine_info  # noqa: F401
 from bge_export.validate.backends import (  # noqa: F401
     BASELINE_LABEL,
     ArtifactLoad,
@@ -20,7 +21,6 @@ from bge_export.validate.backends import (  # noqa: F401
     unavailable_runtime_reason,
 )
 from bge_export.validate.bench import BENCH_SCHEMA, BENCH_SCHEMA_VERSION, BenchOptions, BenchReport, bench  # noqa: F401
-from bge_export.runtime.machine import SpeedTrust, available_cores, machine_info  # noqa: F401
 from bge_export.validate.memory import MEMORY_METHOD, MemoryProbe, MemoryUse  # noqa: F401
 from bge_export.validate.timing import (  # noqa: F401
     DEFAULT_BATCH_SIZES,

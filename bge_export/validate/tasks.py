@@ -13,9 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from bge_export.progress import Progress
+from bge_export.quality.metrics import retrieval_scores, sts_spearman
 from bge_export.runtime.encoder import Encoder
 from bge_export.validate.datasets import RetrievalDataset, StsDataset
-from bge_export.quality.metrics import retrieval_scores, sts_spearman
 from bge_export.validate.timing import EncodeTiming, encode_timing
 
 

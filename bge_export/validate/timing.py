@@ -21,12 +21,11 @@ import numpy as np
 
 from bge_export.errors import InputError
 from bge_export.progress import Progress
-from bge_export.validate.backends import LoadedBackend, synthetic_features
 from bge_export.runtime.machine import CpuLoadMeter, SpeedTrust, assess_speed_trust, available_cores, machine_info
+from bge_export.validate.backends import LoadedBackend, synthetic_features
 from bge_export.validate.memory import MEMORY_METHOD, MemoryUse
+from bge_export.validate.options import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENS
 
-DEFAULT_BATCH_SIZES = (1, 8, 32)
-DEFAULT_SEQ_LENS = (16, 64, 256)
 # A call this slow is its own warm-up: spinning threads of the previous backend cost it a negligible share.
 _SELF_WARMING_CALL_SECONDS = 0.05
 _MAX_CALLS_PER_BLOCK = 2000

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bge_export.folder.manifest import ArtifactEntry
+from bge_export.folder.records import CheckRecord
 from bge_export.progress import Progress
 
 # Each check text runs once at the smallest enumerated length that holds it (what the runtime picks); this many
@@ -62,15 +63,16 @@ class CoreMLChecker:
     def runs(entry: ArtifactEntry) -> list[bool]:
         """fp16 programs: fp32 arithmetic (what conversion alone changed) and fp16 rounding (what fp16 compute
         adds); their compressed copies: fp16 rounding, the way they run (the compression's loss shows there)."""
-        if entry.options["compute_precision"] != "fp16":
+        if entry.options.compute_precision != "fp16":
             return [False]
-        return [True] if "compression" in entry.options else [False, True]
+        return [True] if entry.options.compression is not None else [False, True]
 
     def check_all(self, stage: Path, entries: list[ArtifactEntry]) -> list[ArtifactEntry]:
+        from bge_export.quality.floors import BaselineEmbeddings
         from bge_export.runtime.torch_encoder import TorchEncoder
 
-        self.progress.step(f"encoding {len(self.texts)} built-in check texts with the PyTorch fp32 baseline")
-        baseline = TorchEncoder(self.module, self.source_tokenizer).encode(self.texts, batch_size=16)
+        baseline = BaselineEmbeddings(lambda: TorchEncoder(self.module, self.source_tokenizer),
+                                      self.progress).of("check", self.texts)
         jobs = [(entry, rounding) for entry in entries for rounding in self.runs(entry)]
         results = self._evaluate(stage, jobs, baseline)
         for entry in entries:
@@ -94,7 +96,7 @@ class CoreMLChecker:
         results: dict[tuple[str, bool], dict[str, Any] | str] = {}
         if workers <= 1:
             for (entry, rounding), arguments in zip(jobs, args):
-                results[(entry.path, rounding)] = self._guarded(lambda: mil_job(*arguments))
+                results[(entry.path, rounding)] = self._guarded(lambda: mil_job(*arguments))  # noqa: B023 (run now)
                 self._done(entry, rounding, results[(entry.path, rounding)])
             return results
         import multiprocessing
@@ -135,7 +137,7 @@ class CoreMLChecker:
                 entry.set_status("unverified", f"the MIL program could not be computed in numpy ({result}); "
                                                "nothing was checked")
                 return
-            entry.validation["mil_reference_fp16" if rounding else "mil_reference_fp32"] = result
+            entry.validation.put("mil_reference_fp16" if rounding else "mil_reference_fp32", result)
             labels.append(str(result["numerics_check"]))
             summaries.append(f"{'fp16-rounded' if rounding else 'fp32'} min {result['cosine_min']:.6f} / mean "
                              f"{result['cosine_mean']:.6f} / top-10 {_fmt(result['top10_overlap'])}")
@@ -144,7 +146,7 @@ class CoreMLChecker:
                                          f"{result['reason']}")
                 self.progress.step(f"{entry.path}: fail ({entry.status_reason})")
                 return
-        entry.options["numerics_check"] = "; ".join(labels)
+        entry.options.numerics_check = "; ".join(labels)
         lengths = "/".join(map(str, self.shapes.seq_lens)) if self.shapes.enumerated \
             else f"{self.shapes.seq_range[0]}-{self.shapes.seq_range[1]}"
         computed = (f"the converted MIL program computed in numpy ({len(self.texts)} texts, lengths {lengths}): "
@@ -157,13 +159,13 @@ class CoreMLChecker:
         self.progress.step(f"{entry.path}: {entry.status}")
 
     def _check_on_device(self, stage: Path, entry: ArtifactEntry, computed: str, baseline: np.ndarray) -> None:
-        from bge_export.targets.coreml.runtime import CoreMLEncoder
         from bge_export.quality.floors import check_against_baseline, floors_for
+        from bge_export.targets.coreml.runtime import CoreMLEncoder
 
         encoder = CoreMLEncoder(stage / entry.path, self.module.spec, self.tokenizer, self.compute_units)
         result = check_against_baseline(baseline, encoder, self.texts, floors_for(entry.precision),
                                         backend_label=f"Core ML ({self.compute_units})")
-        entry.validation["builtin_check"] = result.to_dict()
+        entry.validation.builtin_check = CheckRecord(**result.to_dict())
         entry.set_status("pass" if result.passed else "fail", f"Core ML: {result.reason}; {computed}")
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-COMPRESSIONS = ("int8", "palettize4", "palettize6", "palettize8")
+from bge_export.targets.coreml.options import COMPRESSIONS
+
 WEIGHT_THRESHOLD = 2048  # coremltools' own default: tensors with more elements are compressed
 
 

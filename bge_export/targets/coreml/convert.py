@@ -26,13 +26,7 @@ from bge_export.model.modeling import EmbeddingModule
 from bge_export.targets.coreml.runtime import import_coremltools
 
 OUTPUT_NAME = "sentence_embedding"
-DEFAULT_SEQ_LENS = (64, 128, 256, 512)
 MASK_FILL = -1e4  # additive mask for padding: exp(score - 1e4) is exactly 0 in fp32 and fp16, and finite in fp16
-# Names accepted for --minimum-deployment-target -> coremltools' ct.target attribute.
-DEPLOYMENT_TARGETS = {name.lower(): name for name in ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")}
-# Core ML ties the enumerated lengths of several inputs together only from iOS 18 / macOS 15 on (spec 9);
-# coremltools refuses more than one enumerated-shape input below that.
-ENUMERATED_MIN_TARGETS = ("iOS18", "macOS15")
 FP32_TAIL_REASON = (
     "the tail after the encoder's last LayerNorm (pooling sums over up to max_seq_length tokens, Dense, the L2 "
     "norm's sum of squares over the embedding) computes in fp32: those reductions are where fp16's range "
@@ -75,8 +69,9 @@ class Conversion:
 
 
 def deployment_target(name: str) -> Any:
+    """coremltools' ct.target member for one of options.DEPLOYMENT_TARGETS (the options spell it as it does)."""
     ct = import_coremltools()
-    return getattr(ct.target, DEPLOYMENT_TARGETS[name.lower()])
+    return getattr(ct.target, name)
 
 
 class _AdditiveMaskEncoder(nn.Module):

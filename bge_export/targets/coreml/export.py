@@ -11,108 +11,28 @@ those numbers ("Core ML runs only on macOS"), or `fail` when even the program mi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bge_export.targets.onnx.export import DEFAULT_MODEL, ExportResult
 from bge_export.errors import InputError
-from bge_export.folder.manifest import ArtifactEntry, TensorInfo, file_sha256, tool_versions
+from bge_export.files import path_sha256
+from bge_export.folder.manifest import ArtifactEntry, TensorInfo, tool_versions
+from bge_export.folder.result import TargetResult
 from bge_export.progress import Progress
+from bge_export.targets.coreml.options import DEFAULT_SEQ_LENS, CoreMLOptions, check_enumerated
 
-PRECISIONS = ("fp16", "fp32")
 COREML_FOLDER = "coreml"
-MAX_ENUMERATED_SHAPES = 128  # Core ML's limit on enumerated shapes per input
-MAX_BATCH = 64
-_FLAGS = ("allow_pickle", "trust_remote_code", "force", "check", "quiet")
-
-
-@dataclass
-class CoreMLOptions:
-    model: str = DEFAULT_MODEL
-    output: str | None = None  # default: artifacts/<model name>, the same folder `bge-export onnx` writes
-    revision: str | None = None
-    pooling: str | None = None
-    prompts: dict[str, str] | None = None  # added to the model's own (as ExportOptions.prompts)
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    precision: str = "fp16"  # compute precision of the program: fp16 (Neural Engine) or fp32
-    compress: list[str] = field(default_factory=list)  # int8 | palettize4 | palettize6 | palettize8
-    seq_lens: list[int] | None = None  # enumerated lengths; default 64,128,256,512 capped at max_seq_length
-    seq_range: tuple[int, int] | None = None  # a flexible length range instead, e.g. (1, 512)
-    batch_size: int = 1  # > 1: the package also takes batches of this size
-    minimum_deployment_target: str | None = None  # None: iOS18 with enumerated lengths, iOS17 with a range
-    compute_units: str = "all"  # for the Core ML check on macOS: all | cpu | cpu-and-ne | cpu-and-gpu
-    force: bool = False
-    check: bool = True
-    check_texts: int = 96
-    quiet: bool = False
-
-    def output_path(self) -> Path:
-        if self.output:
-            return Path(self.output)
-        return Path("artifacts") / self.model.rstrip("/").split("/")[-1]
 
 
 def check_coreml_options(options: CoreMLOptions) -> None:
-    """Every option that can be checked without the model, before any work starts."""
-    from bge_export.model.corpus import builtin_split
-    from bge_export.targets.coreml.convert import DEPLOYMENT_TARGETS
-    from bge_export.targets.coreml.compress import COMPRESSIONS, needs_scikit_learn
-    from bge_export.options import check_flags, check_model_reference, check_prompts, check_strings, is_int
-    from bge_export.targets.coreml.runtime import COMPUTE_UNITS, import_coremltools
+    """What the options need from this machine, checked before any work (their values were checked when the
+    options were made): coremltools installed, and scikit-learn where palettizing an fp32 program needs it."""
+    from bge_export.targets.coreml.compress import needs_scikit_learn
+    from bge_export.targets.coreml.runtime import import_coremltools
 
     if not isinstance(options, CoreMLOptions):
         raise InputError(f"export_coreml() takes a CoreMLOptions, got {type(options).__name__}")
-    check_model_reference(options.model)
-    check_strings(options, ("output", "revision", "pooling", "minimum_deployment_target"))
-    check_prompts(options.prompts)
-    check_flags(options, _FLAGS)
-    if options.precision not in PRECISIONS:
-        raise InputError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
-    compress = options.compress
-    if isinstance(compress, str) or not isinstance(compress, (list, tuple)):
-        raise InputError(f"--compress (compress) must be a list of methods ({', '.join(COMPRESSIONS)}), got {compress!r}")
-    for method in compress:
-        if method not in COMPRESSIONS:
-            raise InputError(f"unknown compression '{method}'; choose from: {', '.join(COMPRESSIONS)}")
-    if len(set(compress)) != len(compress):
-        raise InputError(f"--compress (compress) names a method twice ({', '.join(compress)}); name each once")
-    if options.seq_lens is not None and options.seq_range is not None:
-        raise InputError("--seq-lens (enumerated lengths) and --seq-range (a flexible range) exclude each other; pass one")
-    if options.seq_lens is not None:
-        lens = list(options.seq_lens) if isinstance(options.seq_lens, (list, tuple)) else None
-        if not lens or not all(is_int(n) and n >= 1 for n in lens):
-            raise InputError(f"--seq-lens (seq_lens) must be whole numbers >= 1, e.g. 64,128,256,512, got {options.seq_lens!r}")
-        if len(set(lens)) != len(lens):
-            raise InputError(f"--seq-lens (seq_lens) names a length twice ({', '.join(map(str, lens))}); name each once")
-    if options.seq_range is not None:
-        low_high = options.seq_range
-        if not isinstance(low_high, (list, tuple)) or len(low_high) != 2 or not all(is_int(n) for n in low_high) \
-                or not 1 <= low_high[0] <= low_high[1]:
-            raise InputError(f"--seq-range (seq_range) must be two whole numbers LOW:HIGH with 1 <= LOW <= HIGH, got {low_high!r}")
-    if not is_int(options.batch_size) or not 1 <= options.batch_size <= MAX_BATCH:
-        raise InputError(f"--batch-size (batch_size) must be a whole number from 1 to {MAX_BATCH}, got {options.batch_size!r}")
-    lens_count = len(options.seq_lens or ()) * (1 if options.batch_size == 1 else 2)
-    if lens_count > MAX_ENUMERATED_SHAPES:
-        raise InputError(f"Core ML takes at most {MAX_ENUMERATED_SHAPES} enumerated shapes; pass fewer --seq-lens")
-    target = options.minimum_deployment_target
-    if target is not None and str(target).lower() not in DEPLOYMENT_TARGETS:
-        raise InputError(f"unknown deployment target '{target}'; choose one of: {', '.join(DEPLOYMENT_TARGETS.values())}")
-    if options.seq_lens is not None:
-        _check_target(target, len(options.seq_lens) * (1 if options.batch_size == 1 else 2))
-    if options.compute_units not in COMPUTE_UNITS:
-        raise InputError(f"unknown compute units '{options.compute_units}'; choose one of: {', '.join(COMPUTE_UNITS)}")
-    verdict_texts = len(builtin_split()["verdict"])
-    if not is_int(options.check_texts) or not 11 <= options.check_texts <= verdict_texts:
-        raise InputError(f"--check-texts (check_texts) must be a whole number from 11 (top-10 overlap needs more than 10) to "
-                         f"{verdict_texts}, got {options.check_texts!r}")
-    if options.pooling is not None:
-        from bge_export.model.source import parse_pooling_override
-
-        parse_pooling_override(options.pooling)
     import_coremltools()  # MissingDependencyError naming the coreml extra
-    if any(needs_scikit_learn(m, options.precision) for m in compress):
+    if any(needs_scikit_learn(m, options.precision) for m in options.compress):
         import importlib.util
 
         if importlib.util.find_spec("sklearn") is None:
@@ -122,7 +42,7 @@ def check_coreml_options(options: CoreMLOptions) -> None:
 
 def plan_shapes(options: CoreMLOptions, max_seq_length: int) -> Any:
     """The package's shapes and deployment target, checked against the model's max_seq_length."""
-    from bge_export.targets.coreml.convert import DEFAULT_SEQ_LENS, ShapePlan
+    from bge_export.targets.coreml.convert import ShapePlan
 
     batches = (1,) if options.batch_size == 1 else (1, options.batch_size)
     if options.seq_range is not None:
@@ -140,47 +60,25 @@ def plan_shapes(options: CoreMLOptions, max_seq_length: int) -> Any:
             raise InputError(f"--seq-lens: {', '.join(map(str, too_long))} is longer than the model's max_seq_length "
                              f"{max_seq_length}; use lengths up to {max_seq_length}")
     shapes = len(lens) * len(batches)
-    _check_target(options.minimum_deployment_target, shapes)
+    check_enumerated(options.minimum_deployment_target, shapes)
     return ShapePlan(seq_lens=tuple(lens), batch_sizes=batches), _target_name(options.minimum_deployment_target, shapes)
 
 
 def _target_name(target: str | None, enumerated_shapes: int) -> str:
     """The deployment target as coremltools spells it; by default iOS18 for several enumerated shapes (they need
     it), else iOS17."""
-    from bge_export.targets.coreml.convert import DEPLOYMENT_TARGETS
-
     if target is None:
         return "iOS18" if enumerated_shapes > 1 else "iOS17"
-    return DEPLOYMENT_TARGETS[str(target).lower()]
+    return target
 
 
-def _check_target(target: str | None, enumerated_shapes: int) -> None:
-    from bge_export.targets.coreml.convert import ENUMERATED_MIN_TARGETS
-
-    if target is not None and enumerated_shapes > 1 and _target_name(target, 2) not in ENUMERATED_MIN_TARGETS:
-        raise InputError(f"enumerated sequence lengths need iOS18 or macOS15 (Core ML ties the lengths of several "
-                         f"inputs together only from there); pass --minimum-deployment-target iOS18 or macOS15, or "
-                         f"--seq-range LOW:HIGH (or one --seq-lens length) for {target}")
-
-
-@dataclass
-class CoreMLResult(ExportResult):
-    """ExportResult whose `failed`/`ok` judge only the packages this run wrote (the folder may hold more)."""
-
-    entries: list[ArtifactEntry] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[ArtifactEntry]:
-        return [entry for entry in self.entries if entry.status == "fail"]
-
-
-def export_coreml(options: CoreMLOptions) -> CoreMLResult:
+def export_coreml(options: CoreMLOptions) -> TargetResult:
     """Convert the model to Core ML packages in its output folder, check each, and record them in the manifest."""
+    from bge_export.folder.target_folder import open_model_folder
     from bge_export.model.corpus import builtin_check_texts
     from bge_export.model.modeling import load_embedding_module
     from bge_export.model.source import read_spec, resolve_model
     from bge_export.model.spec import with_prompts
-    from bge_export.folder.target_folder import open_model_folder
     from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model
     from bge_export.targets.coreml.check import CoreMLChecker
 
@@ -212,7 +110,7 @@ def export_coreml(options: CoreMLOptions) -> CoreMLResult:
     seconds = time.perf_counter() - started
     output = options.output_path()
     progress.step(f"wrote {output} in {seconds:.1f}s")
-    return CoreMLResult(output=output, manifest=manifest, seconds=seconds, entries=entries)
+    return TargetResult(output, manifest, entries, seconds)
 
 
 class _PackageWriter:
@@ -225,9 +123,9 @@ class _PackageWriter:
         self.weights_sha256 = str(folder.manifest.model["weights_sha256"])
 
     def write_all(self, module: Any) -> list[ArtifactEntry]:
+        from bge_export.targets.coreml.compress import compress, method
         from bge_export.targets.coreml.convert import convert
         from bge_export.targets.coreml.metadata import apply_metadata
-        from bge_export.targets.coreml.compress import compress, method
 
         precision = self.options.precision
         self.progress.step(f"converting to a Core ML ML Program ({precision} compute, torch.jit.trace + coremltools)")
@@ -265,7 +163,7 @@ class _PackageWriter:
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         self.progress.step(f"wrote {relative} ({size / 1e6:.1f} MB)")
         return ArtifactEntry(
-            path=relative, format="coreml", precision=precision, sha256=file_sha256(path), size_bytes=size,
+            path=relative, format="coreml", precision=precision, sha256=path_sha256(path), size_bytes=size,
             inputs=[TensorInfo(name, "int32", self._dims()) for name in self.spec.input_names],
             outputs=[TensorInfo("sentence_embedding", "float32", [self._dims()[0], self.spec.embedding_dim])],
             options=dict(options), versions=tool_versions("torch", "transformers", "coremltools"),

@@ -10,29 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bge_export.model.card import model_card
+from bge_export.version import __version__
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt", "sentencepiece.bpe.model", "spiece.model")
-
-
-def model_card(folder: Path) -> dict[str, Any]:
-    """The model card's YAML front matter (README.md between '---' lines); {} when absent or unreadable."""
-    path = folder / "README.md"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return {}
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(text[3:end])
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _card_text(card: dict[str, Any], *keys: str) -> str | None:
@@ -48,8 +30,6 @@ def _card_text(card: dict[str, Any], *keys: str) -> str | None:
 def metadata_values(source: Any, spec: Any, stage: Path, shapes: Any, precision: str, weights_sha256: str,
                     compression: str | None = None) -> dict[str, Any]:
     """Description, author, license, input/output descriptions and user metadata, as plain strings."""
-    from bge_export import __version__
-
     card = model_card(Path(source.folder))
     lengths = ("/".join(map(str, shapes.seq_lens)) if shapes.enumerated
                else f"{shapes.seq_range[0]}-{shapes.seq_range[1]}")

@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 
 from bge_export.errors import InputError, MissingDependencyError
-from bge_export.runtime.encoder import Encoder
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
+from bge_export.runtime.encoder import Encoder
+from bge_export.targets.coreml.options import COMPUTE_UNITS  # --compute-units -> coremltools.ComputeUnit member
 
 OUTPUT_NAME = "sentence_embedding"
-# --compute-units -> coremltools.ComputeUnit member
-COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu-and-ne": "CPU_AND_NE", "cpu-and-gpu": "CPU_AND_GPU"}
 
 
 def coreml_unavailable() -> str | None:

@@ -2,84 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bge_export.errors import InputError
-from bge_export.folder.manifest import ArtifactEntry, Manifest, file_sha256, hash_files, tool_versions
+from bge_export.files import file_sha256
+from bge_export.folder.manifest import ArtifactEntry, Manifest, hash_files, tool_versions
+from bge_export.folder.records import CheckRecord, RecordedFloors
+from bge_export.folder.result import TargetResult
 from bge_export.progress import Progress
+from bge_export.targets.onnx.options import ExportOptions
 
-DEFAULT_MODEL = "BAAI/bge-base-en-v1.5"
 ONNX_FP32_PATH = "onnx/model.onnx"
 OPTIMIZED_PATH = "onnx/model_optimized.onnx"
 FP16_PATH = "onnx/model_fp16.onnx"
 STATIC_INT8_PATH = "onnx/model_qint8_static.onnx"
 OPENVINO_INT8_PATH = "onnx/model_qint8_openvino.onnx"
-QUANTIZE_CHOICES = ("int8", "int8-static", "int8-openvino")
 
 
-@dataclass
-class ExportOptions:
-    model: str = DEFAULT_MODEL
-    output: str | None = None  # default: artifacts/<model name>
-    revision: str | None = None
-    pooling: str | None = None  # override, e.g. "cls" or "mean"; default: the model's own
-    prompts: dict[str, str] | None = None  # added to the model's own, e.g. E5's {"query": "query: ", "passage": "passage: "}
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    opset: int = 17
-    with_token_embeddings: bool = False
-    force: bool = False
-    check: bool = True  # built-in baseline-vs-artifact check after each artifact
-    check_texts: int = 96
-    optimize: bool = False  # fused graph -> onnx/model_optimized.onnx
-    fp16: bool = False  # onnx/model_fp16.onnx (from the fused graph with optimize)
-    # any of QUANTIZE_CHOICES ("int8": dynamic, accuracy-aware; "int8-static": QDQ; ...), each one artifact, all in
-    # one export; a plain string (the form before lists) is one method
-    quantize: list[str] = field(default_factory=list)
-    int8_preset: str | None = None  # avx512_vnni | avx2 | arm64; default from this CPU
-    min_cosine: float | None = None  # fidelity bound for INT8 (default per method)
-    calibration: str | None = None  # .txt/.jsonl texts for calibration; default: built-in calibration set
-    calibration_method: str = "percentile"  # static INT8: minmax | percentile | entropy
-    quiet: bool = False
-
-    def output_path(self) -> Path:
-        if self.output:
-            return Path(self.output)
-        return Path("artifacts") / self.model.rstrip("/").split("/")[-1]
+ExportResult = TargetResult  # its name in the public API (bge_export.ExportResult): the one result type
 
 
-@dataclass
-class ExportResult:
-    output: Path
-    manifest: Manifest
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[ArtifactEntry]:
-        return [a for a in self.manifest.artifacts if a.status == "fail"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def export(options: ExportOptions) -> ExportResult:
+def export(options: ExportOptions) -> TargetResult:
     """Export the model to onnx/model.onnx (encoder + pooling + normalize), check it, write the folder atomically."""
     import time
 
-    from bge_export.targets.onnx.exporter import export_onnx
-    from bge_export.model.modeling import load_embedding_module
-    from bge_export.folder.staging import plan_output, staged_folder
     from bge_export.folder.recommend import recommend
+    from bge_export.folder.staging import plan_output, staged_folder
+    from bge_export.folder.target_folder import model_record
+    from bge_export.model.modeling import load_embedding_module
     from bge_export.model.source import read_spec, resolve_model
     from bge_export.model.spec import with_prompts
-    from bge_export.model.tokenization import check_tokenizer_matches_model
     from bge_export.model.st_files import write_st_files
-    from bge_export.folder.target_folder import model_record
-    from bge_export.model.tokenization import TextTokenizer, save_tokenizer_files
+    from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model, save_tokenizer_files
+    from bge_export.targets.onnx.exporter import export_onnx
 
     started = time.perf_counter()
     calibration_texts = check_export_options(options)  # every input, before any work starts
@@ -103,7 +59,7 @@ def export(options: ExportOptions) -> ExportResult:
 
     with staged_folder(plan) as stage:
         progress.step(f"exporting ONNX (opset {options.opset})")
-        graph = export_onnx(
+        export_onnx(
             module,
             stage / ONNX_FP32_PATH,
             opset=options.opset,
@@ -124,11 +80,11 @@ def export(options: ExportOptions) -> ExportResult:
     seconds = time.perf_counter() - started
     output = Path(options.output_path())
     progress.step(f"wrote {output} in {seconds:.1f}s")
-    return ExportResult(output=output, manifest=manifest, seconds=seconds)
+    return TargetResult(output, manifest, list(manifest.artifacts), seconds)
 
 
 def _artifact_entry(stage: Path, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
-    from bge_export.targets.onnx.exporter import describe_graph
+    from bge_export.folder.graph_info import describe_graph
 
     path = stage / relative
     graph = describe_graph(path)
@@ -156,6 +112,7 @@ class _Checker:
     def __init__(self, options: ExportOptions, module: Any, source_tokenizer: Any, artifact_tokenizer: Any,
                  progress: Progress) -> None:
         from bge_export.model.corpus import builtin_check_texts, builtin_texts
+        from bge_export.quality.floors import BaselineEmbeddings
         from bge_export.runtime.torch_encoder import TorchEncoder
 
         self.enabled = options.check
@@ -165,53 +122,41 @@ class _Checker:
         self.texts = builtin_check_texts(options.check_texts)
         self.selection_texts = builtin_texts("selection")
         self.int8_bound = options.min_cosine
-        self._embeddings: dict[str, Any] = {}
-        self._baseline_encoder = TorchEncoder(module, source_tokenizer)
-
-    def _baseline_of(self, name: str, texts: list[str]) -> Any:
-        if name not in self._embeddings:
-            self.progress.step(f"encoding {len(texts)} built-in {name} texts with the PyTorch fp32 baseline")
-            self._embeddings[name] = self._baseline_encoder.encode(texts, batch_size=16)
-        return self._embeddings[name]
+        self._baseline = BaselineEmbeddings(lambda: TorchEncoder(module, source_tokenizer), progress)
 
     @property
     def baseline(self) -> Any:
         """fp32 PyTorch embeddings of the verdict texts (computed on first use)."""
-        return self._baseline_of("verdict", self.texts)
+        return self._baseline.of("verdict", self.texts)
 
     @property
     def selection_baseline(self) -> Any:
         """fp32 PyTorch embeddings of the INT8 search's selection texts (computed on first use)."""
-        return self._baseline_of("selection", self.selection_texts)
+        return self._baseline.of("selection", self.selection_texts)
 
     def floors(self, precision: str) -> Any:
         """The table's floors; for INT8 the user's --min-cosine replaces the cosine floors (search and verdict alike)."""
-        from dataclasses import replace
+        from bge_export.quality.floors import floors_for
 
-        from bge_export.quality.floors import floors_for, precision_class
-
-        floors = floors_for(precision)
-        if self.int8_bound is not None and precision_class(precision) == "int8":
-            floors = replace(floors, min_cosine=self.int8_bound, min_mean_cosine=self.int8_bound)
-        return floors
+        return floors_for(precision, self.int8_bound)
 
     def check(self, stage: Path, entry: ArtifactEntry) -> ArtifactEntry:
         from bge_export.quality.floors import floors_for
 
         floors = self.floors(entry.precision)
         if floors != floors_for(entry.precision):
-            entry.options["floors"] = {**floors.to_dict(), "source": "--min-cosine at export"}
+            entry.options.floors = RecordedFloors(**floors.to_dict(), source="--min-cosine at export")
         if not self.enabled:
             entry.set_status("unverified", "the built-in check was skipped (--no-check)")
             self._apply_search_verdict(entry)
             return entry
-        from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
         from bge_export.quality.floors import check_against_baseline
+        from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
         encoder = OnnxEncoder(stage / entry.path, self.spec, self.tokenizer)
         result = check_against_baseline(self.baseline, encoder, self.texts, floors,
                                         backend_label=f"onnxruntime {encoder.providers[0]}")
-        entry.validation = {"builtin_check": {**result.to_dict(), "text_set": VERDICT_TEXT_SET}}
+        entry.validation.builtin_check = CheckRecord(**result.to_dict(), text_set=VERDICT_TEXT_SET)
         entry.set_status("pass" if result.passed else "fail", result.reason)
         if entry.precision == "fp16" and result.passed:
             self._check_fp16_rounding(stage, entry)
@@ -223,8 +168,8 @@ class _Checker:
     def _apply_search_verdict(entry: ArtifactEntry) -> None:
         """An INT8 search that found no configuration meeting its bound kept the closest trial: that is a fail,
         whatever the verdict texts say (the file stays in the folder, for inspection)."""
-        if entry.options.get("meets_bound") is False:
-            entry.set_status("fail", str(entry.options.get("reason") or "the INT8 search missed its bound"))
+        if entry.options.meets_bound is False:
+            entry.set_status("fail", entry.options.reason or "the INT8 search missed its bound")
 
     def _check_fp16_rounding(self, stage: Path, entry: ArtifactEntry) -> None:
         """onnxruntime's CPU provider computes fp16 graphs in fp32; judge the arithmetic with real fp16 rounding too."""
@@ -234,12 +179,12 @@ class _Checker:
         try:
             reference = fp16_reference_check(stage / entry.path, self.spec, self.tokenizer, self.texts, self.baseline)
         except NotImplementedError as exc:  # an op form the numpy reference does not know: say what was checked
-            entry.options["numerics_check"] = f"onnxruntime only (fp32 arithmetic on CPU); no fp16 reference: {exc}"
+            entry.options.numerics_check = f"onnxruntime only (fp32 arithmetic on CPU); no fp16 reference: {exc}"
             entry.set_status("unverified", f"{entry.status_reason} with onnxruntime, whose CPU kernels compute in fp32; "
                                            f"real fp16 rounding could not be checked ({exc})")
             return
-        entry.validation["fp16_reference"] = reference
-        entry.options["numerics_check"] = reference["numerics_check"]
+        entry.validation.fp16_reference = CheckRecord(**reference)
+        entry.options.numerics_check = reference["numerics_check"]
         if not reference["passed"]:
             entry.set_status("fail", f"with real fp16 rounding: {reference['reason']}")
         else:
@@ -274,7 +219,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         progress.step(f"converting {source.name} to FP16 (attention cores, LayerNorm, pooling and normalize kept in fp32)")
         report = convert_fp16(source, stage / FP16_PATH)
         entries.append(_artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
-    methods = quantize_methods(options)
+    methods = options.quantize
     if "int8" in methods:
         from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware
         from bge_export.graph.int8 import preset_for
@@ -309,64 +254,16 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
     return entries
 
 
-def quantize_methods(options: ExportOptions) -> list[str]:
-    """`options.quantize` as a list: None is none, and a plain string (the form before lists) is one method."""
-    if options.quantize is None:
-        return []
-    return [options.quantize] if isinstance(options.quantize, str) else list(options.quantize)
-
-
-OPSET_RANGE = (14, 20)  # 14: the attention ops the exporter emits; 20: the newest torch's TorchScript exporter writes
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-_FLAGS = ("allow_pickle", "trust_remote_code", "with_token_embeddings", "force", "check", "optimize", "fp16", "quiet")
-
-
 def check_export_options(options: ExportOptions) -> list[str]:
-    """Every option checked before any work starts (seconds, not minutes, to a clear error).
-
-    Returns the calibration texts (read now, so a bad file fails here and not after the export)."""
-    from bge_export.model.corpus import builtin_calibration_texts, builtin_split, read_corpus_file
-    from bge_export.graph.int8 import PRESETS
-    from bge_export.options import (
-        check_flags, check_min_cosine, check_model_reference, check_prompts, check_strings, is_int,
-    )
+    """What the options need from this machine, checked before any work (their values were checked when the
+    options were made): the int8-openvino extra installed, the calibration file readable. Returns the
+    calibration texts (read now, so a bad file fails here and not after the export)."""
+    from bge_export.model.corpus import builtin_calibration_texts, read_corpus_file
 
     if not isinstance(options, ExportOptions):
         raise InputError(f"export() takes an ExportOptions, got {type(options).__name__}")
-    check_model_reference(options.model)
-    if options.output is not None and not isinstance(options.output, (str, Path)):
-        raise InputError(f"output must be a folder path, got {type(options.output).__name__}")
-    check_strings(options, ("revision", "pooling", "calibration"))
-    check_prompts(options.prompts)
-    check_flags(options, _FLAGS)
-    if not is_int(options.opset) or not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
-        raise InputError(f"opset {options.opset!r} is not supported; choose {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (default 17)")
-    verdict_texts = len(builtin_split()["verdict"])
-    if not is_int(options.check_texts) or not 1 <= options.check_texts <= verdict_texts:
-        raise InputError(f"check_texts must be a whole number from 1 to {verdict_texts} (the built-in verdict texts), "
-                         f"got {options.check_texts!r}")
-    if options.quantize is not None and not isinstance(options.quantize, (str, list, tuple)):
-        raise InputError(f"quantize must be a list of methods ({', '.join(QUANTIZE_CHOICES)}), got {options.quantize!r}")
-    methods = quantize_methods(options)
-    for method in methods:
-        if method not in QUANTIZE_CHOICES:
-            raise InputError(f"unknown quantization '{method}'; choose one of: {', '.join(QUANTIZE_CHOICES)}")
-    if len(set(methods)) != len(methods):
-        raise InputError(f"--quantize (quantize) names a method twice ({', '.join(methods)}); name each once")
-    if "int8-openvino" in methods:
+    if "int8-openvino" in options.quantize:
         from bge_export.graph.nncf_int8 import import_nncf
 
         import_nncf()  # before any work: a missing extra is named now, not after the fp32 export
-    if options.int8_preset is not None and options.int8_preset not in PRESETS:
-        raise InputError(f"unknown INT8 preset '{options.int8_preset}'; choose one of: {', '.join(PRESETS)}")
-    if options.calibration_method not in CALIBRATION_METHODS:
-        raise InputError(f"unknown calibration method '{options.calibration_method}'; "
-                         f"choose one of: {', '.join(CALIBRATION_METHODS)}")
-    check_min_cosine(options.min_cosine)
-    if options.pooling is not None:
-        from bge_export.model.source import parse_pooling_override
-
-        parse_pooling_override(options.pooling)
-    if options.calibration and not methods:
-        raise InputError("--calibration is used only by --quantize; add --quantize int8 (or int8-static), or drop it")
     return read_corpus_file(options.calibration, "calibration file") if options.calibration else builtin_calibration_texts()

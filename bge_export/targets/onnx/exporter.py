@@ -5,27 +5,17 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-from bge_export import __version__
 from bge_export.errors import InputError
-from bge_export.folder.manifest import TensorInfo
+from bge_export.folder.graph_info import OnnxGraphInfo, describe_graph
 from bge_export.model.modeling import EmbeddingModule
+from bge_export.version import __version__
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from opset 17 on, which the fusions rely on
 MIN_OPSET = 14
 TWO_GB = 2**31 - 1
 _AXES = {0: "batch", 1: "sequence"}
-
-
-@dataclass(frozen=True)
-class OnnxGraphInfo:
-    path: Path
-    opset: int
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
-    external_data: bool
 
 
 def export_onnx(
@@ -84,20 +74,6 @@ def export_onnx(
     return describe_graph(path, external)
 
 
-def describe_graph(path: str | Path, external: bool | None = None) -> OnnxGraphInfo:
-    import onnx
-
-    path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if external is None:
-        external = any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [_tensor_info(v) for v in model.graph.input if v.name not in initializers]
-    outputs = [_tensor_info(v) for v in model.graph.output]
-    return OnnxGraphInfo(path, opset, inputs, outputs, external)
-
-
 def _dummy_inputs(input_names: list[str], module: EmbeddingModule) -> dict[str, "object"]:
     import torch
 
@@ -146,11 +122,3 @@ def _save(model: "object", path: Path, external: bool) -> None:
                         location=path.name + ".data", size_threshold=1024)
     else:
         onnx.save_model(model, str(path))
-
-
-def _tensor_info(value: "object") -> TensorInfo:
-    import onnx
-
-    tensor_type = value.type.tensor_type
-    dims: list[str | int] = [d.dim_param if d.dim_param else int(d.dim_value) for d in tensor_type.shape.dim]
-    return TensorInfo(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name, dims)

@@ -18,9 +18,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bge_export.model.architectures import architecture_for
 from bge_export.errors import UnsupportedModelError
 from bge_export.graph.nodes import MICROSOFT_DOMAIN, ensure_opset
+from bge_export.model.architectures import architecture_for
 from bge_export.model.spec import EmbeddingSpec
 
 FUSED_OP_TYPES = (

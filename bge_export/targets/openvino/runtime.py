@@ -1,6 +1,7 @@
-"""OpenVINO backend: our ONNX files compiled by OpenVINO's CPU plugin, at a compute precision we state.
+"""OpenVINO backend: our ONNX files and OpenVINO IR (.xml + .bin, `bge-export openvino`) compiled by OpenVINO's
+CPU plugin, at a compute precision we state.
 
-OpenVINO reads the .onnx file itself (its ONNX frontend converts the graph, including the com.microsoft ops of
+OpenVINO reads an IR as it is, and an .onnx file itself (its ONNX frontend converts the graph, including the com.microsoft ops of
 our fused and dynamic INT8 graphs where it has a rule for them); batch and sequence stay dynamic, so one
 compiled model serves every shape. A file it cannot convert is refused with one line: "cannot be run by
 openvino: <its reason>".
@@ -21,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bge_export.errors import InputError, MissingDependencyError
-from bge_export.runtime.encoder import Encoder
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
+from bge_export.runtime.encoder import Encoder
 
 if TYPE_CHECKING:
     from bge_export.folder.manifest import ArtifactEntry
@@ -42,7 +43,7 @@ def import_openvino() -> Any:
     try:
         import openvino
     except ImportError:
-        raise MissingDependencyError("openvino", "openvino", "Running ONNX artifacts on OpenVINO") from None
+        raise MissingDependencyError("openvino", "openvino", "Running artifacts on OpenVINO") from None
     return openvino
 
 
@@ -56,6 +57,17 @@ def openvino_version() -> str | None:
         return str(import_openvino().__version__)
     except MissingDependencyError:
         return None
+
+
+def openvino_release() -> str | None:
+    """'2026.4.1' of '2026.4.1-22982-e213a147257-releases/2026/4': the version for one-line reasons."""
+    version = openvino_version()
+    return None if version is None else version.split("-")[0]
+
+
+def machine_info() -> dict[str, Any]:
+    """What a report's machine line adds when OpenVINO ran: its version and this CPU's bf16 support."""
+    return {"openvino": openvino_version(), "bf16": bf16_support().describe()}
 
 
 @dataclass(frozen=True)
@@ -134,7 +146,7 @@ def precision_name(value: object) -> str:
 
 
 class OpenVINOEncoder(Encoder):
-    """An ONNX file compiled by OpenVINO for the CPU. `precision` is the compute precision actually used (read
+    """An ONNX file or OpenVINO IR compiled by OpenVINO for the CPU. `precision` is the compute precision actually used (read
     back from the compiled model), `performance_hint` LATENCY (one request, every thread on it) or THROUGHPUT
     (OpenVINO's streams; a batch is split across their requests)."""
 
@@ -200,7 +212,7 @@ class OpenVINOEncoder(Encoder):
 
 def open_entry(folder: Path, entry: "ArtifactEntry", spec: EmbeddingSpec, tokenizer: TextTokenizer,
                threads: int | None = None, providers: list[str] | None = None, **runtime_options: Any) -> Encoder:
-    """The targets table's opener for ONNX artifacts on OpenVINO (bge_export/registry.py): precision="f32" or
+    """The registry's opener for ONNX files and OpenVINO IR on OpenVINO (bge_export/registry.py): precision="f32" or
     "bf16" (default f32, never OpenVINO's own default), performance_hint="LATENCY" or "THROUGHPUT"."""
     if providers is not None:
         raise InputError("providers choose onnxruntime execution providers; OpenVINO runs on its own CPU plugin: "

@@ -15,16 +15,15 @@ the published tensorrt-stubs (see [tool.mypy] in pyproject.toml).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bge_export.errors import InputError
+from bge_export.files import write_atomic
+from bge_export.progress import Progress
 from bge_export.targets.tensorrt.options import STRONG_TYPING_ONLY_FROM, BuildOptions, Profile, precision_flags
 from bge_export.targets.tensorrt.records import EngineReport, summarize_layers, version_tuple
-from bge_export.errors import InputError
-from bge_export.progress import Progress
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -75,14 +74,16 @@ def build_engine(onnx_path: Path, plan_path: Path, options: BuildOptions,
         raise InputError(f"TensorRT {trt.__version__} could not build {onnx_path.name} ({options.precision}): {last}; "
                          "try a larger --workspace, fewer or smaller --profile ranges, or the strongly typed graph")
     plan = bytes(serialized)
-    _write_atomic(plan_path, plan)
+    write_atomic(plan_path, plan)
     if options.timing_cache is not None:
-        cache["bytes"] = _write_atomic(options.timing_cache, bytes(config.get_timing_cache().serialize()))
+        timing_cache = bytes(config.get_timing_cache().serialize())
+        write_atomic(options.timing_cache, timing_cache)
+        cache["bytes"] = len(timing_cache)
     information = _engine_information(plan, options.profiles[0], options.input_names, options.version_compatible)
     counts, compute, _ = summarize_layers(information)
     layers_file = layer_info_path(plan_path)
     if information:
-        _write_atomic(layers_file, information.encode("utf-8"))
+        write_atomic(layers_file, information)
     else:
         notes.append("the engine inspector gave no layer information")
     report = EngineReport(
@@ -250,17 +251,3 @@ def _engine_information(plan: bytes, profile: Profile, input_names: tuple[str, .
     except json.JSONDecodeError:
         return information
 
-
-def _write_atomic(path: Path, data: bytes) -> int:
-    """Write next to the target and rename, so a reader never sees half a plan or cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return len(data)

@@ -1,8 +1,8 @@
 """What a TensorRT build is asked for, checked before any work; pure Python, so it runs (and is tested) anywhere.
 
-Holds the optimization profiles (`--profile batch=1:8:64,seq=16:128:512`), the build options, the equivalent
-`trtexec` command written into the manifest for people who build by hand, and the rule the runtime uses to
-pick a profile for a batch (and to split or pad a batch no profile covers as it is).
+Holds the command's options (TensorRTOptions), the optimization profiles (`--profile batch=1:8:64,seq=16:128:512`),
+the engine build options, the equivalent `trtexec` command written into the manifest for people who build by hand,
+and the rule the runtime uses to pick a profile for a batch (and to split or pad a batch no profile covers as it is).
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from pydantic import model_validator
+
 from bge_export.errors import InputError
+from bge_export.model.options import check_int8_bound, check_texts_option
+from bge_export.options import OptionsModel, option
 
 PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPATIBILITY = ("none", "ampere+", "same-cc")
@@ -75,20 +79,20 @@ def parse_profile(text: str) -> Profile:
         key, sep, value = part.partition("=")
         key = key.strip().lower()
         if not sep or key not in ("batch", "seq"):
-            raise InputError(f"--profile '{text}': '{part}' is not batch=... or seq=...; use {PROFILE_FORM}")
+            raise InputError(f"--profile {text!r}: {part!r} is not batch=... or seq=...; use {PROFILE_FORM}")
         if key in found:
-            raise InputError(f"--profile '{text}': '{key}' is given twice; use {PROFILE_FORM}")
+            raise InputError(f"--profile {text!r}: '{key}' is given twice; use {PROFILE_FORM}")
         found[key] = _parse_range(text, part, value)
     missing = [k for k in ("batch", "seq") if k not in found]
     if missing:
-        raise InputError(f"--profile '{text}': '{missing[0]}' is missing; use {PROFILE_FORM}")
+        raise InputError(f"--profile {text!r}: '{missing[0]}' is missing; use {PROFILE_FORM}")
     return Profile(found["batch"], found["seq"])
 
 
 def _parse_range(text: str, part: str, value: str) -> Range:
     pieces = value.split(":")
-    bad = f"--profile '{text}': '{part}' must be MIN:OPT:MAX, positive whole numbers with MIN <= OPT <= MAX"
-    if len(pieces) not in (1, 3) or not all(p.strip().isdigit() for p in pieces):
+    bad = f"--profile {text!r}: {part!r} must be MIN:OPT:MAX, positive whole numbers with MIN <= OPT <= MAX"
+    if len(pieces) not in (1, 3) or not all(p.strip().isascii() and p.strip().isdigit() for p in pieces):
         raise InputError(f"{bad}; use {PROFILE_FORM}")
     numbers = [int(p) for p in pieces] * (3 if len(pieces) == 1 else 1)
     low, opt, high = numbers
@@ -278,3 +282,43 @@ def _cost(profile: Profile, rows: int, seq: int) -> tuple[int, float]:
     distance = abs(math.log(profile.batch[1] / padded_batch)) + abs(math.log(profile.seq[1] / padded_seq))
     return padded_batch * padded_seq, distance
 
+
+
+class TensorRTOptions(OptionsModel):
+    """What `bge-export tensorrt FOLDER` (and `build_tensorrt(TensorRTOptions(...))`, and a recipe's
+    `targets.tensorrt`) is asked for: one field = one flag = one recipe key."""
+
+    folder: str = option(..., cli="argument", path=True, recipe=False,
+                         allowed="the path of an output folder made by 'bge-export onnx'",
+                         help="An output folder made by 'bge-export onnx'.")
+    precisions: list[str] = option(["fp16"], flag="--precision", multiple=True, choices=PRECISIONS,
+                                   help="Engine precision; repeat for several (fp16: LayerNorm statistics, softmax, "
+                                        "pooling and normalize kept fp32; int8: explicit Q/DQ from the "
+                                        "accuracy-aware search).  [default: fp16]")
+    profiles: list[str] = option([], flag="--profile", multiple=True, metavar="batch=MIN:OPT:MAX,seq=MIN:OPT:MAX",
+                                 check=parse_profile, item_allowed=f"{PROFILE_FORM}, with 1 <= MIN <= OPT <= MAX",
+                                 help="Optimization profile; repeat for several (e.g. a batch-1 latency and a "
+                                      "throughput profile).  [default: the engine module's defaults]")
+    workspace: float | None = option(None, gt=0.0, lt=1024.0, allowed="a number of GiB > 0 (e.g. 4)",
+                                     help="Builder workspace limit in GiB.  [default: TensorRT's]")
+    builder_optimization_level: int | None = option(
+        None, ge=0, le=MAX_BUILDER_OPTIMIZATION_LEVEL,
+        help="0-5: higher searches more kernels (longer builds, sometimes faster engines).  [default: 3]")
+    hardware_compatibility: str = option("none", choices=HARDWARE_COMPATIBILITY, show_default=True,
+                                         help="Let the engine run on other GPUs (ampere+: any Ampere or newer; "
+                                              "same-cc: the same compute capability), at some speed.")
+    version_compatible: bool = option(False, help="Build a plan that later TensorRT versions of the same major can "
+                                                  "run (lean runtime).")
+    int32_inputs: bool = option(False, help="Graph inputs int32 (what TensorRT and Triton prefer).")
+    prepare_only: bool = option(False, help="No TensorRT or GPU needed: write the TensorRT-ready graphs, their "
+                                            "checks and tensorrt/build.sh for a GPU host; entries stay 'unverified'.")
+    min_cosine: float | None = option(None, gt=0.0, le=1.0,
+                                      help="INT8 fidelity bound for every held-apart text (and their mean).  "
+                                           "[default: min 0.99, mean 0.996]")
+    check_texts: int = check_texts_option(cli=False)
+    quiet: bool = option(False, short="-q", recipe=False, help="Print only the result lines.")
+
+    @model_validator(mode="after")
+    def _bound_needs_int8(self) -> "TensorRTOptions":
+        check_int8_bound(self.min_cosine, "int8" in self.precisions, "--precision int8")
+        return self

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bge_export.folder.manifest import ArtifactEntry
 
-ENGINE_KEY = "engine"  # ArtifactEntry.options[ENGINE_KEY] holds EngineReport.to_dict()
 # Layers that only move or reformat data; counted apart so the precision summary is about compute.
 _DATA_MOVEMENT = ("Reformat", "NoOp", "Shuffle", "Constant", "Identity", "Cast", "Slice", "Concatenation")
 
@@ -120,7 +119,7 @@ def summarize_layers(engine_information: str) -> tuple[dict[str, int], dict[str,
 
 def record_engine(entry: "ArtifactEntry", report: EngineReport) -> None:
     """Write a build's report into its manifest entry, where `recorded_engine` and the runtime read it."""
-    entry.options[ENGINE_KEY] = report.to_dict()
+    entry.options.engine = report.to_dict()
     entry.versions.update({key: value for key, value in (
         ("tensorrt", report.tensorrt_version), ("cuda_driver", report.cuda_driver),
         ("cuda_runtime", report.cuda_runtime), ("nvidia_driver", report.nvidia_driver)) if value})
@@ -128,7 +127,7 @@ def record_engine(entry: "ArtifactEntry", report: EngineReport) -> None:
 
 def recorded_engine(entry: "ArtifactEntry") -> dict[str, Any]:
     """What the manifest says built this plan (empty when it says nothing, e.g. a hand-built plan)."""
-    recorded = entry.options.get(ENGINE_KEY)
+    recorded = entry.options.engine
     result = dict(recorded) if isinstance(recorded, dict) else {}
     if "tensorrt_version" not in result and entry.versions.get("tensorrt"):
         result["tensorrt_version"] = entry.versions["tensorrt"]

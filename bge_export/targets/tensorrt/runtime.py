@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bge_export.targets.tensorrt.options import Chunk, Profile, plan_chunks
-from bge_export.targets.tensorrt.records import plan_mismatch, recorded_engine
 from bge_export.errors import InputError, MissingDependencyError
-from bge_export.runtime.encoder import Encoder
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
+from bge_export.runtime.encoder import Encoder
+from bge_export.targets.tensorrt.options import Chunk, Profile, plan_chunks
+from bge_export.targets.tensorrt.records import plan_mismatch, recorded_engine
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -63,6 +63,18 @@ def _missing() -> list[str]:
 
 
 _PACKAGE = "the 'tensorrt' package"
+
+
+def prepare_only_reason(section: dict[str, Any], quick: bool = False) -> str | None:
+    """Why `bge-export build` only prepares the TensorRT artifacts here (the recipe asks, or no TensorRT or GPU);
+    None: it builds engines. quick: without the tensorrt package, decide without importing torch (the reason then
+    names the package only), so an up-to-date build never loads torch."""
+    if section.get("prepare_only"):
+        return "the recipe asks for prepare_only"
+    spec = importlib.util.find_spec("tensorrt")
+    if quick and (spec is None or spec.origin is None):
+        return f"TensorRT needs {_PACKAGE}; on a machine with an NVIDIA GPU: {INSTALL}"
+    return tensorrt_unavailable()
 
 
 def require_tensorrt(purpose: str) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bge_export.targets.tensorrt.export import TensorRTOptions
     from bge_export.folder.manifest import Manifest
+    from bge_export.folder.records import ArtifactOptions
+    from bge_export.targets.tensorrt.options import TensorRTOptions
 
 BUILD_SCRIPT = "tensorrt/build.sh"
 TIMING_CACHE = "tensorrt/timing.cache"
@@ -61,21 +62,21 @@ def write_build_script(stage: Path, manifest: "Manifest") -> None:
               for e in entries]
     lines += ["# or with trtexec alone (the same graphs, not recorded in manifest.json):", "set -e",
               'cd "$(dirname "$0")/.."']
-    lines += [str(e.options["trtexec"]) for e in entries if e.options.get("trtexec")]
+    lines += [str(e.options.trtexec) for e in entries if e.options.trtexec]
     path = stage / BUILD_SCRIPT
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o755)
 
 
-def _bge_export_flags(precision: str, recorded: dict[str, Any]) -> str:
+def _bge_export_flags(precision: str, recorded: "ArtifactOptions") -> str:
     """The flags that rebuild one entry as it was prepared, from its manifest record."""
     from bge_export.targets.tensorrt.options import Profile
 
     flags = f"--precision {precision}"
-    for profile in recorded.get("profiles") or []:
+    for profile in recorded.profiles or []:
         flags += f" --profile {Profile.from_dict(profile).label}"
-    graph = recorded.get("graph_options") or {}
+    graph = recorded.graph_options or {}
     if graph.get("int32_inputs"):
         flags += " --int32-inputs"
     if precision == "int8" and graph.get("int8_bound") is not None:
