@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pytest
+
+from bge_export.cli import main
 
 
 def st_encode(folder: Path, texts: Sequence[str], **kwargs) -> np.ndarray:
@@ -26,4 +31,66 @@ def export_folder(model: Path, output: Path, **options) -> Path:
 
     result = export(ExportOptions(model=str(model), output=str(output), quiet=True, **options))
     assert result.ok, [a.status_reason for a in result.manifest.artifacts]
+    return output
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "tests" / "data"
+
+
+# --- the CLI as a user meets it: one line on stderr, an exit code, nothing left behind ---
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def assert_nothing_written(parent: Path, name: str) -> None:
+    leftovers = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}") or p.name == name]
+    assert leftovers == []
+
+
+# --- one tiny export (ONNX fp32 + INT8, Core ML when installed, TensorRT prepared) shared by the verify, manifest
+# and model-card tests; never modified: tests copy it ---
+HAS_COREML = importlib.util.find_spec("coremltools") is not None
+INT8 = "onnx/model_qint8_avx512_vnni.onnx"
+
+
+def shared_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once per session (tests/test_model_card.py uses it too); never modified: tests copy it."""
+    from conftest import build_tiny_model
+
+    from bge_export.targets.onnx.export import ExportOptions, export
+
+    root = tmp_path_factory.getbasetemp() / "verify-shared"
+    output = root / "out"
+    if (root / "ready").is_file():
+        return output
+    shutil.rmtree(root, ignore_errors=True)
+    model = build_tiny_model(root / "tiny-bge", pooling="cls", prompts={"query": "query: "})
+    (model / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
+    # the INT8 artifact's status does not matter here (a random tiny model may miss the INT8 bound): it is a file
+    export(ExportOptions(model=str(model), output=str(output), check_texts=11, quantize="int8",
+                         int8_preset="avx512_vnni", quiet=True))
+    if HAS_COREML:
+        from bge_export.targets.coreml.export import CoreMLOptions, export_coreml
+
+        assert export_coreml(CoreMLOptions(model=str(model), output=str(output), quiet=True, seq_lens=[64],
+                                           check_texts=11)).ok
+    from bge_export.targets.tensorrt.export import TensorRTOptions, build_tensorrt
+
+    assert build_tensorrt(TensorRTOptions(folder=str(output), prepare_only=True, check_texts=11, quiet=True)).ok
+    (root / "ready").touch()
     return output

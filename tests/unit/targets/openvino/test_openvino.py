@@ -12,8 +12,7 @@ import pytest
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'bge-export[openvino]'")
 
 from conftest import VARIED_TEXTS  # noqa: E402
-from helpers import export_folder, row_cosine  # noqa: E402
-from test_cli_errors import assert_one_line_error, run_cli  # noqa: E402
+from helpers import assert_one_line_error, export_folder, row_cosine, run_cli  # noqa: E402  # noqa: E402
 from validate_helpers import FP32, add_artifact_entry  # noqa: E402
 
 from bge_export.errors import InputError, MissingDependencyError  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_verify import INT8, shared_export
+from helpers import INT8, shared_export
 
 from bge_export.folder.manifest import file_sha256, hash_files, read_manifest
 from bge_export.folder.verify import verify_folder

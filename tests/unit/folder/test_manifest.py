@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA_DIR
 from pydantic import ValidationError
 
 from bge_export.errors import InputError
@@ -34,7 +35,7 @@ from bge_export.folder.verify import verify_folder
 from bge_export.progress import Progress
 from bge_export.quality.floors import FLOORS, BaselineEmbeddings, floors_for, with_overrides
 
-RELEASE_MANIFEST = Path(__file__).parent / "data" / "manifest_v1" / "manifest.json"
+RELEASE_MANIFEST = DATA_DIR / "manifest_v1" / "manifest.json"
 HAS_COREML = importlib.util.find_spec("coremltools") is not None
 
 
@@ -109,7 +110,7 @@ def _release_form(folder: Path) -> None:
 
 @pytest.fixture
 def export_copy(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
-    from test_verify import shared_export  # the tiny export test_verify builds once per session
+    from helpers import shared_export  # the tiny export test_verify builds once per session
 
     copy = tmp_path / "export"
     shutil.copytree(shared_export(tmp_path_factory), copy)

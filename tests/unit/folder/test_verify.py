@@ -4,50 +4,20 @@ hand can damage it; every damage must be named, an intact folder must pass with 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import HAS_COREML, INT8, shared_export
 
 from bge_export.cli.verify import verify_command
 from bge_export.errors import CheckFailedError, InputError
 from bge_export.folder.manifest import SEAL_FIELD, file_sha256, hash_files, read_manifest
 from bge_export.folder.verify import verify_folder
 
-HAS_COREML = importlib.util.find_spec("coremltools") is not None
-INT8 = "onnx/model_qint8_avx512_vnni.onnx"
 PACKAGE = "coreml/model_fp16.mlpackage"
-
-
-def shared_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built once per session (tests/test_model_card.py uses it too); never modified: tests copy it."""
-    from conftest import build_tiny_model
-
-    from bge_export.targets.onnx.export import ExportOptions, export
-
-    root = tmp_path_factory.getbasetemp() / "verify-shared"
-    output = root / "out"
-    if (root / "ready").is_file():
-        return output
-    shutil.rmtree(root, ignore_errors=True)
-    model = build_tiny_model(root / "tiny-bge", pooling="cls", prompts={"query": "query: "})
-    (model / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
-    # the INT8 artifact's status does not matter here (a random tiny model may miss the INT8 bound): it is a file
-    export(ExportOptions(model=str(model), output=str(output), check_texts=11, quantize="int8",
-                         int8_preset="avx512_vnni", quiet=True))
-    if HAS_COREML:
-        from bge_export.targets.coreml.export import CoreMLOptions, export_coreml
-
-        assert export_coreml(CoreMLOptions(model=str(model), output=str(output), quiet=True, seq_lens=[64],
-                                           check_texts=11)).ok
-    from bge_export.targets.tensorrt.export import TensorRTOptions, build_tensorrt
-
-    assert build_tensorrt(TensorRTOptions(folder=str(output), prepare_only=True, check_texts=11, quiet=True)).ok
-    (root / "ready").touch()
-    return output
 
 
 @pytest.fixture

@@ -4,32 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
-import pytest
-
-from bge_export.cli import main
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
-
-
-def assert_one_line_error(err: str, *fragments: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
-def assert_nothing_written(parent: Path, name: str) -> None:
-    leftovers = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}") or p.name == name]
-    assert leftovers == []
+from helpers import assert_nothing_written, assert_one_line_error, run_cli
 
 
 def test_missing_model_folder(capsys, tmp_path):

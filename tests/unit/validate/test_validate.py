@@ -11,8 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import export_folder
-from test_cli_errors import assert_one_line_error, run_cli
+from helpers import DATA_DIR, assert_one_line_error, export_folder, run_cli
 from validate_helpers import add_broken_artifact, add_int8_artifact, add_unrunnable_artifact
 
 from bge_export.errors import InputError
@@ -26,7 +25,7 @@ from bge_export.validate.harness import (
     validate,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = DATA_DIR
 STS = str(DATA / "sts_sample.tsv")
 RETRIEVAL = str(DATA / "retrieval_sample")
 FAST = ["--max-texts", "48", "--threads", "1", "--no-speed", "-q"]  # CLI flags for quick runs
@@ -225,7 +224,7 @@ def test_cli_cross_overlap_floor_is_judged_and_overridable(folder, capsys):
     assert "cross top-10 overlap" in line and "min cosine" not in line
     code, _, err = run_cli(capsys, "validate", str(folder), "--min-cross-overlap", "bf16=0.9", *FAST)
     assert code == 2
-    assert_one_line_error(err, "--min-cross-overlap 'bf16=0.9'")
+    assert_one_line_error(err, "--min-cross-overlap (min_cross_overlap) has key 'bf16'; keys must be *, fp32, fp16, int8")
 
 
 def test_progress_on_stderr_for_every_long_phase(folder, capsys, monkeypatch):

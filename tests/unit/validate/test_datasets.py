@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import DATA_DIR
 
 from bge_export.errors import InputError
 from bge_export.validate.datasets import read_beir_folder, read_sts_tsv
 
-DATA = Path(__file__).parent / "data"
+DATA = DATA_DIR
 
 
 def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: str) -> Path:

@@ -6,7 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "import_cycles.py"
+from helpers import REPO_ROOT
+
+TOOL = REPO_ROOT / "tools" / "import_cycles.py"
 
 
 def _tool():

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
-from helpers import export_folder, row_cosine
+from helpers import DATA_DIR, export_folder, row_cosine
 
 from bge_export.folder.loading import load_encoder
 from bge_export.folder.manifest import read_manifest
@@ -19,12 +19,11 @@ from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 def held_out_texts() -> list[str]:
     """Text neither the INT8 search (selection part) nor the export's verdict saw: the corpus's report part and the
     STS sample's sentences, written elsewhere."""
-    from pathlib import Path
 
     from bge_export.validate.datasets import read_sts_tsv
 
     seen = {item.text for role in ("selection", "verdict") for item in builtin_split()[role]}
-    sts = read_sts_tsv(Path(__file__).parent / "data" / "sts_sample.tsv")
+    sts = read_sts_tsv(DATA_DIR / "sts_sample.tsv")
     texts = list(dict.fromkeys([*builtin_texts("report"), *sts.sentences1, *sts.sentences2]))
     assert not seen & set(texts)
     return texts

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA_DIR
 
 pytest.importorskip("nncf", reason="the INT8 IR is made by NNCF: pip install 'bge-export[openvino]'")
 pytest.importorskip("openvino", reason="pip install 'bge-export[openvino]'")
@@ -24,7 +25,7 @@ from bge_export.folder.manifest import read_manifest  # noqa: E402
 from bge_export.quality.floors import FLOORS  # noqa: E402
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap  # noqa: E402
 
-DATA = Path(__file__).parent / "data"
+DATA = DATA_DIR
 IR = {"fp32": "openvino/openvino_model.xml", "fp16": "openvino/openvino_model_fp16.xml",
       "int8": "openvino/openvino_model_qint8_quantized.xml"}  # sentence-transformers' OpenVINO file names
 

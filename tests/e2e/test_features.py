@@ -15,8 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import VARIED_TEXTS, build_tiny_model
-from helpers import export_folder, row_cosine, st_encode
-from test_cli_errors import run_cli
+from helpers import export_folder, row_cosine, run_cli, st_encode
 
 from bge_export.folder.loading import load_encoder
 from bge_export.folder.manifest import read_manifest

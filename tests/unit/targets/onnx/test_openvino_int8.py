@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA_DIR
 
 pytest.importorskip("nncf", reason="int8-openvino needs NNCF: pip install 'bge-export[openvino]'")
 ov = pytest.importorskip("openvino", reason="OpenVINO is the runtime this graph is made for: pip install 'bge-export[openvino]'")
@@ -17,7 +18,7 @@ ov = pytest.importorskip("openvino", reason="OpenVINO is the runtime this graph 
 from bge_export.quality.floors import FLOORS  # noqa: E402
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap  # noqa: E402
 
-DATA = Path(__file__).parent / "data"
+DATA = DATA_DIR
 
 
 def _runtime_precisions(path: Path) -> Counter:

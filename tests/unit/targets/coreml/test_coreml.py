@@ -52,7 +52,7 @@ def tiny_coreml(tmp_path_factory) -> Path:
     model = build_tiny_model(root / "tiny-bert", pooling="mean", max_seq_length=128,
                              prompts={"query": "query: "}, default_prompt_name=None)
     (model / "README.md").write_text("---\nlicense: apache-2.0\nauthor: Test Author\n---\n# tiny\n")
-    output = export_folder(model, root / "out", check_texts=8)
+    output = export_folder(model, root / "out", check_texts=11)
     result = _coreml(model, output, seq_lens=[64, 128], check_texts=16)
     assert result.ok, [e.status_reason for e in result.entries]
     return output

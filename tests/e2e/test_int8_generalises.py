@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA_DIR
 
 from bge_export.quality.floors import FLOORS
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 
 HELD_OUT = "software_engineering"
-DATA = Path(__file__).parent / "data"
+DATA = DATA_DIR
 
 
 def _sts_sentences() -> list[str]:

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import VARIED_TEXTS, build_tiny_model
+from helpers import REPO_ROOT
 
 from bge_export.deploy.triton import MARKER, TritonOptions, make_triton_repository, write_triton_repository
 from bge_export.deploy.triton_config import check_ensemble, render, tokenizer_config
 from bge_export.errors import InputError
 
-PROTO = Path(__file__).parents[1] / "bge_export" / "deploy" / "model_config.proto"
+PROTO = REPO_ROOT / "bge_export" / "deploy" / "model_config.proto"
 TEMPLATE = PROTO.with_name("triton_tokenizer.py")
 
 

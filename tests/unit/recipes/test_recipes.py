@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
 from bge_export.errors import InputError
 from bge_export.recipes.recipe import load_recipe
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO_ROOT / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))
 MODELS = {"BAAI/bge-small-en-v1.5", "BAAI/bge-base-en-v1.5", "BAAI/bge-large-en-v1.5", "BAAI/bge-m3",
           "sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/all-mpnet-base-v2", "intfloat/e5-base-v2",

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import export_folder
-from test_cli_errors import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, export_folder, run_cli
 from validate_helpers import add_int8_artifact, add_unrunnable_artifact
 
 from bge_export.folder.loading import load_encoder
@@ -105,6 +104,7 @@ def test_default_threads_are_all_cores_for_every_backend(bench_folder, monkeypat
     assert session_threads == [cores, cores]
 
 
+@pytest.mark.timing  # needs two benchmark runs to agree / pins busy loops to the cores: not in the default run
 def test_repeated_runs_agree_within_the_noise_they_report(bench_folder):
     def run() -> object:
         return bench(BenchOptions(folder=str(bench_folder), artifacts=ARTIFACTS, batch_sizes=[1, 8], seq_lens=[32],
@@ -136,6 +136,7 @@ def _busy_processes(count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, cores]) for _ in range(count)]
 
 
+@pytest.mark.timing  # needs two benchmark runs to agree / pins busy loops to the cores: not in the default run
 def test_busy_cores_make_the_speed_result_untrusted(bench_folder, tmp_path):
     cores = available_cores()
     busy = _busy_processes(cores)
@@ -228,8 +229,8 @@ def test_cli_bench_json_and_unverified(bench_folder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (["--batch-sizes", "0,8"], "positive integers"),
-    (["--seq-lens", "1"], "sequence lengths must be integers >= 2"),
+    (["--batch-sizes", "0,8"], "--batch-sizes (batch_sizes[0]) must be a whole number >= 1, got 0"),
+    (["--seq-lens", "1"], "--seq-lens (seq_lens[0]) must be a whole number >= 2, got 1"),
     (["--seq-lens", "999"], "every requested sequence length exceeds the model's max_seq_length 128"),
     (["--artifact", "onnx/missing.onnx"], "no artifact 'onnx/missing.onnx'"),
 ])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from helpers import REPO_ROOT
 
 from bge_export.quality.floors import FLOORS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = REPO_ROOT / "README.md"
 
 
 def _floors_rows() -> dict[str, list[float]]:

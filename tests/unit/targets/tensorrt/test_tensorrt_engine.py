@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 
 from bge_export.errors import BgeExportError, InputError
 from bge_export.folder.manifest import ArtifactEntry
@@ -256,7 +257,7 @@ def test_without_tensorrt_build_and_runtime_refuse_in_one_line(tmp_path: Path, m
 
 
 def test_stub_repair_makes_the_published_stub_lines_parse() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
     try:
         from tensorrt_stubs import builtin_bool, fixed
     finally:
