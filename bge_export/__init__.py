@@ -10,21 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from bge_export.version import __version__
 
-_LAZY = {
-    "export": ("bge_export.targets.onnx.export", "export"),
-    "ExportOptions": ("bge_export.targets.onnx.options", "ExportOptions"),
-    "ExportResult": ("bge_export.targets.onnx.export", "ExportResult"),
-    "load_encoder": ("bge_export.folder.loading", "load_encoder"),
-    "ModelSource": ("bge_export.model.source", "ModelSource"),
-    "resolve_model": ("bge_export.model.source", "resolve_model"),
-    "EmbeddingSpec": ("bge_export.model.spec", "EmbeddingSpec"),
-    "read_manifest": ("bge_export.folder.manifest", "read_manifest"),
-    "BgeExportError": ("bge_export.errors", "BgeExportError"),
-    "validate": ("bge_export.validate.harness", "validate"),
-    "ValidateOptions": ("bge_export.validate.options", "ValidateOptions"),
-    "bench": ("bge_export.validate.speed", "bench"),
-    "BenchOptions": ("bge_export.validate.options", "BenchOptions"),
+_LAZY_MODULES = {  # module -> the public names it defines (as imported under TYPE_CHECKING below), loaded on first use
+    "bge_export.errors": ("BgeExportError",),
+    "bge_export.folder.loading": ("load_encoder",),
+    "bge_export.folder.manifest": ("read_manifest",),
+    "bge_export.model.source": ("ModelSource", "resolve_model"),
+    "bge_export.model.spec": ("EmbeddingSpec",),
+    "bge_export.targets.onnx.export": ("ExportResult", "export"),
+    "bge_export.targets.onnx.options": ("ExportOptions",),
+    "bge_export.validate.harness": ("validate",),
+    "bge_export.validate.options": ("BenchOptions", "ValidateOptions"),
+    "bge_export.validate.speed": ("bench",),
 }
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
 __all__ = [  # = ["__version__", *_LAZY], written out so linters and type checkers read it
     "__version__", "export", "ExportOptions", "ExportResult", "load_encoder", "ModelSource", "resolve_model",
@@ -48,6 +46,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        module_name, attr = _LAZY[name]
-        return getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'bge_export' has no attribute {name!r}")

@@ -105,39 +105,55 @@ class Target:
     `TARGET` in its `__init__.py`; `TARGET_PACKAGES` below lists the packages.
     """
 
-    name: str  # the command that makes it (bge-export <name>) and its key under a recipe's `targets:`
-    format: str  # ArtifactEntry.format of its artifacts
-    folder: str  # sub-folder of the output folder
+    name: str  # the command that makes it (bge-export <name>), its key under a recipe's `targets:`, its folder
+    package: str  # the target's package (`__name__` in its __init__.py); short references below are inside it
     built_from: str  # one sentence for inspect and the model card
     runtimes: tuple[str, ...]  # RUNTIMES that run its artifacts; the first is their own (their verdict's)
-    options: str  # "module:Class": its options model (bge_export.options.OptionsModel), API, recipe and flags
-    build: str  # "module:function": build(options) -> folder.result.TargetResult, what the command and `build` call
-    command: str  # "module:attribute": its click command, added to the CLI group
-    # "module:function": verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry,
-    # result: folder.verify.VerifyResult) -> None; reads one entry's contents (bytes are checked by the folder
-    # layer) and appends to result.problems / .checked / .not_checked (helpers: folder/verify_graphs.py)
-    verify_artifact: str | None = None
-    card_usage: str | None = None  # "module:function": usage(manifest) -> markdown lines for the model card
+    # References are "module:attribute", relative to `package` unless they start with "bge_export.":
+    options: str  # its options model (bge_export.options.OptionsModel): API, recipe and flags derive from it
+    build: str  # build(options) -> folder.result.TargetResult: what its command and `bge-export build` call
+    command: str  # its click command, added to the CLI group
+    # verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry, result: VerifyResult) -> None:
+    # reads one entry's contents (bytes are checked by the folder layer) and appends to result.problems /
+    # .checked / .not_checked (helpers: folder/verify_graphs.py)
+    verify_artifact: str | None = "verify:verify_artifact"
+    card_usage: str | None = "card:usage"  # usage(manifest) -> markdown lines for the model card
+    format: str = ""  # ArtifactEntry.format of its artifacts; "" -> name
+    folder: str = ""  # sub-folder of the output folder; "" -> name
     deploy: tuple[Deploy, ...] = ()  # its places in the recommendation, one per runtime it is deployed on
     title: str = ""  # its name in sentences ("Core ML"); "" -> name
     build_order: int = 50  # recipes build targets in this order (the target that starts the folder first)
-    requires_folder_export: bool = False  # built from an existing export (onnx/model.onnx) rather than the model
     starts_folder: bool = False  # its build writes the output folder afresh; the others add to that folder
     folder_inputs: tuple[str, ...] = ()  # the folder's files it is built from: their sha256 is in its build key
     versions: tuple[str, ...] = ()  # Python packages whose version changes its artifacts (its build key)
-    check_options: str | None = None  # "module:function": check(options), all that needs no model (InputError)
-    # "module:function": prepare_only(recipe section: dict) -> why this machine can only prepare its artifacts
+    check_options: str | None = None  # check(options): what needs no model but this machine (InputError)
+    # prepare_only(recipe section: dict) -> why this machine can only prepare its artifacts
     # (then built with the option prepare_only=True and finished on a host with its runtime); None: it can finish
     prepare_only: str | None = None
     # said after a build whose artifacts could not be finished or judged here; "{reason}" is why
     elsewhere: str = ""
-    # "module:function": refresh(stage: Path, manifest) rewrites the files the target derives from the folder's
+    # refresh(stage: Path, manifest) rewrites the files the target derives from the folder's
     # entries (TensorRT's build.sh) after some of its entries were removed
     refresh: str | None = None
+
+    def __post_init__(self) -> None:
+        """Fill `format` and `folder` from the name, and make every reference absolute."""
+        for name in ("format", "folder"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, self.name)
+        for name in _REFERENCES:
+            reference = getattr(self, name)
+            if reference is not None and not reference.startswith("bge_export."):
+                object.__setattr__(self, name, f"{self.package}.{reference}")
 
     @property
     def display(self) -> str:
         return self.title or self.name
+
+    @property
+    def requires_folder_export(self) -> bool:
+        """Built from files of an existing export (its `folder_inputs`) rather than from the model."""
+        return bool(self.folder_inputs)
 
     @property
     def runtime(self) -> Runtime:
@@ -176,6 +192,10 @@ class Target:
              **runtime_options: Any) -> "Encoder":
         return _lazy(self.runtime_named(runtime).encoder)(folder, entry, spec, tokenizer, threads=threads,
                                                           providers=providers, **runtime_options)
+
+
+_REFERENCES = ("options", "build", "command", "verify_artifact", "card_usage", "check_options", "prepare_only",
+               "refresh")
 
 
 # The registry: one row per target package, in build order. A new target is one folder under

@@ -8,7 +8,7 @@ import click
 
 from bge_export.errors import CheckFailedError
 from bge_export.options import click_options
-from bge_export.recipes.build import BuildOptions
+from bge_export.recipes.build import BuildOptions, build
 
 
 @click.command("build")
@@ -25,8 +25,6 @@ def build_command(**values: Any) -> None:
     Exit 0: every artifact passed or is unverified; 1: one failed a check;
     2: bad input (the recipe's errors name file:line and the key).
     """
-    from bge_export.recipes.build import build
-
     result = build(BuildOptions(**values))
     width = max(len(step.name) for step in result.steps) if result.steps else 0
     for step in result.steps:

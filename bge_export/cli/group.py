@@ -1,11 +1,14 @@
 """`bge-export`: a thin click layer over the Python API; every flag maps onto one options field.
 
-Each target's command comes from its registry row; at start-up only click, pydantic and the light options
-modules are imported, so `bge-export --help` stays instant and needs no optional backend.
+Each target's command comes from its registry row; at start-up no model runtime or optional backend is imported
+(no torch, onnx, onnxruntime, ...: each target's build is imported when its command runs; tests/unit/test_imports.py),
+so `bge-export --help` stays instant and needs no optional backend.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import click
@@ -15,6 +18,10 @@ from bge_export.cli.triton import triton_command
 from bge_export.cli.validate import bench_command, validate_command
 from bge_export.cli.verify import verify_command
 from bge_export.errors import BgeExportError
+from bge_export.folder.manifest import read_manifest
+from bge_export.folder.staging import Terminated, terminate_as_interrupt
+from bge_export.registry import targets
+from bge_export.report.manifest_view import format_manifest, inspect_dict
 from bge_export.version import __version__
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -44,13 +51,8 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (with the recommendation and what judged each status).")
 def inspect_command(folder: str, as_json: bool) -> None:
     """Show what an output FOLDER holds: which file to deploy per runtime, model, spec and one row per artifact."""
-    from bge_export.folder.manifest import read_manifest
-    from bge_export.report.manifest_view import format_manifest, inspect_dict
-
     manifest = read_manifest(folder)
     if as_json:
-        import json
-
         click.echo(json.dumps(inspect_dict(manifest), indent=2, ensure_ascii=False))
     else:
         click.echo(format_manifest(manifest))
@@ -63,10 +65,6 @@ def main(argv: list[str] | None = None) -> None:
     BGE_EXPORT_DEBUG=1 for its traceback); 130 interrupted (Ctrl-C); 143 / 129 terminated by SIGTERM / SIGHUP.
     Interrupted and terminated runs leave nothing half-written behind.
     """
-    import os
-
-    from bge_export.folder.staging import Terminated, terminate_as_interrupt
-
     try:
         with terminate_as_interrupt():
             cli.main(args=argv, prog_name="bge-export", standalone_mode=False)
@@ -107,8 +105,6 @@ def _fail(message: str, code: int) -> None:
 def _add_commands() -> None:
     """Every target's command from the registry (bge-export onnx, tensorrt, coreml, openvino, ...), then the
     commands over folders and recipes."""
-    from bge_export.registry import targets
-
     for target in targets().values():
         cli.add_command(target.load(target.command))
     for command in (inspect_command, validate_command, bench_command, build_command, verify_command, triton_command):

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from bge_export.deploy.triton import TritonOptions
+from bge_export.deploy.triton import TritonOptions, make_triton_repository
 from bge_export.options import click_options
 
 
@@ -23,8 +23,6 @@ def triton_command(**values: Any) -> None:
     NAME_onnx             onnxruntime backend: the ONNX artifact, dynamic batching
     NAME_tensorrt_<p>     (--instance-kind gpu) an ensemble over each built TensorRT plan
     """
-    from bge_export.deploy.triton import make_triton_repository
-
     result = make_triton_repository(TritonOptions(**values))
     click.echo(f"WROTE      {result.path}  ({result.artifact}: {result.selection[:160]})")
     for model in result.models:

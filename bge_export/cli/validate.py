@@ -9,6 +9,10 @@ import click
 
 from bge_export.errors import CheckFailedError
 from bge_export.options import click_options
+from bge_export.report.markdown import dumps, render_bench_markdown
+from bge_export.report.tables import fastest_pair_lines, machine_line, speed_warning, summary_rows
+from bge_export.validate.bench import bench
+from bge_export.validate.harness import validate
 from bge_export.validate.options import BenchOptions, ValidateOptions
 
 
@@ -30,9 +34,6 @@ def validate_command(as_json: bool, **values: Any) -> None:
     Exit 0: every artifact passed or is unverified; 1: any failed (or a requested
     runtime's row missed its floors); 2: bad input.
     """
-    from bge_export.report.markdown import dumps
-    from bge_export.validate.harness import validate
-
     options = ValidateOptions(**values)
     report = validate(options)
     data = report.to_dict()
@@ -40,8 +41,6 @@ def validate_command(as_json: bool, **values: Any) -> None:
         click.echo(dumps(data))
     else:
         if not options.quiet:
-            from bge_export.report.markdown import fastest_pair_lines, machine_line, speed_warning, summary_rows
-
             warning = speed_warning(data.get("speed"))
             if warning:
                 click.echo(warning)
@@ -83,9 +82,6 @@ def bench_command(as_json: bool, **values: Any) -> None:
     refused it (validate fails it too); 2: bad input, or a file changed since
     the export.
     """
-    from bge_export.report.markdown import dumps, render_bench_markdown
-    from bge_export.validate.bench import bench
-
     options = BenchOptions(**values)
     report = bench(options)
     if as_json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from bge_export.errors import CheckFailedError
+from bge_export.folder.verify import verify_folder
 
 
 @click.command("verify")
@@ -26,8 +27,6 @@ def verify_command(folder: str, rehash: bool, verbose: bool) -> None:
     Exit 0 with one summary line when intact; 1 naming every problem; 2 when
     FOLDER is not an output folder.
     """
-    from bge_export.folder.verify import verify_folder
-
     result = verify_folder(folder, rehash=rehash)
     if verbose:
         for line in result.checked:

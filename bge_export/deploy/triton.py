@@ -37,9 +37,10 @@ from bge_export.files import json_or_none
 from bge_export.folder.integrity import artifact_files, verify_folder
 from bge_export.folder.manifest import hash_files, read_manifest
 from bge_export.folder.recommend import choose_for_machine
-from bge_export.folder.staging import OutputPlan, staged_folder
+from bge_export.folder.staging import OutputPlan, output_folder_path, parents_to_create, staged_folder
 from bge_export.model.tokenization import TextTokenizer
 from bge_export.options import OptionsModel, option
+from bge_export.targets.tensorrt.records import recorded_engine
 from bge_export.version import __version__
 
 if TYPE_CHECKING:
@@ -197,8 +198,6 @@ def _choose_plans(manifest: "Manifest", folder: Path, instance_kind: str, notes:
 
 
 def _plan_note(entry: "ArtifactEntry") -> str:
-    from bge_export.targets.tensorrt.records import recorded_engine
-
     built = recorded_engine(entry)
     version = built.get("tensorrt_version") or "an unrecorded TensorRT version"
     gpu = built.get("gpu_name") or "an unrecorded GPU"
@@ -317,24 +316,14 @@ def _hashes(stage: Path) -> dict[str, str]:
 def _plan_output(output: str | Path, force: bool, source: Path) -> "OutputPlan":
     """Refuse, before writing, an output that is a file, the export folder (or inside it, or holding it), or
     a non-empty folder (without --force; with it, only a repository this command wrote)."""
-    final = Path(os.path.abspath(Path(output).expanduser()))
-    for ancestor in reversed(final.parents):
-        if ancestor.exists() and not ancestor.is_dir():
-            raise InputError(f"output '{output}' lies under '{ancestor}', which is a file; choose another folder")
-    if final.is_symlink():
-        raise InputError(f"output '{output}' is a symbolic link; pass the folder it points to, or another folder")
-    if final.exists() and not final.is_dir():
-        raise InputError(f"output '{output}' is a file; pass a folder path (it will be created)")
+    final = output_folder_path(output)
     real, export, here = (Path(os.path.realpath(p)) for p in (final, source, Path.cwd()))
     if real == export or export in real.parents or real in export.parents:
         raise InputError(f"output '{output}' overlaps the export folder '{source}'; write the repository elsewhere "
                          "(the export folder's manifest lists every file in it)")
     if real == here or real in here.parents:
         raise InputError(f"output '{output}' is or contains the current folder; choose a new folder")
-    missing = tuple(p for p in reversed(final.parents) if not p.exists())
-    writable = next((p for p in final.parents if p.exists()), final.parent)
-    if not os.access(writable, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write into '{writable}'; choose an output folder you can write to")
+    missing = parents_to_create(final)
     if not final.is_dir() or not any(final.iterdir()):
         return OutputPlan(final, False, None, missing)
     if not force:

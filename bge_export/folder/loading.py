@@ -29,9 +29,8 @@ def load_baseline(
     threads: int | None = None,
 ) -> Encoder:
     """The PyTorch fp32 reference: what SentenceTransformer.encode computes for this model."""
-    # in the function: these modules import torch (heavy), needed only when a baseline is built
-    from bge_export.model.modeling import load_embedding_module
-    from bge_export.runtime.torch_encoder import TorchEncoder
+    from bge_export.model.modeling import load_embedding_module  # heavy: torch
+    from bge_export.runtime.torch_encoder import TorchEncoder  # heavy: torch
 
     source = resolve_model(model, revision=revision, allow_pickle=allow_pickle)
     spec = read_spec(source, pooling=pooling, trust_remote_code=trust_remote_code)

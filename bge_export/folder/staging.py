@@ -40,20 +40,9 @@ class OutputPlan:
 
 def plan_output(output: str | Path, force: bool, protected: Sequence[str | Path] = ()) -> OutputPlan:
     """Refuse, before any work starts, an output that would clobber something; creates nothing."""
-    path = Path(output).expanduser()
-    final = Path(os.path.abspath(path))
-    for ancestor in reversed(final.parents):
-        if ancestor.exists() and not ancestor.is_dir():
-            raise InputError(f"output '{output}' lies under '{ancestor}', which is a file; choose another output folder")
-    if final.is_symlink():
-        raise InputError(f"output '{output}' is a symbolic link; pass the folder it points to, or another folder")
-    if final.exists() and not final.is_dir():
-        raise InputError(f"output '{output}' is a file; pass a folder path (it will be created)")
+    final = output_folder_path(output)
     _refuse_protected(final, output, protected)
-    missing = tuple(p for p in reversed(final.parents) if not p.exists())
-    writable_parent = next((p for p in final.parents if p.exists()), final.parent)
-    if not os.access(writable_parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write into '{writable_parent}'; choose an output folder you can write to")
+    missing = parents_to_create(final)
     if not final.is_dir() or not any(final.iterdir()):
         return OutputPlan(final, False, None, missing)
     if not force:
@@ -71,6 +60,29 @@ def plan_output(output: str | Path, force: bool, protected: Sequence[str | Path]
             "previous export: move those files, or choose another folder"
         )
     return OutputPlan(final, True, manifest_sha256(final), missing)
+
+
+def output_folder_path(output: str | Path) -> Path:
+    """The absolute path of an output folder, refused when it lies under a file, is a symbolic link (the work would
+    land wherever it points) or is a file; whether a folder already there may be replaced is the caller's call."""
+    final = Path(os.path.abspath(Path(output).expanduser()))
+    for ancestor in reversed(final.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise InputError(f"output '{output}' lies under '{ancestor}', which is a file; choose another output folder")
+    if final.is_symlink():
+        raise InputError(f"output '{output}' is a symbolic link; pass the folder it points to, or another folder")
+    if final.exists() and not final.is_dir():
+        raise InputError(f"output '{output}' is a file; pass a folder path (it will be created)")
+    return final
+
+
+def parents_to_create(final: Path) -> tuple[Path, ...]:
+    """The missing parents of `final`, outermost first; refused (before any work) when the nearest existing one is
+    not writable."""
+    writable_parent = next((p for p in final.parents if p.exists()), final.parent)
+    if not os.access(writable_parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into '{writable_parent}'; choose an output folder you can write to")
+    return tuple(p for p in reversed(final.parents) if not p.exists())
 
 
 def _refuse_protected(final: Path, output: str | Path, protected: Sequence[str | Path]) -> None:

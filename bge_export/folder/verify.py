@@ -25,6 +25,7 @@ from typing import Any
 
 from bge_export.errors import InputError
 from bge_export.files import TREE_RULE, file_sha256, listing_sha256, path_sha256
+from bge_export.folder.integrity import artifact_files, size_on_disk
 from bge_export.folder.manifest import (
     MANIFEST_NAME,
     SEAL_FIELD,
@@ -34,6 +35,7 @@ from bge_export.folder.manifest import (
     seal_state,
     write_manifest,
 )
+from bge_export.folder.staging import _is_own_temp_file
 from bge_export.folder.verify_graphs import (  # noqa: F401  (VerifyResult and card_seal: imported from here too)
     VerifyResult,
     card_seal,
@@ -183,8 +185,6 @@ def _check_files(folder: Path, manifest: Manifest, digests: Digests, result: Ver
 def _check_entries(folder: Path, manifest: Manifest, digests: Digests, bad: set[str], result: VerifyResult) -> None:
     """Each artifact entry's own sha256 and size against the disk; a file problem already named is not
     named twice (then the entry disagrees because the file changed)."""
-    from bge_export.folder.integrity import artifact_files, size_on_disk
-
     recorded = list(manifest.files)
     for entry in manifest.artifacts:
         path = folder / entry.path
@@ -216,7 +216,6 @@ def _check_entries(folder: Path, manifest: Manifest, digests: Digests, bad: set[
 def _check_unrecorded(folder: Path, manifest: Manifest, result: VerifyResult) -> None:
     if not manifest.files:
         return  # an older manifest: nothing to tell the export's files from others (reported above)
-    from bge_export.folder.staging import _is_own_temp_file
 
     listed = set(manifest.files)
     prepared = {e.path for e in manifest.artifacts if not e.sha256 and not e.size_bytes}

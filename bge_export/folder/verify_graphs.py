@@ -20,6 +20,8 @@ import numpy as np
 from bge_export.errors import BgeExportError
 from bge_export.files import json_or_none
 from bge_export.folder.manifest import MANIFEST_NAME, MODEL_CARD_NAME, ArtifactEntry, Manifest, seal_state
+from bge_export.model.source import ModelSource, read_spec
+from bge_export.model.tokenization import _MIN_VOCAB_COVERAGE, TextTokenizer
 from bge_export.registry import target_of
 
 if TYPE_CHECKING:
@@ -100,8 +102,6 @@ def check_model_files(folder: Path, manifest: Manifest, result: VerifyResult) ->
 
 
 def _check_spec(folder: Path, manifest: Manifest, result: VerifyResult) -> None:
-    from bge_export.model.source import ModelSource, read_spec
-
     model = manifest.model
     source = ModelSource(reference=str(model["reference"]), folder=folder, revision=model.get("revision"),
                          from_hub=False, weights_files=(), weights_format=str(model["weights_format"]))
@@ -123,8 +123,6 @@ def _check_spec(folder: Path, manifest: Manifest, result: VerifyResult) -> None:
 def _check_tokenizer(folder: Path, spec: "EmbeddingSpec", config: dict[str, Any] | None,
                      result: VerifyResult) -> None:
     from tokenizers import Tokenizer
-
-    from bge_export.model.tokenization import _MIN_VOCAB_COVERAGE
 
     path = folder / "tokenizer.json"
     if not path.is_file():
@@ -219,8 +217,6 @@ def check_graphs(folder: Path, manifest: Manifest, result: VerifyResult) -> None
 def sample_features(folder: Path, manifest: Manifest, result: VerifyResult) -> dict[str, np.ndarray]:
     """One tokenized sentence, as every runtime gets it (made once per verify); a few plain ids when the
     tokenizer is unusable (the tokenizer check reports it, and the graphs still get a run)."""
-    from bge_export.model.tokenization import TextTokenizer
-
     if result.features is None:
         spec = manifest.spec
         try:

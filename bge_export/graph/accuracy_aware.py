@@ -12,12 +12,10 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 
@@ -34,7 +32,7 @@ from bge_export.graph.packing import pack_tokens
 from bge_export.graph.sensitivity import NodeSensitivity, rank_nodes
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
-from bge_export.progress import Progress
+from bge_export.progress import Progress, quiet_library
 from bge_export.quality.floors import floors_for
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
@@ -334,7 +332,7 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: _Judge, progress: 
             candidate = Path(scratch) / f"trial{len(attempts)}.onnx"
             copy = onnx.ModelProto()
             copy.CopyFrom(model)
-            with _quiet_onnxruntime():
+            with quiet_library("root"):  # onnxruntime's quantizer logs a hint per call, its calibrators print
                 rewrites = recipe.build(copy, [name for name in candidates if name not in excluded], candidate,
                                         configuration)
             trial = judge.trial(candidate, configuration.label(len(candidates)))
@@ -374,19 +372,3 @@ def _verdict(method: str, judge: _Judge, kept: _Attempt, matmuls: int) -> str:
     return (f"INT8 ({method}) cannot meet the bound ({judge.bound_text()}) even with "
             f"{kept.configuration.kept_float} of {matmuls} MatMuls kept in float (closest: {measured}); "
             "lower --min-cosine, or use --fp16")
-
-
-@contextmanager
-def _quiet_onnxruntime() -> Iterator[None]:
-    """onnxruntime's quantizer logs a pre-processing hint (and calibration chatter) for every call."""
-    import contextlib
-    import io
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress to stdout
-            yield
-    finally:
-        root.setLevel(level)

@@ -19,11 +19,8 @@ cos min 0.981 / top-10 0.950, tamed 0.989 / 0.961). Where that is not enough the
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,7 +29,7 @@ from bge_export.graph.accuracy_aware import CALIBRATION_TEXTS, PRESETS, GraphRew
 from bge_export.graph.nodes import initializers, producers, prune_dead_nodes, prune_initializers, weight_matmuls
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
-from bge_export.progress import Progress
+from bge_export.progress import Progress, quiet_library
 
 NNCF_BATCH = 8  # texts per calibration item: NNCF collects statistics per item through onnxruntime
 NNCF_TEXTS = 300  # what sentence-transformers' OpenVINO export calibrates on (its subset size)
@@ -87,7 +84,7 @@ class NncfQuantizer:
         # NNCF's own SmoothQuant on top of ours moves too much range into the weights: all-mpnet-base-v2
         # selection texts, attention in float, cosine min 0.9921 with it, 0.9958 without
         no_smoothing = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
-        with _quiet_nncf():
+        with quiet_library("nncf"):  # it logs every skipped quantizer and draws progress bars
             return nncf.quantize(
                 model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(self.batches),
                 # the embedding tables stay fp32: NNCF would store them int8 and onnxruntime would dequantize the
@@ -303,16 +300,3 @@ def quantize_openvino_accuracy_aware(
                      always_tame=True, merge_qkv=False, attention_stage=True)
     judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine)
     return _search(recipe, onnx.load(str(plain)), target, judge, progress or Progress(quiet=True))
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    """NNCF logs every skipped quantizer and draws progress bars; the export prints its own progress lines."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)

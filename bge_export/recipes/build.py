@@ -16,6 +16,7 @@ the other targets run too.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +25,10 @@ from typing import Any
 
 from bge_export.errors import InputError
 from bge_export.files import json_or_none
+from bge_export.folder.integrity import artifact_files
+from bge_export.folder.manifest import read_manifest
+from bge_export.folder.staging import foreign_files
+from bge_export.folder.target_folder import open_target_folder
 from bge_export.options import OptionsModel, option, parse_words
 from bge_export.progress import Progress
 from bge_export.recipes.inputs import (
@@ -39,6 +44,8 @@ from bge_export.recipes.inputs import (
 )
 from bge_export.recipes.recipe import Recipe, load_recipe, target_names
 from bge_export.registry import Target, targets
+from bge_export.report.model_card import write_model_card
+from bge_export.validate.harness import read_inputs, validate
 
 
 class BuildOptions(OptionsModel):
@@ -177,8 +184,6 @@ class _Run:
             if name in targets():
                 self.recipe.check_target(name, out, self.options.model)
                 continue
-            from bge_export.validate.harness import read_inputs
-
             with self.recipe.named_by("validation"):
                 read_inputs(self.recipe.validate_options(out))
 
@@ -224,16 +229,12 @@ class _Run:
         return "prepared" if prepare else "built", _statuses([e.status for e in result.entries]), note
 
     def _validate(self) -> tuple[str, str, str | None]:
-        from bge_export.validate.harness import validate
-
         report = validate(self.recipe.validate_options(str(self.folder), quiet=self.options.quiet))
         html = next((f for f in report.files if f.endswith(".html")), report.files[0] if report.files else "")
         counts = _count(a.status for a in report.artifacts)
         return "built", f"{counts}; report {html}", None
 
     def model_card(self) -> None:
-        from bge_export.report.model_card import write_model_card
-
         card = self.folder / "README.md"
         if not self.ran and card.is_file():
             self.steps.append(StepResult("model card", "up to date", str(card)))
@@ -277,8 +278,6 @@ def _count(statuses: Any) -> str:
 def _clear_model_card(folder: Path) -> None:
     """The model card is written last, from the manifest; a target that restages the folder would otherwise take
     README.md for a file bge-export did not write (where the folder's staging does not know it yet)."""
-    from bge_export.folder.staging import foreign_files
-
     card = folder / "README.md"
     if card.is_file() and "README.md" in (foreign_files(folder) or []):
         card.unlink()
@@ -289,12 +288,6 @@ def _prune(folder: Path, target: Target, keep: set[str]) -> None:
     with the files named after them beside them (a plan's graph and layer report, an IR's .bin), so the folder
     holds what the recipe says; atomically, through the staged target folder. The target's `refresh` then
     rewrites what it derives from its entries (TensorRT's build.sh)."""
-    import shutil
-
-    from bge_export.folder.integrity import artifact_files
-    from bge_export.folder.manifest import read_manifest
-    from bge_export.folder.target_folder import open_target_folder
-
     stale = [e for e in read_manifest(folder).artifacts if e.format == target.format and e.path not in keep]
     if not stale:
         return

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bge_export.files import file_digests, json_or_none, listing_sha256, path_sha256
+from bge_export.folder.manifest import tool_versions, write_manifest
+from bge_export.model.source import resolve_model
 from bge_export.recipes.recipe import Recipe, target_names
 from bge_export.registry import RUNTIMES, Target, targets
 
@@ -29,8 +31,6 @@ COMPLETE, PREPARE_ONLY = "complete", "prepare-only"
 def model_inputs(recipe: Recipe, override: str | None) -> dict[str, Any]:
     """The model as the targets built from it read it: the weights' sha256, the sha256 of its other files
     (configs, tokenizer, module folders) and the recipe's model-side fields."""
-    from bge_export.model.source import resolve_model
-
     reference = override or recipe.model
     revision = None if override else recipe.source.get("revision")
     source = resolve_model(reference, revision=revision, allow_pickle=bool(recipe.source.get("allow_pickle")))
@@ -49,8 +49,6 @@ def model_inputs(recipe: Recipe, override: str | None) -> dict[str, Any]:
 
 def step_inputs(name: str, recipe: Recipe, folder: Path, model: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Everything step `name` reads: its recipe section, tool versions, and the model or the folder's files."""
-    from bge_export.folder.manifest import tool_versions
-
     manifest = _manifest(folder)
     if name == "validate":
         section = recipe.validation or {}
@@ -131,8 +129,6 @@ def read_records(folder: Path) -> dict[str, Any]:
 def store_records(folder: Path, records: dict[str, Any]) -> None:
     """Write the `build` record into manifest.json, atomically, through the manifest's own writer (it seals the
     manifest with its sha256, the record included)."""
-    from bge_export.folder.manifest import write_manifest
-
     data = _manifest(folder)
     if not data:
         return

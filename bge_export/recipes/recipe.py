@@ -30,6 +30,7 @@ from typing import Any, Iterator
 from bge_export.errors import InputError
 from bge_export.recipes.schema import THRESHOLD_KEYS, RecipeReader, target_schema, top_schema, validation_schema
 from bge_export.registry import Target, targets
+from bge_export.validate.options import ValidateOptions
 
 SOURCE_KEYS = ("revision", "pooling", "allow_pickle", "trust_remote_code", "prompts")  # of targets built from the model
 
@@ -77,8 +78,6 @@ class Recipe:
         return self._options(target.load(target.options), f"targets.{name}", values)
 
     def validate_options(self, folder: str, quiet: bool = False) -> Any:
-        from bge_export.validate.harness import ValidateOptions
-
         values = dict(self.validation or {})
         for name in THRESHOLD_KEYS:  # a plain number is the override for every precision ('*')
             if isinstance(values.get(name), (int, float)):

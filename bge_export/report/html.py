@@ -9,24 +9,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from bge_export.report import tables
 from bge_export.report.recommendation import render_html as render_deploy_html  # "Which file to deploy"
-from bge_export.report.tables import (
-    MIXED_NOTE,
-    fastest_pair_lines,
-    fmt_num,
-    grid_rows,
-    headline_cells,
-    load_rows,
-    machine_line,
-    mixed_retrieval_rows,
-    report_rows,
-    row_label,
-    runtime_details_line,
-    speed_warning,
-    summary_rows,
-)
 
 # --------------------------------------------------------------------------- plots
 
@@ -51,7 +37,7 @@ def _figure() -> tuple[Any, Any]:
 
 def plot_cosine_distribution(data: dict[str, Any]) -> str | None:
     """ECDF of 1 - cosine per artifact on a log axis: fp32 sits near 1e-7, int8 near 1e-2; one glance tells."""
-    artifacts = [a for a in report_rows(data) if a.get("fidelity")]
+    artifacts = [a for a in tables.report_rows(data) if a.get("fidelity")]
     if not artifacts:
         return None
     figure, axes = _figure()
@@ -59,7 +45,8 @@ def plot_cosine_distribution(data: dict[str, Any]) -> str | None:
         color = f"C{index % 10}"
         gaps = [max(g, 1e-10) for g in artifact["fidelity"]["one_minus_cosine_quantiles"]]
         percent = [100 * i / (len(gaps) - 1) for i in range(len(gaps))]
-        axes.step(gaps, percent, where="post", color=color, label=f"{row_label(artifact)} ({artifact['status']})")
+        label = f"{tables.row_label(artifact)} ({artifact['status']})"
+        axes.step(gaps, percent, where="post", color=color, label=label)
         threshold = (artifact.get("thresholds") or {}).get("min_cosine")
         if threshold is not None and threshold < 1:
             axes.axvline(1 - threshold, color=color, linestyle="--", linewidth=1, alpha=0.7)
@@ -72,42 +59,48 @@ def plot_cosine_distribution(data: dict[str, Any]) -> str | None:
 
 
 def plot_latency_vs_batch(speed: dict[str, Any] | None) -> str | None:
-    head = headline_cells(speed)
-    if head is None or speed is None:  # (no headline without speed)
-        return None
-    seq = head[2]
-    figure, axes = _figure()
-    for index, backend in enumerate(speed["backends"]):
-        cells = sorted((c for c in backend["cells"] if c["seq_len"] == seq), key=lambda c: c["batch_size"])
+    """p50 latency per call against batch size, at the headline sequence length: one line per backend."""
+    def draw(axes: Any, cells: list[dict[str, Any]], color: str, label: str) -> None:
         axes.plot([c["batch_size"] for c in cells], [c["latency_ms"]["p50"] for c in cells], marker="o",
-                  color=f"C{index % 10}", label=backend["label"])
-    axes.set_xscale("log", base=2)
-    axes.set_yscale("log")
-    axes.set_xlabel("batch size")
-    axes.set_ylabel("latency per call, p50 (ms)")
-    axes.set_title(f"Latency vs batch size ({seq} tokens per sequence)")
-    axes.legend(fontsize=8)
-    return _png(figure)
+                  color=color, label=label)
+
+    return _plot_headline_slice(speed, "batch_size", draw, "batch size", "latency per call, p50 (ms)",
+                                "Latency vs batch size ({seq_len} tokens per sequence)")
 
 
 def plot_throughput_vs_seq_len(speed: dict[str, Any] | None) -> str | None:
-    head = headline_cells(speed)
-    if head is None or speed is None:  # (no headline without speed)
-        return None
-    batch = head[1]
-    figure, axes = _figure()
-    for index, backend in enumerate(speed["backends"]):
-        cells = sorted((c for c in backend["cells"] if c["batch_size"] == batch), key=lambda c: c["seq_len"])
+    """Median throughput against sequence length, at the headline batch size; bars span the repeats."""
+    def draw(axes: Any, cells: list[dict[str, Any]], color: str, label: str) -> None:
         medians = [c["throughput"]["median"] for c in cells]
         errors = [[m - c["throughput"]["min"] for m, c in zip(medians, cells)],
                   [c["throughput"]["max"] - m for m, c in zip(medians, cells)]]
         axes.errorbar([c["seq_len"] for c in cells], medians, yerr=errors, marker="o", capsize=3,
-                      color=f"C{index % 10}", label=backend["label"])
+                      color=color, label=label)
+
+    return _plot_headline_slice(speed, "seq_len", draw, "sequence length (tokens)",
+                                "throughput (sequences/s; bars: min–max of repeats)",
+                                "Throughput vs sequence length (batch {batch_size})")
+
+
+def _plot_headline_slice(speed: dict[str, Any] | None, across: str,
+                         draw: Callable[[Any, list[dict[str, Any]], str, str], None],
+                         xlabel: str, ylabel: str, title: str) -> str | None:
+    """The speed grid's line through the headline cell along `across` ("batch_size" or "seq_len"; the other
+    setting held at the headline's), one curve per backend drawn by `draw`, on log-log axes; None without one."""
+    head = tables.headline_cells(speed)
+    if head is None or speed is None:  # (no headline without speed)
+        return None
+    headline = {"batch_size": head[1], "seq_len": head[2]}
+    held = "seq_len" if across == "batch_size" else "batch_size"
+    figure, axes = _figure()
+    for index, backend in enumerate(speed["backends"]):
+        cells = sorted((c for c in backend["cells"] if c[held] == headline[held]), key=lambda c: c[across])
+        draw(axes, cells, f"C{index % 10}", backend["label"])
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
-    axes.set_xlabel("sequence length (tokens)")
-    axes.set_ylabel("throughput (sequences/s; bars: min–max of repeats)")
-    axes.set_title(f"Throughput vs sequence length (batch {batch})")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title.format(**headline))
     axes.legend(fontsize=8)
     return _png(figure)
 
@@ -155,7 +148,7 @@ def _html_figure(png: str | None, caption: str) -> str:
 def render_validation_html(data: dict[str, Any]) -> str:
     """One file, nothing fetched: styles inline, plots as base64 PNG data URIs."""
     model = data["model"]
-    header, rows = summary_rows(data)
+    header, rows = tables.summary_rows(data)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -165,30 +158,31 @@ def render_validation_html(data: dict[str, Any]) -> str:
         f"<p class=\"meta\">Folder <code>{html.escape(data['folder'])}</code>, {html.escape(data['created'])}, "
         f"bge-export {html.escape(data['toolkit_version'])}. Baseline <code>{html.escape(str(model.get('baseline')))}</code> "
         f"in PyTorch fp32. Corpus: {html.escape(data['corpus']['source'])} ({data['corpus']['texts']} texts).</p>",
-        _html_warning(speed_warning(data.get("speed"))),
+        _html_warning(tables.speed_warning(data.get("speed"))),
         render_deploy_html(data.get("recommended")),  # [recommend]
-        "".join(f"<p>{html.escape(line)}</p>" for line in fastest_pair_lines(data)),
+        "".join(f"<p>{html.escape(line)}</p>" for line in tables.fastest_pair_lines(data)),
         _html_table(header, rows, status_column=len(header) - 1),
-        f"<p class=\"meta\">{html.escape(MIXED_NOTE)}</p>",
-        f"<p class=\"meta\">{html.escape(machine_line(data.get('machine')))}</p>" if data.get("speed") else "",
+        f"<p class=\"meta\">{html.escape(tables.MIXED_NOTE)}</p>",
+        f"<p class=\"meta\">{html.escape(tables.machine_line(data.get('machine')))}</p>" if data.get("speed") else "",
         "<h2>Fidelity</h2>",
         _html_figure(plot_cosine_distribution(data), "Distribution of 1 − cosine to the baseline per artifact"),
     ]
-    for artifact in report_rows(data):
+    for artifact in tables.report_rows(data):
         status = artifact["status"].upper()
-        parts.append(f'<h3>{html.escape(row_label(artifact))}: <span class="{status}">{status}</span></h3>')
+        parts.append(f'<h3>{html.escape(tables.row_label(artifact))}: <span class="{status}">{status}</span></h3>')
         parts.append(f"<p>{html.escape(artifact['reason'])}</p>")
         if artifact.get("runtime_details"):
-            parts.append(f"<p class=\"meta\">{html.escape(runtime_details_line(artifact['runtime_details']))}</p>")
+            details = tables.runtime_details_line(artifact["runtime_details"])
+            parts.append(f"<p class=\"meta\">{html.escape(details)}</p>")
         if artifact.get("checks"):
             parts.append(_html_table(["check", "value", "threshold", "result"], [
                 [c["name"], f"{c['value']:.6g}", f"{'≥' if c['kind'] == 'min' else '≤'} {c['threshold']:g}",
                  "PASS" if c["passed"] else "FAIL"] for c in artifact["checks"]], status_column=3))
         fid = artifact.get("fidelity")
         if fid:
-            parts.append(f"<p>Top-10 overlap {fmt_num(fid.get('top10_overlap'))}; mixed precision (artifact queries, "
-                         f"baseline documents) {fmt_num(fid.get('cross_top10_overlap'))}.</p>")
-            mixed = mixed_retrieval_rows(data, artifact)
+            parts.append(f"<p>Top-10 overlap {tables.fmt_num(fid.get('top10_overlap'))}; mixed precision (artifact "
+                         f"queries, baseline documents) {tables.fmt_num(fid.get('cross_top10_overlap'))}.</p>")
+            mixed = tables.mixed_retrieval_rows(data, artifact)
             if mixed:
                 parts += ["<p>Retrieval, mixed precision:</p>", _html_table(*mixed)]
             parts.append("<p>Texts that drifted most:</p><ol>")
@@ -198,14 +192,14 @@ def render_validation_html(data: dict[str, Any]) -> str:
     if speed:
         parts += [
             "<h2>Speed</h2>",
-            _html_warning(speed_warning(speed)),
-            f"<p class=\"meta\">{html.escape(machine_line(data.get('machine')))}</p>",
+            _html_warning(tables.speed_warning(speed)),
+            f"<p class=\"meta\">{html.escape(tables.machine_line(data.get('machine')))}</p>",
             _html_figure(plot_latency_vs_batch(speed), "Latency per call vs batch size"),
             _html_figure(plot_throughput_vs_seq_len(speed), "Throughput vs sequence length"),
-            _html_table(*grid_rows(speed)),
+            _html_table(*tables.grid_rows(speed)),
             f"<p class=\"meta\">Timing: {html.escape(speed['timing_method'])}.</p>",
         ]
-    parts += ["<h2>Load, memory, end-to-end encode</h2>", _html_table(*load_rows(data))]
+    parts += ["<h2>Load, memory, end-to-end encode</h2>", _html_table(*tables.load_rows(data))]
     if speed:
         parts.append(f"<p class=\"meta\">Memory: {html.escape(speed['memory_method'])}.</p>")
     if data.get("notes"):

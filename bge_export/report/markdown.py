@@ -2,7 +2,7 @@
 
 Rendering from the dictionary (not from live objects) means a report can be re-rendered from an old
 report.json, and that the three files can never disagree. This module writes the files and renders the markdown;
-report_tables.py builds the tables every format shares, report_html.py the page and its plots.
+tables.py builds the tables every format shares, html.py the page and its plots.
 """
 
 from __future__ import annotations
@@ -15,33 +15,9 @@ from typing import Any, Iterable, Sequence
 
 from bge_export.errors import InputError
 from bge_export.files import write_atomic
-from bge_export.report.html import (  # noqa: F401  (re-exported: tests and callers import them from here)
-    plot_cosine_distribution,
-    plot_latency_vs_batch,
-    plot_throughput_vs_seq_len,
-    render_validation_html,
-)
+from bge_export.report import tables
+from bge_export.report.html import render_validation_html
 from bge_export.report.recommendation import render_markdown as render_deploy_markdown  # "Which file to deploy"
-from bge_export.report.tables import (  # noqa: F401  (re-exported, as above)
-    BASELINE_ROW,
-    CROSS_COLUMN,
-    HEADLINE_SEQ_LEN,
-    MIXED_NDCG_COLUMN,
-    MIXED_NOTE,
-    fastest_pair_lines,
-    fmt_num,
-    grid_rows,
-    headline_cells,
-    load_rows,
-    machine_line,
-    mixed_retrieval_rows,
-    report_rows,
-    row_label,
-    runtime_details_line,
-    speed_trusted,
-    speed_warning,
-    summary_rows,
-)
 
 # --------------------------------------------------------------------------- writing
 
@@ -110,21 +86,21 @@ def render_validation_markdown(data: dict[str, Any]) -> str:
         f"({data['corpus']['texts']} texts).",
         "",
     ]
-    warning = speed_warning(data.get("speed"))
+    warning = tables.speed_warning(data.get("speed"))
     if warning:
         out += [f"> **{warning}**", ""]
     out += render_deploy_markdown(data.get("recommended"))  # [recommend]
-    out += [line for text in fastest_pair_lines(data) for line in (text, "")]
-    out += [_md_table(*summary_rows(data)), "", MIXED_NOTE, ""]
+    out += [line for text in tables.fastest_pair_lines(data) for line in (text, "")]
+    out += [_md_table(*tables.summary_rows(data)), "", tables.MIXED_NOTE, ""]
     if data.get("speed"):
-        out += [machine_line(data.get("machine")), ""]
-    for artifact in report_rows(data):
-        out.append(f"## {row_label(artifact)}: {artifact['status'].upper()}")
+        out += [tables.machine_line(data.get("machine")), ""]
+    for artifact in tables.report_rows(data):
+        out.append(f"## {tables.row_label(artifact)}: {artifact['status'].upper()}")
         out.append("")
         out.append(artifact["reason"])
         out.append("")
         if artifact.get("runtime_details"):
-            out += [runtime_details_line(artifact["runtime_details"]), ""]
+            out += [tables.runtime_details_line(artifact["runtime_details"]), ""]
         if artifact.get("checks"):
             out.append(_md_table(["check", "value", "threshold", "result"], [
                 [c["name"], f"{c['value']:.6g}", f"{'≥' if c['kind'] == 'min' else '≤'} {c['threshold']:g}",
@@ -134,21 +110,21 @@ def render_validation_markdown(data: dict[str, Any]) -> str:
         if fid:
             out.append(f"Cosine mean {fid['cosine_mean']:.6f}, min {fid['cosine_min']:.6f}, 1st percentile "
                        f"{fid['cosine_p1']:.6f}; top-10 neighbour overlap {fid['top10_overlap']:.4f}; mixed precision "
-                       f"(artifact queries, baseline documents) {fmt_num(fid.get('cross_top10_overlap'))}; max norm error "
-                       f"{fid['norm_max_error']:.2e}. Texts that drifted most:")
+                       f"(artifact queries, baseline documents) {tables.fmt_num(fid.get('cross_top10_overlap'))}; "
+                       f"max norm error {fid['norm_max_error']:.2e}. Texts that drifted most:")
             out.append("")
             out += [f"{i}. cos {w['cosine']:.6f}, text #{w['index']}: {w['text']}" for i, w in enumerate(fid["worst_texts"], 1)]
             out.append("")
-        mixed = mixed_retrieval_rows(data, artifact)
+        mixed = tables.mixed_retrieval_rows(data, artifact)
         if mixed:
             out += ["Retrieval, mixed precision:", "", _md_table(*mixed), ""]
     if data.get("speed"):
         out += ["## Speed", ""]
         if warning:
             out += [f"> **{warning}**", ""]
-        out += [machine_line(data.get("machine")), "", _md_table(*grid_rows(data["speed"])), ""]
+        out += [tables.machine_line(data.get("machine")), "", _md_table(*tables.grid_rows(data["speed"])), ""]
         out += [f"Timing: {data['speed']['timing_method']}.", ""]
-    out += ["## Load, memory, end-to-end encode", "", _md_table(*load_rows(data)), ""]
+    out += ["## Load, memory, end-to-end encode", "", _md_table(*tables.load_rows(data)), ""]
     if data.get("speed"):
         out += [f"Memory: {data['speed']['memory_method']}. End-to-end encode: the fidelity pass over the corpus "
                 "(tokenization included, one timing).", ""]
@@ -163,12 +139,12 @@ def render_bench_markdown(data: dict[str, Any]) -> str:
         f"{data['created']}, bge-export {data['toolkit_version']}; baseline `{data['baseline_model']}` in PyTorch fp32; "
         f"{data['settings']['threads']} threads for every backend; {data['settings']['repeats']} interleaved repeats.",
         "",
-        *([f"> **{speed_warning(data)}**", ""] if speed_warning(data) else []),
-        machine_line(data.get("machine")),
+        *([f"> **{tables.speed_warning(data)}**", ""] if tables.speed_warning(data) else []),
+        tables.machine_line(data.get("machine")),
         "",
-        _md_table(*grid_rows(data)),
+        _md_table(*tables.grid_rows(data)),
         "",
-        _md_table(*load_rows(data)),
+        _md_table(*tables.load_rows(data)),
         "",
         f"Timing: {data['timing_method']}. Memory: {data['memory_method']}.",
         "",

@@ -14,18 +14,10 @@ from bge_export.progress import Progress
 from bge_export.registry import runtime_choices
 from bge_export.report.markdown import check_writable, write_bench_report
 from bge_export.runtime.machine import available_cores
-from bge_export.validate.backends import (
-    baseline_reference,
-    load_baseline_backend,
-    open_artifact,
-    plan_runs,
-    preload_runtimes,
-    runtime_machine_info,
-    select_entries,
-)
+from bge_export.validate import backends
 from bge_export.validate.options import BenchOptions
+from bge_export.validate.results import report_header
 from bge_export.validate.timing import SpeedResult, SpeedSettings, measure_speed
-from bge_export.version import __version__
 
 BENCH_SCHEMA = "bge-export/bench-report"
 BENCH_SCHEMA_VERSION = 1
@@ -44,11 +36,7 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": BENCH_SCHEMA,
-            "schema_version": BENCH_SCHEMA_VERSION,
-            "toolkit_version": __version__,
-            "created": self.created,
-            "folder": self.folder,
+            **report_header(BENCH_SCHEMA, BENCH_SCHEMA_VERSION, self.created, self.folder),
             "baseline_model": self.model,
             "unverified": self.unverified,
             "failed": self.failed,
@@ -62,7 +50,7 @@ def bench(options: BenchOptions) -> BenchReport:
     progress = Progress(options.quiet)
     folder = Path(options.folder)
     manifest = read_manifest(folder)
-    entries = select_entries(manifest, options.artifacts)
+    entries = backends.select_entries(manifest, options.artifacts)
     settings = SpeedSettings(tuple(options.batch_sizes), tuple(options.seq_lens), options.repeats,
                              threads=options.threads).checked()
     texts = _bench_texts(options)
@@ -73,22 +61,22 @@ def bench(options: BenchOptions) -> BenchReport:
     progress.step(f"checking {len(entries)} artifact(s) and the tokenizer/config files against the export's sha256")
     verify_folder(folder, manifest, entries)
 
-    preload_runtimes()
+    backends.preload_runtimes()
     progress.step(f"loading the PyTorch fp32 baseline ({threads} threads)")
-    baseline, notes = load_baseline_backend(manifest, options.model, threads)
-    backends = [baseline]
+    baseline, notes = backends.load_baseline_backend(manifest, options.model, threads)
+    measured = [baseline]
     unverified: dict[str, str] = {}
     failed: dict[str, str] = {}
     not_applicable: dict[str, str] = {}
-    for plan in plan_runs(entries, choices):
+    for plan in backends.plan_runs(entries, choices):
         progress.step(f"loading {plan.label}")
-        attempt = open_artifact(folder, plan.entry, threads, plan.choice)
+        attempt = backends.open_artifact(folder, plan.entry, threads, plan.choice)
         if attempt.failed is not None:  # the file is what the export wrote, and its runtime refuses it: as validate
             failed[plan.label] = attempt.failed
             progress.step(f"{plan.label}: not measured ({attempt.failed})")
             continue
         if attempt.loaded is not None:
-            backends.append(attempt.loaded)
+            measured.append(attempt.loaded)
             continue
         if attempt.not_applicable is not None:  # another runtime cannot run this file: not the artifact's fault
             not_applicable[plan.label] = attempt.not_applicable
@@ -96,13 +84,13 @@ def bench(options: BenchOptions) -> BenchReport:
             continue
         unverified[plan.label] = attempt.unverified or ""
         progress.step(f"{plan.label}: not measured ({attempt.unverified})")
-    progress.step(f"measuring {len(backends)} backends, {settings.repeats} interleaved repeats per cell")
-    speed = measure_speed(backends, settings, encode_texts=texts, progress=progress)
+    progress.step(f"measuring {len(measured)} backends, {settings.repeats} interleaved repeats per cell")
+    speed = measure_speed(measured, settings, encode_texts=texts, progress=progress)
     speed.notes[:0] = notes
-    speed.machine.update(runtime_machine_info(choices))
+    speed.machine.update(backends.runtime_machine_info(choices))
     report = BenchReport(
         folder=str(folder),
-        model=baseline_reference(manifest, options.model)[0],
+        model=backends.baseline_reference(manifest, options.model)[0],
         speed=speed,
         unverified=unverified,
         failed=failed,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from bge_export.errors import InputError
 from bge_export.model.corpus import is_unicode, parse_json_line, read_utf8_lines, shown
@@ -49,18 +49,11 @@ def read_sts_tsv(path: str | Path) -> StsDataset:
     gold: list[float] = []
     first: list[str] = []
     second: list[str] = []
-    header_allowed = True
-    for number, line in enumerate(read_utf8_lines(path, "STS file"), start=1):
-        if not line.strip():
-            continue
-        is_first_row, header_allowed = header_allowed, False
-        fields = line.split("\t")
+    for number, fields in _tsv_rows(path, "STS file", _is_sts_header):
         if len(fields) != 3:
             raise InputError(f"{path}:{number}: expected 3 tab-separated fields, found {len(fields)}; each row must be {STS_FORMAT}")
         score = _parse_float(fields[0])
         if score is None:
-            if is_first_row:
-                continue  # the header
             raise InputError(f"{path}:{number}: score '{shown(fields[0])}' is not a number; each row must be {STS_FORMAT}")
         if not fields[1].strip() or not fields[2].strip():
             raise InputError(f"{path}:{number}: empty sentence; each row must be {STS_FORMAT}")
@@ -125,12 +118,7 @@ def _read_jsonl_records(path: Path, what: str, needs_title: bool) -> dict[str, s
 
 def _read_qrels(path: Path, doc_ids: set[str], query_ids: set[str]) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    header_allowed = True
-    for number, line in enumerate(read_utf8_lines(path, "BEIR qrels file"), start=1):
-        if not line.strip():
-            continue
-        is_first_row, header_allowed = header_allowed, False
-        fields = line.split("\t")
+    for number, fields in _tsv_rows(path, "BEIR qrels file", _is_qrels_header):
         if len(fields) == 4:  # TREC style: query, iteration, doc, score
             fields = [fields[0], fields[2], fields[3]]
         if len(fields) != 3:
@@ -138,8 +126,6 @@ def _read_qrels(path: Path, doc_ids: set[str], query_ids: set[str]) -> dict[str,
         query_id, doc_id, raw_score = (field.strip() for field in fields)
         score = _parse_int(raw_score)
         if score is None:
-            if is_first_row:
-                continue  # the header
             raise InputError(f"{path}:{number}: score '{shown(raw_score)}' is not an integer")
         if query_id not in query_ids:
             raise InputError(f"{path}:{number}: query-id '{shown(query_id)}' is not in queries.jsonl")
@@ -149,6 +135,27 @@ def _read_qrels(path: Path, doc_ids: set[str], query_ids: set[str]) -> dict[str,
     if not qrels:
         raise InputError(f"{path}: no judgements; the file is empty")
     return qrels
+
+
+def _tsv_rows(path: Path, what: str, is_header: Callable[[list[str]], bool]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, tab-separated fields) for each non-blank line; the first of them is skipped when `is_header`
+    says it names the columns (its score is not a number) instead of holding a row."""
+    first = True
+    for number, line in enumerate(read_utf8_lines(path, what), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        skipped, first = first and is_header(fields), False
+        if not skipped:
+            yield number, fields
+
+
+def _is_sts_header(fields: list[str]) -> bool:
+    return len(fields) == 3 and _parse_float(fields[0]) is None
+
+
+def _is_qrels_header(fields: list[str]) -> bool:
+    return len(fields) in (3, 4) and _parse_int(fields[-1].strip()) is None  # the score is last in both layouts
 
 
 def _parse_float(text: str) -> float | None:

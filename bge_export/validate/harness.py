@@ -32,17 +32,7 @@ from bge_export.quality.floors import PRECISION_CLASSES, precision_class
 from bge_export.registry import RuntimeChoice, runtime_choices
 from bge_export.report.markdown import check_writable, write_validation_report
 from bge_export.runtime.machine import available_cores, machine_info
-from bge_export.validate.backends import (
-    LoadedBackend,
-    RunPlan,
-    baseline_reference,
-    load_baseline_backend,
-    open_artifact,
-    plan_runs,
-    preload_runtimes,
-    runtime_machine_info,
-    select_entries,
-)
+from bge_export.validate import backends
 from bge_export.validate.comparison import (
     CURVE_POINTS,
     NEIGHBOURS,
@@ -110,9 +100,9 @@ def validate(options: ValidateOptions) -> ValidationReport:
     progress = Progress(options.quiet)
     folder = Path(options.folder)
     manifest = read_manifest(folder)
-    entries = select_entries(manifest, options.artifacts)
+    entries = backends.select_entries(manifest, options.artifacts)
     choices = runtime_choices(options.runtimes)
-    plans = plan_runs(entries, choices)
+    plans = backends.plan_runs(entries, choices)
     settings = SpeedSettings(tuple(options.batch_sizes), tuple(options.seq_lens), options.repeats,
                              threads=options.threads).checked() if options.speed else None
     threads = options.threads or available_cores()
@@ -125,22 +115,22 @@ def validate(options: ValidateOptions) -> ValidationReport:
     progress.step(f"checking {len(entries)} artifact(s) and the tokenizer/config files against the export's sha256")
     verified = verify_folder(folder, manifest, entries)
 
-    preload_runtimes()
+    backends.preload_runtimes()
     progress.step(f"loading the PyTorch fp32 baseline ({threads} threads)")
-    baseline, notes = load_baseline_backend(manifest, options.model, threads)
+    baseline, notes = backends.load_baseline_backend(manifest, options.model, threads)
     reference, baseline_timing = timed_encode(baseline.encoder, texts, options.batch_size, progress,
                                               f"baseline: corpus ({inputs.corpus_name})")
     baseline_tasks, baseline_retrieval = task_scores(baseline.encoder, inputs, options.batch_size, progress)
     baseline_run = BaselineRun(reference, baseline_tasks, baseline_retrieval)
     baseline_result = BaselineResult(
-        reference=baseline_reference(manifest, options.model)[0], backend=baseline.backend,
+        reference=backends.baseline_reference(manifest, options.model)[0], backend=baseline.backend,
         size_bytes=baseline.size_bytes, load_seconds=baseline.load_seconds, memory=baseline.memory,
         corpus_encode=baseline_timing, tasks=baseline_tasks,
     )
 
     results: list[ArtifactResult] = []
     runtime_rows: list[ArtifactResult] = []
-    runnable: list[LoadedBackend] = [baseline]
+    runnable: list[backends.LoadedBackend] = [baseline]
     for number, plan in enumerate(plans, start=1):
         progress.step(f"artifact {number}/{len(plans)}: {plan.label}")
         result, loaded = _validate_artifact(folder, plan, options, inputs, baseline_run, threads, progress)
@@ -168,7 +158,8 @@ def validate(options: ValidateOptions) -> ValidationReport:
         baseline=baseline_result,
         artifacts=results,
         speed=speed,
-        machine={**(speed.machine if speed is not None else machine_info(threads)), **runtime_machine_info(choices)},
+        machine={**(speed.machine if speed is not None else machine_info(threads)),
+                 **backends.runtime_machine_info(choices)},
         notes=notes + (speed.notes if speed is not None else []),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         runtime_rows=runtime_rows,
@@ -197,18 +188,18 @@ class BaselineRun:
 
 def _validate_artifact(
     folder: Path,
-    plan: RunPlan,
+    plan: backends.RunPlan,
     options: ValidateOptions,
     inputs: ValidationInputs,
     baseline: BaselineRun,
     threads: int,
     progress: Progress,
-) -> tuple[ArtifactResult, LoadedBackend | None]:
+) -> tuple[ArtifactResult, backends.LoadedBackend | None]:
     entry, label = plan.entry, plan.label
     result = ArtifactResult(entry.path, entry.format, entry.precision, "-", entry.size_bytes, "unverified", "",
                             runtime=plan.runtime, verdict=plan.verdict)
     progress.step(f"{label}: loading")
-    attempt = open_artifact(folder, entry, threads, plan.choice)
+    attempt = backends.open_artifact(folder, entry, threads, plan.choice)
     if attempt.loaded is None:  # refused by its runtime: fail; no runtime here: unverified, never pass
         if attempt.not_applicable:  # another runtime cannot run this file: says nothing about the artifact
             result.status, result.reason = "n/a", f"not applicable: {attempt.not_applicable}"

@@ -20,6 +20,13 @@ REPORT_SCHEMA = "bge-export/validation-report"
 REPORT_SCHEMA_VERSION = 1
 
 
+def report_header(schema: str, schema_version: int, created: str, folder: str) -> dict[str, Any]:
+    """The keys report.json and bench.json both open with: which report (and layout version) it is, which
+    bge-export wrote it, when, and of which folder."""
+    return {"schema": schema, "schema_version": schema_version, "toolkit_version": __version__, "created": created,
+            "folder": folder}
+
+
 @dataclass
 class Check:
     name: str
@@ -173,11 +180,7 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": REPORT_SCHEMA,
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "toolkit_version": __version__,
-            "created": self.created,
-            "folder": self.folder,
+            **report_header(REPORT_SCHEMA, REPORT_SCHEMA_VERSION, self.created, self.folder),
             "model": self.model,
             "corpus": self.corpus,
             "machine": self.machine,

@@ -9,7 +9,9 @@ runs (fp32 and fp16-rounded, per package) go to one worker process per core: on 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +19,12 @@ import numpy as np
 
 from bge_export.folder.manifest import ArtifactEntry
 from bge_export.folder.records import CheckRecord
+from bge_export.model.spec import EmbeddingSpec
+from bge_export.model.tokenization import TextTokenizer
 from bge_export.progress import Progress
+from bge_export.quality.floors import BaselineEmbeddings, Floors, check_against_baseline, floors_for
+from bge_export.targets.coreml.mil_reference import mil_reference_check
+from bge_export.targets.coreml.runtime import CoreMLEncoder, coreml_unavailable, import_coremltools
 
 # Each check text runs once at the smallest enumerated length that holds it (what the runtime picks); this many
 # more run padded to every larger length, so every shape is exercised without paying for every text at 512.
@@ -27,8 +34,6 @@ PARALLEL_MIN_BYTES = 20_000_000  # below this a run takes seconds: not worth a w
 
 
 def _quiet_worker() -> None:
-    from bge_export.targets.coreml.runtime import import_coremltools
-
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     import_coremltools()  # first import in this process: its import-time messages are swallowed here
 
@@ -36,11 +41,6 @@ def _quiet_worker() -> None:
 def mil_job(package: str, spec: dict[str, Any], folder: str, texts: list[str], baseline: np.ndarray,
             seq_lens: list[int] | None, floors: dict[str, float], rounding: bool, batch_size: int) -> dict[str, Any]:
     """One evaluator run, from picklable arguments (it runs in a worker process)."""
-    from bge_export.model.spec import EmbeddingSpec
-    from bge_export.model.tokenization import TextTokenizer
-    from bge_export.quality.floors import Floors
-    from bge_export.targets.coreml.mil_reference import mil_reference_check
-
     parsed = EmbeddingSpec.from_dict(spec)
     tokenizer = TextTokenizer.from_artifact_folder(folder, parsed)
     return mil_reference_check(Path(package), parsed, tokenizer, texts, baseline, seq_lens, Floors(**floors),
@@ -68,8 +68,7 @@ class CoreMLChecker:
         return [True] if entry.options.compression is not None else [False, True]
 
     def check_all(self, stage: Path, entries: list[ArtifactEntry]) -> list[ArtifactEntry]:
-        from bge_export.quality.floors import BaselineEmbeddings
-        from bge_export.runtime.torch_encoder import TorchEncoder
+        from bge_export.runtime.torch_encoder import TorchEncoder  # heavy: torch
 
         baseline = BaselineEmbeddings(lambda: TorchEncoder(self.module, self.source_tokenizer),
                                       self.progress).of("check", self.texts)
@@ -81,8 +80,6 @@ class CoreMLChecker:
 
     def _evaluate(self, stage: Path, jobs: list[tuple[ArtifactEntry, bool]],
                   baseline: np.ndarray) -> dict[tuple[str, bool], dict[str, Any] | str]:
-        from bge_export.quality.floors import floors_for
-
         spec = self.module.spec.to_dict()
         lens = list(self.shapes.seq_lens) or None
         args = [(str(stage / entry.path), spec, str(stage), self.texts, baseline, lens,
@@ -99,9 +96,6 @@ class CoreMLChecker:
                 results[(entry.path, rounding)] = self._guarded(lambda: mil_job(*arguments))  # noqa: B023 (run now)
                 self._done(entry, rounding, results[(entry.path, rounding)])
             return results
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         context = multiprocessing.get_context("spawn")  # torch's threads make fork unsafe
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker) as pool:
             futures = {pool.submit(mil_job, *arguments): job for job, arguments in zip(jobs, args)}
@@ -128,8 +122,6 @@ class CoreMLChecker:
 
     def _verdict(self, stage: Path, entry: ArtifactEntry, results: dict[tuple[str, bool], Any],
                  baseline: np.ndarray) -> None:
-        from bge_export.targets.coreml.runtime import coreml_unavailable
-
         summaries, labels = [], []
         for rounding in self.runs(entry):
             result = results[(entry.path, rounding)]
@@ -159,9 +151,6 @@ class CoreMLChecker:
         self.progress.step(f"{entry.path}: {entry.status}")
 
     def _check_on_device(self, stage: Path, entry: ArtifactEntry, computed: str, baseline: np.ndarray) -> None:
-        from bge_export.quality.floors import check_against_baseline, floors_for
-        from bge_export.targets.coreml.runtime import CoreMLEncoder
-
         encoder = CoreMLEncoder(stage / entry.path, self.module.spec, self.tokenizer, self.compute_units)
         result = check_against_baseline(baseline, encoder, self.texts, floors_for(entry.precision),
                                         backend_label=f"Core ML ({self.compute_units})")

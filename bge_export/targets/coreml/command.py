@@ -25,6 +25,6 @@ def coreml_command(**values: Any) -> None:
     PyTorch fp32 baseline; off macOS packages stay 'unverified' with those
     numbers (Core ML runs only on macOS), on macOS Core ML itself decides.
     """
-    from bge_export.targets.coreml.export import export_coreml
+    from bge_export.targets.coreml.export import export_coreml  # heavy: the build imports torch/coremltools
 
     report_result(export_coreml(CoreMLOptions(**values)), sizes=True)

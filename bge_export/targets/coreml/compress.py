@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bge_export.progress import quiet_library
 from bge_export.targets.coreml.options import COMPRESSIONS
+from bge_export.targets.coreml.runtime import import_coremltools
 
 WEIGHT_THRESHOLD = 2048  # coremltools' own default: tensors with more elements are compressed
 
@@ -43,9 +45,6 @@ def needs_scikit_learn(name: str, precision: str) -> bool:
 
 def compress(mlmodel: Any, name: str) -> Any:
     """A new MLModel with compressed weights (the input is left unchanged)."""
-    from bge_export.targets.coreml.convert import _quiet
-    from bge_export.targets.coreml.runtime import import_coremltools
-
     import_coremltools()
     import coremltools.optimize.coreml as cto
 
@@ -53,9 +52,9 @@ def compress(mlmodel: Any, name: str) -> Any:
     if name == "int8":
         op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
                                                 weight_threshold=WEIGHT_THRESHOLD)
-        with _quiet():
+        with quiet_library("coremltools"):
             return cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(global_config=op_config))
     op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=chosen.options["nbits"], granularity="per_tensor",
                                        weight_threshold=WEIGHT_THRESHOLD)
-    with _quiet():
+    with quiet_library("coremltools"):
         return cto.palettize_weights(mlmodel, config=cto.OptimizationConfig(global_config=op_config))

@@ -10,9 +10,6 @@ the tail after the encoder's last LayerNorm (pooling, Dense, L2 normalize) stays
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ from torch import Tensor, nn
 
 from bge_export.errors import UnsupportedModelError
 from bge_export.model.modeling import EmbeddingModule
+from bge_export.progress import quiet_library
 from bge_export.targets.coreml.runtime import import_coremltools
 
 OUTPUT_NAME = "sentence_embedding"
@@ -138,7 +136,7 @@ def convert(module: EmbeddingModule, shapes: ShapePlan, precision: str, target: 
     spec = module.spec
     wrapper, mask_form = traceable_module(module)
     example = _example_inputs(spec.input_names, min(shapes.example_length, 128), 1)
-    with torch.inference_mode(False), torch.no_grad(), _quiet():
+    with torch.inference_mode(False), torch.no_grad(), quiet_library("coremltools"):
         try:
             traced = torch.jit.trace(wrapper, tuple(example), strict=False, check_trace=False)
         except Exception as exc:  # noqa: BLE001 - tracing fails in many ways; the message says which
@@ -148,7 +146,7 @@ def convert(module: EmbeddingModule, shapes: ShapePlan, precision: str, target: 
     selector = TailSelector() if precision == "fp16" else None
     compute = ct.transform.FP16ComputePrecision(op_selector=selector) if selector else ct.precision.FLOAT32
     try:
-        with _quiet():
+        with quiet_library("coremltools"):
             mlmodel = ct.convert(
                 traced, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=_np_float32())],
                 convert_to="mlprogram", minimum_deployment_target=deployment_target(target),
@@ -290,22 +288,6 @@ def _operations(program: Any) -> Iterator[Any]:
         yield from walk(function)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """coremltools prints progress bars and warnings for every pass; our own progress lines say what runs."""
-    import warnings
-
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        log = logging.getLogger("coremltools")
-        level = log.level
-        log.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            log.setLevel(level)
-
-
 def _np_int32() -> Any:
     import numpy as np
 
@@ -327,7 +309,7 @@ def save(mlmodel: Any, path: Path) -> None:
     import uuid
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet():
+    with quiet_library("coremltools"):
         mlmodel.save(str(path))
     manifest_path = path / "Manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

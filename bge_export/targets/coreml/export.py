@@ -10,6 +10,8 @@ those numbers ("Core ML runs only on macOS"), or `fail` when even the program mi
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import time
 from typing import Any
 
@@ -17,8 +19,17 @@ from bge_export.errors import InputError
 from bge_export.files import path_sha256
 from bge_export.folder.manifest import ArtifactEntry, TensorInfo, tool_versions
 from bge_export.folder.result import TargetResult
+from bge_export.folder.target_folder import open_model_folder
+from bge_export.model.corpus import builtin_check_texts
+from bge_export.model.source import read_spec, resolve_model
+from bge_export.model.spec import with_prompts
+from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model
 from bge_export.progress import Progress
+from bge_export.targets.coreml.check import CoreMLChecker
+from bge_export.targets.coreml.compress import compress, method, needs_scikit_learn
+from bge_export.targets.coreml.metadata import apply_metadata
 from bge_export.targets.coreml.options import DEFAULT_SEQ_LENS, CoreMLOptions, check_enumerated
+from bge_export.targets.coreml.runtime import import_coremltools
 
 COREML_FOLDER = "coreml"
 
@@ -26,15 +37,10 @@ COREML_FOLDER = "coreml"
 def check_coreml_options(options: CoreMLOptions) -> None:
     """What the options need from this machine, checked before any work (their values were checked when the
     options were made): coremltools installed, and scikit-learn where palettizing an fp32 program needs it."""
-    from bge_export.targets.coreml.compress import needs_scikit_learn
-    from bge_export.targets.coreml.runtime import import_coremltools
-
     if not isinstance(options, CoreMLOptions):
         raise InputError(f"export_coreml() takes a CoreMLOptions, got {type(options).__name__}")
     import_coremltools()  # MissingDependencyError naming the coreml extra
     if any(needs_scikit_learn(m, options.precision) for m in options.compress):
-        import importlib.util
-
         if importlib.util.find_spec("sklearn") is None:
             raise InputError("palettizing an fp32 program clusters its weights with scikit-learn, which is not "
                              "installed: pip install scikit-learn (or palettize the fp16 program: --precision fp16)")
@@ -42,7 +48,7 @@ def check_coreml_options(options: CoreMLOptions) -> None:
 
 def plan_shapes(options: CoreMLOptions, max_seq_length: int) -> Any:
     """The package's shapes and deployment target, checked against the model's max_seq_length."""
-    from bge_export.targets.coreml.convert import ShapePlan
+    from bge_export.targets.coreml.convert import ShapePlan  # heavy: torch
 
     batches = (1,) if options.batch_size == 1 else (1, options.batch_size)
     if options.seq_range is not None:
@@ -74,13 +80,7 @@ def _target_name(target: str | None, enumerated_shapes: int) -> str:
 
 def export_coreml(options: CoreMLOptions) -> TargetResult:
     """Convert the model to Core ML packages in its output folder, check each, and record them in the manifest."""
-    from bge_export.folder.target_folder import open_model_folder
-    from bge_export.model.corpus import builtin_check_texts
-    from bge_export.model.modeling import load_embedding_module
-    from bge_export.model.source import read_spec, resolve_model
-    from bge_export.model.spec import with_prompts
-    from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model
-    from bge_export.targets.coreml.check import CoreMLChecker
+    from bge_export.model.modeling import load_embedding_module  # heavy: torch
 
     started = time.perf_counter()
     check_coreml_options(options)
@@ -123,9 +123,7 @@ class _PackageWriter:
         self.weights_sha256 = str(folder.manifest.model["weights_sha256"])
 
     def write_all(self, module: Any) -> list[ArtifactEntry]:
-        from bge_export.targets.coreml.compress import compress, method
-        from bge_export.targets.coreml.convert import convert
-        from bge_export.targets.coreml.metadata import apply_metadata
+        from bge_export.targets.coreml.convert import convert  # heavy: torch
 
         precision = self.options.precision
         self.progress.step(f"converting to a Core ML ML Program ({precision} compute, torch.jit.trace + coremltools)")
@@ -152,9 +150,7 @@ class _PackageWriter:
         return entries
 
     def _write(self, mlmodel: Any, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
-        import shutil
-
-        from bge_export.targets.coreml.convert import save
+        from bge_export.targets.coreml.convert import save  # heavy: torch
 
         path = self.folder.stage / relative
         if path.exists():  # a package of an earlier run in this folder: replaced whole

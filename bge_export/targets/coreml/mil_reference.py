@@ -24,6 +24,7 @@ import numpy as np
 
 from bge_export.errors import InputError
 from bge_export.quality.fp16_reference import _one_blas_thread
+from bge_export.quality.metrics import cosine_per_row, summarize_cosine, topk_neighbour_overlap
 from bge_export.targets.coreml.mil_ops import OPS
 
 OUTPUT_NAME = "sentence_embedding"
@@ -292,8 +293,6 @@ def _embed_rows(evaluator: MilEvaluator, tokenizer: Any, sequences: list[list[in
 
 
 def _judge(baseline: np.ndarray, embeddings: np.ndarray, floors: Any) -> dict[str, Any]:
-    from bge_export.quality.metrics import cosine_per_row
-
     cosine = cosine_per_row(baseline, embeddings)
     mean, low = float(cosine.mean()), float(cosine.min())
     return {"texts": len(cosine), "cosine_mean": mean, "cosine_min": low,
@@ -312,8 +311,6 @@ def mil_reference_check(package: Path, spec: Any, tokenizer: Any, texts: list[st
     (a flexible range) texts run in batches padded to the batch's longest. Returns passed, reason, the numbers,
     per_shape results and numerics_check (what computed them).
     """
-    from bge_export.quality.metrics import summarize_cosine, topk_neighbour_overlap
-
     if not texts:
         raise InputError("the MIL reference check needs at least one text")
     started = time.perf_counter()

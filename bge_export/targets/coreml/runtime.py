@@ -8,7 +8,6 @@ input_ids / attention_mask [/ token_type_ids] and give sentence_embedding float3
 from __future__ import annotations
 
 import importlib.util
-import logging
 import platform
 import sys
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 from bge_export.errors import InputError, MissingDependencyError
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
+from bge_export.progress import quiet_library
 from bge_export.runtime.encoder import Encoder
 from bge_export.targets.coreml.options import COMPUTE_UNITS  # --compute-units -> coremltools.ComputeUnit member
 
@@ -37,21 +37,11 @@ def coreml_unavailable() -> str | None:
 
 def import_coremltools() -> Any:
     """coremltools, quietly (its import warns about untested torch versions and, off macOS, missing libraries)."""
-    import contextlib
-    import io
-    import warnings
-
-    log = logging.getLogger("coremltools")
-    level = log.level
-    log.setLevel(logging.ERROR)
     try:  # its import-time messages go to stderr through handlers set up before our level applies
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with quiet_library("coremltools"):
             import coremltools
     except ImportError:
         raise MissingDependencyError("coremltools", "coreml", "Core ML") from None
-    finally:
-        log.setLevel(level)
     return coremltools
 
 

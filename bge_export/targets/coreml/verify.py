@@ -6,16 +6,14 @@ Bytes (every file of the package, by sha256) are the folder layer's check; this 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
-import logging
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
 from bge_export.folder.verify_graphs import RESTORE, first_line
+from bge_export.progress import quiet_library
+from bge_export.targets.coreml.runtime import import_coremltools
 
 if TYPE_CHECKING:
     from bge_export.folder.verify import VerifyResult
@@ -27,12 +25,10 @@ def verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry, resu
     if importlib.util.find_spec("coremltools") is None:
         result.not_checked.append(f"{entry.path} graph: coremltools missing (pip install 'bge-export[coreml]')")
         return
-    from bge_export.targets.coreml.runtime import import_coremltools
-
     width = manifest.spec.embedding_dim
     ct = import_coremltools()
     try:
-        with _quiet():
+        with quiet_library("coremltools"):
             spec = ct.models.MLModel(str(folder / entry.path), skip_model_load=True).get_spec()
         outputs = {o.name: list(o.type.multiArrayType.shape) for o in spec.description.output}
         inputs = [i.name for i in spec.description.input]
@@ -49,16 +45,3 @@ def verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry, resu
     else:
         result.packages_parsed += 1
         result.checked.append(f"{entry.path}: its spec parses with coremltools (not loaded: no Core ML run here)")
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    log = logging.getLogger("coremltools")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        log.setLevel(level)

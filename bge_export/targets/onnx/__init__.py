@@ -3,18 +3,12 @@
 from bge_export.registry import Deploy, Target
 
 TARGET = Target(
-    name="onnx", format="onnx", folder="onnx", title="ONNX",
+    "onnx", __name__, title="ONNX", build_order=10, starts_folder=True,
     built_from="the PyTorch module (encoder + pooling + normalize), traced by torch.onnx; optimizers derive "
                "the fused, FP16 and INT8 graphs from it",
     runtimes=("onnxruntime", "openvino"),
-    options="bge_export.targets.onnx.options:ExportOptions",
-    build="bge_export.targets.onnx.export:export",
-    command="bge_export.targets.onnx.command:onnx_command",
-    verify_artifact="bge_export.targets.onnx.verify:verify_artifact",
-    card_usage="bge_export.targets.onnx.card:usage",
-    build_order=10,
-    starts_folder=True,
-    check_options="bge_export.targets.onnx.export:check_export_options",
+    options="options:ExportOptions", build="export:export", command="command:onnx_command",
+    check_options="export:check_export_options",
     versions=("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy"),
     deploy=(
         Deploy("onnxruntime-cpu", ("int8-dynamic", "fp32-optimized", "fp32", "fp16", "int8-static"),

@@ -24,6 +24,6 @@ def onnx_command(**values: Any) -> None:
     model_qint8_<preset>.onnx / model_qint8_static.onnx. Every artifact is
     checked against the PyTorch fp32 baseline and recorded in the manifest.
     """
-    from bge_export.targets.onnx.export import export
+    from bge_export.targets.onnx.export import export  # heavy: the build imports torch/onnx/onnxruntime
 
     report_result(export(ExportOptions(**values)))

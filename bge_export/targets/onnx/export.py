@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from bge_export.errors import InputError
 from bge_export.files import file_sha256
+from bge_export.folder.graph_info import describe_graph
 from bge_export.folder.manifest import ArtifactEntry, Manifest, hash_files, tool_versions
+from bge_export.folder.recommend import recommend
 from bge_export.folder.records import CheckRecord, RecordedFloors
 from bge_export.folder.result import TargetResult
+from bge_export.folder.staging import plan_output, staged_folder
+from bge_export.folder.target_folder import model_record
+from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware, quantize_static_accuracy_aware
+from bge_export.graph.fp16 import convert_fp16
+from bge_export.graph.int8 import preset_for
+from bge_export.graph.nncf_int8 import import_nncf, quantize_openvino_accuracy_aware
+from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts, builtin_texts, read_corpus_file
+from bge_export.model.source import read_spec, resolve_model
+from bge_export.model.spec import with_prompts
+from bge_export.model.st_files import write_st_files
+from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model, save_tokenizer_files
 from bge_export.progress import Progress
+from bge_export.quality import fp16_reference
+from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
+from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+from bge_export.targets.onnx.fusion import fuse
 from bge_export.targets.onnx.options import ExportOptions
 
 ONNX_FP32_PATH = "onnx/model.onnx"
@@ -25,17 +43,8 @@ ExportResult = TargetResult  # its name in the public API (bge_export.ExportResu
 
 def export(options: ExportOptions) -> TargetResult:
     """Export the model to onnx/model.onnx (encoder + pooling + normalize), check it, write the folder atomically."""
-    import time
-
-    from bge_export.folder.recommend import recommend
-    from bge_export.folder.staging import plan_output, staged_folder
-    from bge_export.folder.target_folder import model_record
-    from bge_export.model.modeling import load_embedding_module
-    from bge_export.model.source import read_spec, resolve_model
-    from bge_export.model.spec import with_prompts
-    from bge_export.model.st_files import write_st_files
-    from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model, save_tokenizer_files
-    from bge_export.targets.onnx.exporter import export_onnx
+    from bge_export.model.modeling import load_embedding_module  # heavy: torch
+    from bge_export.targets.onnx.exporter import export_onnx  # heavy: torch
 
     started = time.perf_counter()
     calibration_texts = check_export_options(options)  # every input, before any work starts
@@ -84,8 +93,6 @@ def export(options: ExportOptions) -> TargetResult:
 
 
 def _artifact_entry(stage: Path, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
-    from bge_export.folder.graph_info import describe_graph
-
     path = stage / relative
     graph = describe_graph(path)
     files = [path] + ([path.with_name(path.name + ".data")] if graph.external_data else [])
@@ -111,9 +118,7 @@ class _Checker:
 
     def __init__(self, options: ExportOptions, module: Any, source_tokenizer: Any, artifact_tokenizer: Any,
                  progress: Progress) -> None:
-        from bge_export.model.corpus import builtin_check_texts, builtin_texts
-        from bge_export.quality.floors import BaselineEmbeddings
-        from bge_export.runtime.torch_encoder import TorchEncoder
+        from bge_export.runtime.torch_encoder import TorchEncoder  # heavy: torch
 
         self.enabled = options.check
         self.progress = progress
@@ -136,13 +141,9 @@ class _Checker:
 
     def floors(self, precision: str) -> Any:
         """The table's floors; for INT8 the user's --min-cosine replaces the cosine floors (search and verdict alike)."""
-        from bge_export.quality.floors import floors_for
-
         return floors_for(precision, self.int8_bound)
 
     def check(self, stage: Path, entry: ArtifactEntry) -> ArtifactEntry:
-        from bge_export.quality.floors import floors_for
-
         floors = self.floors(entry.precision)
         if floors != floors_for(entry.precision):
             entry.options.floors = RecordedFloors(**floors.to_dict(), source="--min-cosine at export")
@@ -150,8 +151,6 @@ class _Checker:
             entry.set_status("unverified", "the built-in check was skipped (--no-check)")
             self._apply_search_verdict(entry)
             return entry
-        from bge_export.quality.floors import check_against_baseline
-        from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
         encoder = OnnxEncoder(stage / entry.path, self.spec, self.tokenizer)
         result = check_against_baseline(self.baseline, encoder, self.texts, floors,
@@ -173,11 +172,10 @@ class _Checker:
 
     def _check_fp16_rounding(self, stage: Path, entry: ArtifactEntry) -> None:
         """onnxruntime's CPU provider computes fp16 graphs in fp32; judge the arithmetic with real fp16 rounding too."""
-        from bge_export.quality.fp16_reference import fp16_reference_check
-
         self.progress.step(f"{entry.path}: evaluating with every fp16 tensor rounded (numpy reference)")
         try:
-            reference = fp16_reference_check(stage / entry.path, self.spec, self.tokenizer, self.texts, self.baseline)
+            reference = fp16_reference.fp16_reference_check(stage / entry.path, self.spec, self.tokenizer,
+                                                            self.texts, self.baseline)
         except NotImplementedError as exc:  # an op form the numpy reference does not know: say what was checked
             entry.options.numerics_check = f"onnxruntime only (fp32 arithmetic on CPU); no fp16 reference: {exc}"
             entry.set_status("unverified", f"{entry.status_reason} with onnxruntime, whose CPU kernels compute in fp32; "
@@ -199,8 +197,6 @@ VERDICT_TEXT_SET = ("the verdict part of the built-in corpus: disjoint from the 
 def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,
                        calibration_texts: list[str], progress: Progress) -> list[ArtifactEntry]:
     """Fused, FP16 and INT8 artifacts, each derived from the fp32 graph (fusion first where it helps)."""
-    from bge_export.targets.onnx.fusion import fuse
-
     entries: list[ArtifactEntry] = []
     plain = stage / ONNX_FP32_PATH
     fused = stage / OPTIMIZED_PATH
@@ -213,17 +209,12 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         if options.optimize:
             entries.append(_artifact_entry(stage, OPTIMIZED_PATH, "fp32-optimized", {"fusion": fusion_report.to_dict()}))
     if options.fp16:
-        from bge_export.graph.fp16 import convert_fp16
-
         source = fused if options.optimize else plain
         progress.step(f"converting {source.name} to FP16 (attention cores, LayerNorm, pooling and normalize kept in fp32)")
         report = convert_fp16(source, stage / FP16_PATH)
         entries.append(_artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
     methods = options.quantize
     if "int8" in methods:
-        from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware
-        from bge_export.graph.int8 import preset_for
-
         preset = preset_for(options.int8_preset)
         relative = f"onnx/model_qint8_{preset.name}.onnx"
         plan = quantize_dynamic_accuracy_aware(
@@ -233,8 +224,6 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         )
         entries.append(_artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
     if "int8-static" in methods:
-        from bge_export.graph.accuracy_aware import quantize_static_accuracy_aware
-
         plan = quantize_static_accuracy_aware(
             plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, calibration_texts,
             method=options.calibration_method, validation_texts=checker.selection_texts,
@@ -242,8 +231,6 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         )
         entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
     if "int8-openvino" in methods:
-        from bge_export.graph.nncf_int8 import quantize_openvino_accuracy_aware
-
         plan = quantize_openvino_accuracy_aware(
             plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, calibration_texts,
             validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
@@ -258,12 +245,8 @@ def check_export_options(options: ExportOptions) -> list[str]:
     """What the options need from this machine, checked before any work (their values were checked when the
     options were made): the int8-openvino extra installed, the calibration file readable. Returns the
     calibration texts (read now, so a bad file fails here and not after the export)."""
-    from bge_export.model.corpus import builtin_calibration_texts, read_corpus_file
-
     if not isinstance(options, ExportOptions):
         raise InputError(f"export() takes an ExportOptions, got {type(options).__name__}")
     if "int8-openvino" in options.quantize:
-        from bge_export.graph.nncf_int8 import import_nncf
-
         import_nncf()  # before any work: a missing extra is named now, not after the fp32 export
     return read_corpus_file(options.calibration, "calibration file") if options.calibration else builtin_calibration_texts()

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bge_export.errors import UnsupportedModelError
+from bge_export.graph.attention import fuse_attention_cores
 from bge_export.graph.nodes import MICROSOFT_DOMAIN, ensure_opset
+from bge_export.graph.packing import pack_tokens
 from bge_export.model.architectures import architecture_for
 from bge_export.model.spec import EmbeddingSpec
 
@@ -56,9 +58,6 @@ def fuse(source: str | Path, target: str | Path, spec: EmbeddingSpec) -> FusionR
     import onnx
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
-
-    from bge_export.graph.attention import fuse_attention_cores
-    from bge_export.graph.packing import pack_tokens
 
     arch = architecture_for(spec.model_type)
     if arch.ort_optimizer_type is None:

@@ -22,6 +22,6 @@ def openvino_command(**values: Any) -> None:
     baseline, and records them in manifest.json. Exit 1 when one misses its
     floors, 2 on bad input.
     """
-    from bge_export.targets.openvino.export import build_openvino
+    from bge_export.targets.openvino.export import build_openvino  # heavy: the build imports openvino/nncf
 
     report_result(build_openvino(OpenVINOOptions(**values)), sizes=True)

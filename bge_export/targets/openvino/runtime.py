@@ -24,6 +24,7 @@ import numpy as np
 from bge_export.errors import InputError, MissingDependencyError
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
+from bge_export.runtime import machine
 from bge_export.runtime.encoder import Encoder
 
 if TYPE_CHECKING:
@@ -105,9 +106,7 @@ class Bf16Support:
 
 def bf16_support(ask_openvino: bool = True) -> Bf16Support:
     """This CPU's bf16 support from /proc/cpuinfo and, when installed (and asked), OpenVINO's CPU capabilities."""
-    from bge_export.runtime.machine import cpu_features
-
-    features = cpu_features()
+    features = machine.cpu_features()
     flags = None if features is None else tuple(f for f in BF16_CPU_FLAGS if features.get(f))
     capabilities = None
     if ask_openvino and openvino_version() is not None:
@@ -126,10 +125,9 @@ def check_options(precision: str = "f32", performance_hint: str = "LATENCY") -> 
     if precision == "bf16":
         support = bf16_support()
         if not support.native:
-            from bge_export.runtime.machine import machine_info
-
+            cpu = machine.machine_info(1)["cpu"]
             raise InputError(f"OpenVINO precision 'bf16' needs a CPU with native bf16 ({' or '.join(BF16_CPU_FLAGS)}); "
-                             f"this CPU ({machine_info(1)['cpu']}) has {support.describe()}; use precision 'f32'")
+                             f"this CPU ({cpu}) has {support.describe()}; use precision 'f32'")
 
 
 def refusal_line(message: str) -> str:

@@ -13,14 +13,13 @@ import numpy as np
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
 from bge_export.folder.verify_graphs import fix_for, sample_embedding_ok, sample_features, sample_feed
+from bge_export.targets.openvino.runtime import OUTPUT_NAME, openvino_release, refusal_line
 
 if TYPE_CHECKING:
     from bge_export.folder.verify import VerifyResult
 
 
 def verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry, result: "VerifyResult") -> None:
-    from bge_export.targets.openvino.runtime import OUTPUT_NAME, openvino_release, refusal_line
-
     xml = Path(folder) / entry.path
     if not xml.is_file():
         return  # a missing file is the folder layer's problem, named there once

@@ -23,6 +23,6 @@ def tensorrt_command(**values: Any) -> None:
     --prepare-only, which checks the graphs here (parser op table, onnxruntime
     numerics) and leaves the build to a GPU host.
     """
-    from bge_export.targets.tensorrt.export import build_tensorrt
+    from bge_export.targets.tensorrt.export import build_tensorrt  # heavy: the build imports onnx/onnxruntime/tensorrt
 
     report_result(build_tensorrt(TensorRTOptions(**values)))

@@ -24,6 +24,7 @@ from bge_export.files import write_atomic
 from bge_export.progress import Progress
 from bge_export.targets.tensorrt.options import STRONG_TYPING_ONLY_FROM, BuildOptions, Profile, precision_flags
 from bge_export.targets.tensorrt.records import EngineReport, summarize_layers, version_tuple
+from bge_export.targets.tensorrt.runtime import gpu_description, require_tensorrt, tensorrt_logger
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -39,8 +40,6 @@ def layer_info_path(plan_path: Path) -> Path:
 def build_engine(onnx_path: Path, plan_path: Path, options: BuildOptions,
                  progress: Progress | None = None) -> EngineReport:
     """Build one plan from one TensorRT-ready ONNX graph; InputError (one line) when TensorRT refuses it."""
-    from bge_export.targets.tensorrt.runtime import gpu_description, require_tensorrt, tensorrt_logger
-
     progress = progress or Progress(quiet=True)
     options = options.checked()
     require_tensorrt("building a TensorRT engine")
@@ -229,8 +228,6 @@ def _engine_information(plan: bytes, profile: Profile, input_names: tuple[str, .
     """The engine inspector's JSON for the built plan, with the first profile's opt shape bound, so each
     layer's tensors show their types (with dynamic shapes unbound TensorRT prints 'N/A due to dynamic shapes')."""
     import tensorrt as trt
-
-    from bge_export.targets.tensorrt.runtime import tensorrt_logger
 
     errors: list[str] = []
     runtime = trt.Runtime(tensorrt_logger(errors))

@@ -19,13 +19,26 @@ import numpy as np
 from bge_export.errors import BgeExportError, InputError
 from bge_export.files import file_sha256
 from bge_export.folder.graph_info import describe_graph
+from bge_export.folder.loading import load_baseline
 from bge_export.folder.manifest import ArtifactEntry, Manifest, read_manifest, tool_versions
 from bge_export.folder.records import CheckRecord, Validation
 from bge_export.folder.result import TargetResult
+from bge_export.folder.target_folder import open_target_folder
+from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts, builtin_texts
+from bge_export.model.source import resolve_model
+from bge_export.model.tokenization import TextTokenizer
 from bge_export.progress import Progress
-from bge_export.quality.floors import BaselineEmbeddings, floors_for
+from bge_export.quality import fp16_reference
+from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
+from bge_export.quality.metrics import topk_neighbour_overlap
+from bge_export.registry import open_encoder
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
-from bge_export.targets.tensorrt.options import TensorRTOptions
+from bge_export.targets.tensorrt.engine import build_engine, layer_info_path
+from bge_export.targets.tensorrt.options import TensorRTOptions, check_profiles, default_profiles, parse_profile
+from bge_export.targets.tensorrt.parser_ops import check_graph
+from bge_export.targets.tensorrt.ready import Int8Search, graph_path, prepare_graph
+from bge_export.targets.tensorrt.records import record_engine
+from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
 from bge_export.targets.tensorrt.script import (
     BUILD_SCRIPT,
     TIMING_CACHE,
@@ -34,6 +47,7 @@ from bge_export.targets.tensorrt.script import (
     trtexec_line,
     write_build_script,
 )
+from bge_export.validate.backends import baseline_reference
 
 INSTALL_LINE = "pip install 'bge-export[tensorrt]' on a host with an NVIDIA GPU"
 NUMERICS_LABEL = "onnxruntime CPU on the TensorRT-ready graph"
@@ -52,8 +66,6 @@ class _Recording(OnnxEncoder):
 
 def _profiles(options: TensorRTOptions, manifest: Manifest) -> list[Any]:
     """The parsed --profile values (default: one latency and one throughput profile), within max_seq_length."""
-    from bge_export.targets.tensorrt.options import check_profiles, default_profiles, parse_profile
-
     limit = manifest.spec.max_seq_length
     profiles = [parse_profile(text) for text in options.profiles] or default_profiles(limit)
     return check_profiles(profiles, limit)
@@ -61,9 +73,6 @@ def _profiles(options: TensorRTOptions, manifest: Manifest) -> list[Any]:
 
 def build_tensorrt(options: TensorRTOptions) -> TargetResult:
     """Prepare (and, with TensorRT and a GPU here, build and validate) one engine per precision."""
-    from bge_export.folder.target_folder import open_target_folder
-    from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
-
     started = time.perf_counter()
     if not isinstance(options, TensorRTOptions):  # every value was checked when the options were made
         raise InputError(f"build_tensorrt() takes a TensorRTOptions, got {type(options).__name__}")
@@ -102,9 +111,6 @@ class _Work:
     """One run over the staged folder: the baseline is loaded only if some graph needs fresh numerics."""
 
     def __init__(self, options: TensorRTOptions, stage: Path, manifest: Manifest, progress: Progress) -> None:
-        from bge_export.model.corpus import builtin_check_texts
-        from bge_export.model.tokenization import TextTokenizer
-
         self.options, self.stage, self.manifest, self.progress = options, stage, manifest, progress
         self.spec = manifest.spec
         self.tokenizer = TextTokenizer.from_artifact_folder(stage, self.spec)
@@ -113,9 +119,6 @@ class _Work:
         self._baseline = BaselineEmbeddings(self._load_baseline, progress)
 
     def _load_baseline(self) -> Any:
-        from bge_export.folder.loading import load_baseline
-        from bge_export.validate.backends import baseline_reference
-
         try:
             reference, kwargs = baseline_reference(self.manifest, None)
         except InputError:
@@ -137,9 +140,6 @@ class _Work:
 
     def prepare(self, precision: str, profiles: list[Any]) -> ArtifactEntry:
         """The TensorRT-ready graph (made, or reused when its options and bytes match), checked."""
-        from bge_export.targets.tensorrt.parser_ops import check_graph
-        from bge_export.targets.tensorrt.ready import graph_path
-
         relative = graph_path(precision)
         graph = self.stage / relative
         key = self._graph_key(precision)
@@ -178,12 +178,8 @@ class _Work:
                 "calibration": "built-in calibration texts, percentile" if precision == "int8" else None}
 
     def _make_graph(self, precision: str, graph: Path) -> dict[str, Any]:
-        from bge_export.targets.tensorrt.ready import Int8Search, prepare_graph
-
         search = None
         if precision == "int8":
-            from bge_export.model.corpus import builtin_calibration_texts
-
             search = Int8Search(self.spec, self.tokenizer, builtin_calibration_texts(), _selection_texts(),
                                 self.baseline("selection"), self.options.min_cosine)
         self.progress.step(f"preparing the TensorRT-ready {precision} graph from onnx/model.onnx")
@@ -193,9 +189,6 @@ class _Work:
 
     def _numerics(self, graph: Path, precision: str) -> Validation:
         """onnxruntime CPU on exactly this graph vs the PyTorch baseline; fp16 also with real fp16 rounding."""
-        from bge_export.quality.floors import check_against_baseline
-        from bge_export.quality.metrics import topk_neighbour_overlap
-
         baseline, floors = self.baseline("verdict"), self.floors(precision)
         self.progress.step(f"checking {graph.name} with onnxruntime CPU on {len(self.texts)} built-in texts")
         encoder = _Recording(graph, self.spec, self.tokenizer, providers=["CPUExecutionProvider"])
@@ -209,21 +202,16 @@ class _Work:
                                   f"{floors.min_top10_overlap}")
         checks = {"graph_numerics": numerics}
         if precision == "fp16":
-            from bge_export.quality.fp16_reference import fp16_reference_check
-
             self.progress.step(f"checking {graph.name} with every fp16 tensor rounded (numpy reference)")
             try:
-                checks["fp16_reference"] = fp16_reference_check(graph, self.spec, self.tokenizer, self.texts,
-                                                                baseline, floors)
+                checks["fp16_reference"] = fp16_reference.fp16_reference_check(graph, self.spec, self.tokenizer,
+                                                                               self.texts, baseline, floors)
             except NotImplementedError as exc:
                 self.notes.append(f"{graph.name}: no fp16 reference evaluation ({exc})")
         return Validation.model_validate(checks)
 
     def build(self, entry: ArtifactEntry, profiles: list[Any]) -> None:
         """Build the engine here (TensorRT and a GPU present), then validate it against the baseline."""
-        from bge_export.targets.tensorrt.engine import build_engine
-        from bge_export.targets.tensorrt.records import record_engine
-
         plan = self.stage / entry.path
         options = build_options(entry.precision, profiles, self.options, self.stage / TIMING_CACHE,
                                  self.spec.input_names)
@@ -237,9 +225,6 @@ class _Work:
         self._validate_engine(entry, report.tensorrt_version, report.gpu_name)
 
     def _validate_engine(self, entry: ArtifactEntry, version: str, gpu: str) -> None:
-        from bge_export.quality.floors import check_against_baseline
-        from bge_export.registry import open_encoder
-
         try:
             baseline = self.baseline("verdict")
         except InputError as exc:
@@ -254,8 +239,6 @@ class _Work:
 
 
 def _check_weights(reference: str, manifest: Manifest, kwargs: dict[str, Any]) -> None:
-    from bge_export.model.source import resolve_model
-
     source = resolve_model(reference, allow_pickle=kwargs.get("allow_pickle", False))
     if source.weights_sha256() != manifest.model.get("weights_sha256"):
         raise InputError(f"the model in '{reference}' has other weights than the export in this folder (sha256 "
@@ -263,8 +246,6 @@ def _check_weights(reference: str, manifest: Manifest, kwargs: dict[str, Any]) -
 
 
 def _selection_texts() -> list[str]:
-    from bge_export.model.corpus import builtin_texts
-
     return builtin_texts("selection")
 
 
@@ -306,8 +287,6 @@ def _reusable(previous: ArtifactEntry, key: dict[str, Any], graph: Path) -> bool
 
 
 def _remove_engine(plan: Path) -> None:
-    from bge_export.targets.tensorrt.engine import layer_info_path
-
     plan.unlink(missing_ok=True)
     layer_info_path(plan).unlink(missing_ok=True)
 

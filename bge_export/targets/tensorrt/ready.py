@@ -42,6 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bge_export.graph.accuracy_aware import quantize_static_accuracy_aware
+from bge_export.graph.fp16 import convert_fp16
 from bge_export.graph.nodes import GraphIndex, consumers, overwrite_initializer, prune_dead_nodes
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -269,8 +271,6 @@ def use_int32_inputs(model: Any) -> int:
 
 
 def _fp16(source: Path, target: Path) -> dict[str, Any]:
-    from bge_export.graph.fp16 import convert_fp16
-
     report = convert_fp16(source, target, fp32_ops=tuple(TRT_FP32_OPS), attention_matmuls_fp32=False,
                           fp32_nodes=pooling_tail)
     _keep_io_shapes(source, target)
@@ -310,8 +310,6 @@ def pooling_tail(model: Any) -> set[str]:
 
 
 def _int8(source: Path, target: Path, search: Int8Search, progress: Any) -> dict[str, Any]:
-    from bge_export.graph.accuracy_aware import quantize_static_accuracy_aware
-
     plan = quantize_static_accuracy_aware(
         source, target, search.spec, search.tokenizer, search.calibration_texts, method=search.method,
         validation_texts=search.selection_texts, validation_baseline=search.selection_baseline,

@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bge_export.targets.tensorrt.options import BuildOptions, Profile, TensorRTOptions, trtexec_command
+from bge_export.targets.tensorrt.ready import PRECISIONS, graph_path
+
 if TYPE_CHECKING:
     from bge_export.folder.manifest import Manifest
     from bge_export.folder.records import ArtifactOptions
-    from bge_export.targets.tensorrt.options import TensorRTOptions
 
 BUILD_SCRIPT = "tensorrt/build.sh"
 TIMING_CACHE = "tensorrt/timing.cache"
@@ -22,11 +24,9 @@ def plan_path(precision: str) -> str:
     return f"tensorrt/model_{precision}.plan"
 
 
-def build_options(precision: str, profiles: list[Any], options: "TensorRTOptions", cache: Path | None,
+def build_options(precision: str, profiles: list[Any], options: TensorRTOptions, cache: Path | None,
                   input_names: tuple[str, ...]) -> Any:
     """The engine module's BuildOptions: strongly typed (the graph's types are the precisions, 10.x and 11.x)."""
-    from bge_export.targets.tensorrt.options import BuildOptions
-
     return BuildOptions(precision=precision, profiles=list(profiles), workspace_gib=options.workspace,
                         builder_optimization_level=options.builder_optimization_level,
                         hardware_compatibility=options.hardware_compatibility,
@@ -34,12 +34,9 @@ def build_options(precision: str, profiles: list[Any], options: "TensorRTOptions
                         input_names=tuple(input_names))
 
 
-def trtexec_line(precision: str, profiles: list[Any], options: "TensorRTOptions",
+def trtexec_line(precision: str, profiles: list[Any], options: TensorRTOptions,
                  input_names: tuple[str, ...]) -> str:
     """The trtexec command that builds the same plan, paths relative to the output folder (TensorRT >= 10.0)."""
-    from bge_export.targets.tensorrt.options import trtexec_command
-    from bge_export.targets.tensorrt.ready import graph_path
-
     return trtexec_command(graph_path(precision), plan_path(precision),
                            build_options(precision, profiles, options, Path(TIMING_CACHE), input_names))
 
@@ -48,8 +45,6 @@ def write_build_script(stage: Path, manifest: "Manifest") -> None:
     """tensorrt/build.sh: the same builds as `bge-export tensorrt`, for a GPU host, either way; one per TensorRT
     entry of the folder, each from that entry's own record (its profiles, int32 inputs and trtexec line), so
     entries prepared by earlier runs with other options are rebuilt as they were prepared."""
-    from bge_export.targets.tensorrt.ready import PRECISIONS
-
     entries = sorted((e for e in manifest.artifacts if e.format == "tensorrt" and e.precision in PRECISIONS),
                      key=lambda e: PRECISIONS.index(e.precision))
     lines = [
@@ -71,8 +66,6 @@ def write_build_script(stage: Path, manifest: "Manifest") -> None:
 
 def _bge_export_flags(precision: str, recorded: "ArtifactOptions") -> str:
     """The flags that rebuild one entry as it was prepared, from its manifest record."""
-    from bge_export.targets.tensorrt.options import Profile
-
     flags = f"--precision {precision}"
     for profile in recorded.profiles or []:
         flags += f" --profile {Profile.from_dict(profile).label}"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
 from bge_export.folder.verify_graphs import check_onnx_graph, first_line
+from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
 
 if TYPE_CHECKING:
     from bge_export.folder.verify import VerifyResult
@@ -25,8 +26,6 @@ def verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry, resu
 
 
 def _check_plan(folder: Path, entry: ArtifactEntry, result: "VerifyResult") -> None:
-    from bge_export.targets.tensorrt.runtime import tensorrt_unavailable
-
     why = tensorrt_unavailable()
     if why is not None:
         result.not_checked.append(f"{entry.path} engine not deserialized: {why}")

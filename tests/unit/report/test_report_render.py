@@ -12,13 +12,9 @@ import numpy as np
 import pytest
 
 from bge_export.quality.floors import Floors
-from bge_export.report.markdown import (
-    render_bench_markdown,
-    render_validation_html,
-    render_validation_markdown,
-    summary_rows,
-    write_validation_report,
-)
+from bge_export.report.html import render_validation_html
+from bge_export.report.markdown import render_bench_markdown, render_validation_markdown, write_validation_report
+from bge_export.report.tables import summary_rows
 from bge_export.runtime.machine import CpuLoad, SpeedTrust
 from bge_export.validate.harness import (
     REPORT_SCHEMA,

@@ -169,7 +169,7 @@ def test_validate_gives_one_row_per_runtime(ov_folder, tmp_path):
     assert "[openvino-f32]" in (folder / "report.html").read_text()
 
     # the fastest passing (artifact, runtime) pair is named beside the onnxruntime-only recommendation
-    from bge_export.report.markdown import fastest_pair_lines
+    from bge_export.report.tables import fastest_pair_lines
 
     untrusted = fastest_pair_lines(dict(data, speed={**data["speed"], "trust": {"trustworthy": False}}))
     assert untrusted == ["Fastest passing (artifact, runtime) pair: not quoted, the speed measurement is not "
