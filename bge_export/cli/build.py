@@ -17,9 +17,10 @@ def build_command(**values: Any) -> None:
     """Build everything RECIPE (a YAML file, e.g. configs/all-MiniLM-L6-v2.yaml) names into one folder.
 
     \b
-    Steps: onnx (export) -> tensorrt (engines on a GPU host; prepared and
-    checked elsewhere) -> coreml (packages; predicted only on macOS) ->
-    validate (report.json/.md/.html) -> model card (README.md).
+    Steps: each target the recipe names, in build order (onnx, the export,
+    first; tensorrt: engines on a GPU host, prepared and checked elsewhere;
+    coreml: packages, predicted only on macOS; openvino: IR) -> validate
+    (report.json/.md/.html) -> model card (README.md).
     A step whose inputs (weights and model files, its recipe section, tool
     versions) did not change since the last build is skipped as up to date.
     Exit 0: every artifact passed or is unverified; 1: one failed a check;

@@ -12,7 +12,7 @@ from bge_export.folder.manifest import read_manifest
 from bge_export.folder.recommend import choose_for_machine
 from bge_export.model.source import read_spec, resolve_model
 from bge_export.model.tokenization import TextTokenizer
-from bge_export.registry import open_encoder
+from bge_export.registry import RUNTIMES, open_encoder
 from bge_export.runtime.encoder import Encoder
 
 __all__ = ["Encoder", "load_encoder", "load_baseline"]
@@ -48,14 +48,14 @@ def load_encoder(
 ) -> Encoder:
     """An encoder for one artifact of a bge-export output folder.
 
-    With no `artifact`, the folder's recommendation for this machine (bge_export/folder/recommend.py): the gpu one
-    when onnxruntime has the CUDA provider (given `providers`, or available here) and it is an ONNX file,
-    else the onnxruntime-cpu one; onnx/model.onnx when nothing passed. The encoder says what it loaded and
+    With no `artifact`, the folder's recommendation (bge_export/folder/recommend.py): for a `runtime` with a
+    recommendation of its own (runtime="openvino": the OpenVINO IR), that one; else the gpu one when onnxruntime
+    has the CUDA provider (given `providers`, or available here) and it is an ONNX file, else the onnxruntime-cpu
+    one; onnx/model.onnx when nothing passed. The encoder says what it loaded and
     why: `encoder.artifact` (path relative to the folder) and `encoder.selection` (one line), also logged
     at INFO on the "bge_export" logger. Each format opens through its target (bge_export/registry.py), on its
-    own runtime or on `runtime` (e.g. "openvino" for ONNX files; with no `artifact` it loads the onnxruntime-cpu
-    recommendation); `runtime_options` go to that runtime (e.g. compute_units for Core ML; precision "f32" or
-    "bf16" and performance_hint for OpenVINO).
+    own runtime or on `runtime` (e.g. "openvino" for ONNX files and IR); `runtime_options` go to that runtime
+    (e.g. compute_units for Core ML; precision "f32" or "bf16" and performance_hint for OpenVINO).
     """
     _check_threads(threads)
     providers = _check_providers(providers)
@@ -64,9 +64,11 @@ def load_encoder(
     folder = Path(path)
     manifest = read_manifest(folder)
     if artifact is None:
-        # another runtime than onnxruntime runs on the CPU: the onnxruntime-cpu pick, measured on onnxruntime
-        relative, selection = choose_for_machine(manifest, providers if runtime is None else ["CPUExecutionProvider"])
-        if runtime is not None:
+        # a runtime named: its own recommendation (OpenVINO's IR), else the onnxruntime-cpu pick run on it
+        relative, selection = choose_for_machine(manifest, providers if runtime is None else ["CPUExecutionProvider"],
+                                                 runtime_name=runtime)
+        own = RUNTIMES[runtime].deploy if runtime in RUNTIMES else None
+        if runtime is not None and not (own and selection.startswith(f"{own} recommendation")):
             selection += f"; run on {runtime} (the recommendation was chosen for onnxruntime)"
     else:
         relative, selection = Path(artifact).as_posix(), "named by the caller (artifact=...)"

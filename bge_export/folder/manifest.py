@@ -52,7 +52,7 @@ class Manifest:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     # Which artifact to deploy, per runtime (bge_export/folder/recommend.py): written by the export, rewritten by validate.
     recommended: dict[str, Any] = field(default_factory=dict)
-    # `bge-export build`'s per-step input keys (build_inputs.py): kept by every other writer, so a later build
+    # `bge-export build`'s per-step input keys (recipes/inputs.py): kept by every other writer, so a later build
     # can still tell which steps are up to date.
     build: dict[str, Any] = field(default_factory=dict)
     # The schema the file had when read, when older than SCHEMA_VERSION (it is written back as SCHEMA_VERSION).

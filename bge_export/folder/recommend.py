@@ -353,6 +353,24 @@ def _recommend_one(manifest: Manifest, runtime: str, speed: dict[str, Any] | Non
     return record
 
 
+def keep_measured(previous: Any, fresh: dict[str, dict[str, Any]], manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """`fresh` (by kind), except where `previous` was measured by validate and still holds: the same passing
+    candidates for that runtime and its pick still passes. Adding a target's artifacts to a validated folder
+    then re-ranks only the runtimes whose candidates changed, instead of forgetting the measured speed."""
+    if not isinstance(previous, dict):
+        return fresh
+    kept = dict(fresh)
+    for runtime, record in fresh.items():
+        old = previous.get(runtime)
+        if not isinstance(old, dict) or old.get("basis") != "measured" or not old.get("artifact"):
+            continue
+        same_candidates = ({r.get("artifact") for r in old.get("ranking", [])}
+                           == {r["artifact"] for r in record.get("ranking", [])})
+        if same_candidates and _passes(manifest, old["artifact"]):
+            kept[runtime] = old
+    return kept
+
+
 def recommend_validated(manifest: Manifest, results: Iterable[Any], speed: Any, corpus: str,
                         when: str) -> dict[str, dict[str, Any]]:
     """The recommendation the validate run will store, computed before manifest.json is rewritten (for the
@@ -368,8 +386,11 @@ def recommend_validated(manifest: Manifest, results: Iterable[Any], speed: Any, 
 # --------------------------------------------------------------------------- choosing for load_encoder
 
 
-def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = None) -> tuple[str, str]:
-    """(artifact path, one-line reason) that load_encoder loads when no artifact is named."""
+def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = None,
+                       runtime_name: str | None = None) -> tuple[str, str]:
+    """(artifact path, one-line reason) that load_encoder loads when no artifact is named: the recommendation of
+    the runtime named (`runtime_name`, e.g. "openvino": its registry row says which recommendation it runs) when it
+    has one that passed, else this machine's onnxruntime pick."""
     runtime = machine_runtime(providers)
     stored = manifest.recommended if isinstance(manifest.recommended, dict) else {}
     fresh: dict[str, dict[str, Any]] | None = None
@@ -386,6 +407,12 @@ def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = Non
         return fresh[name], "computed now by kind (manifest.json stores none that still holds)"
 
     notes: list[str] = []
+    deploy = RUNTIMES[runtime_name].deploy if runtime_name in RUNTIMES else None
+    if runtime_name is not None and deploy is not None and deploy not in ("onnxruntime-cpu", "gpu"):
+        record, origin = current(deploy)
+        if record.get("artifact"):
+            return record["artifact"], f"{deploy} recommendation ({origin}): {record['reason']}"
+        notes.append(f"no passing artifact for {deploy} ({_clip(record['reason'], 120)}), so the CPU recommendation")
     if runtime == "gpu":
         record, origin = current("gpu")
         ranking = [r["artifact"] for r in record.get("ranking", []) if onnxruntime_runs(r.get("format"))]

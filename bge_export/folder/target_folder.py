@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from bge_export.errors import InputError
 from bge_export.folder.integrity import verify_folder
 from bge_export.folder.manifest import MANIFEST_NAME, ArtifactEntry, Manifest, hash_files, read_manifest
-from bge_export.folder.recommend import recommend
+from bge_export.folder.recommend import keep_measured, recommend
 from bge_export.folder.staging import OutputPlan, foreign_files, manifest_sha256, plan_output, staged_folder
 from bge_export.model.st_files import write_st_files
 from bge_export.model.tokenization import save_tokenizer_files
@@ -110,6 +110,6 @@ def _refuse_other_model(folder: Path, manifest: Manifest, source: "ModelSource",
 
 def _finish(target: TargetFolder) -> None:
     manifest = target.manifest
-    manifest.recommended = recommend(manifest)
+    manifest.recommended = keep_measured(manifest.recommended, recommend(manifest), manifest)
     manifest.files = hash_files(target.stage)  # leaves out the manifest, the card and the reports
     manifest.write(target.stage)

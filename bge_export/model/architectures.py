@@ -32,7 +32,7 @@ ARCHITECTURES: dict[str, ArchitectureInfo] = {
         ArchitectureInfo("camembert", False, "bert", _BERT_FUSIONS),
         ArchitectureInfo("distilbert", False, "bert", ("Attention", "BiasGelu")),
         # MPNet's relative position bias breaks onnxruntime's Attention pattern; our MultiHeadAttention rewrite
-        # (optimizers/attention.py) takes it in as attention_bias.
+        # (graph/attention.py) takes it in as attention_bias.
         ArchitectureInfo("mpnet", False, "bert", ("MultiHeadAttention", "BiasGelu")),
     )
 }

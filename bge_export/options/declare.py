@@ -308,7 +308,7 @@ def option_error(model: type[OptionsModel], exc: ValidationError, data: dict[str
         return OptionError(f"{label_of(field, rules)} has key {at!r}; keys must be {allowed}", field, at, allowed, at)
     if isinstance(cause, _Refused) and cause.repeat:
         return OptionError(f"{label_of(field, rules)} names an item twice ({', '.join(map(str, value))}); name each "
-                           "once", field, value, describe(info))
+                           "once", field, value, f"{describe(info)}, each named once")
     return OptionError(f"{label_of(field, rules, at)} must be {_must_be(info, at is not None)}, got {shown!r}",
                        field, shown, describe(info, at is not None), at)
 

@@ -55,7 +55,7 @@ class BuildOptions(OptionsModel):
                          allowed="the path of a YAML recipe, e.g. configs/all-MiniLM-L6-v2.yaml",
                          help="The YAML recipe, e.g. configs/all-MiniLM-L6-v2.yaml.")
     only: list[str] = option([], choices=STEPS, metavar="STEP,...", parse=parse_words,
-                             help="Run only these steps of the recipe: onnx, tensorrt, coreml, validate "
+                             help=f"Run only these steps of the recipe: {', '.join(STEPS)} "
                                   "(comma-separated).  [default: every step the recipe names]")
     model: str | None = option(None, short="-m", help="A local model folder (or hub id) in place of the recipe's "
                                                       "model; the recipe's revision pin then does not apply.")
@@ -68,7 +68,7 @@ class BuildOptions(OptionsModel):
 
 @dataclass
 class StepResult:
-    name: str  # onnx | tensorrt | coreml | validate | model card
+    name: str  # a target's name (its registry row), validate or model card
     state: str  # built | prepared | up to date | skipped | would run | not available
     detail: str
     seconds: float = 0.0

@@ -13,7 +13,7 @@ precisions; 10.x builds the same graph strongly typed too, which is what the eng
 fp16, the attention products Q·Kᵀ and P·V included; fp32 for the mask Add and Softmax between them, the
 LayerNorm statistics, the pooling + L2-normalize tail, and the mask/position-bias chains (their -3.4e38 mask
 constant does not fit fp16; MPNet's position buckets move in fp16). Why the attention MatMuls go fp16 here, unlike
-onnx/model_fp16.onnx (optimizers/fp16.py keeps whole cores fp32 for onnxruntime's sake): TensorRT computes them on
+onnx/model_fp16.onnx (graph/fp16.py keeps whole cores fp32 for onnxruntime's sake): TensorRT computes them on
 Tensor Cores with fp32 accumulation and fuses BMM + softmax + BMM into one attention kernel only when the
 products are fp16/bf16; an fp32 core would forbid that fusion and cost ~10% of the layer's multiply-adds at full
 fp32 rate. The fp32 part is what the numerics need: scores are accumulated in fp32 by the GEMM, the scaled scores

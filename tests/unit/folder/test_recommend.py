@@ -304,3 +304,22 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exited:
         main(list(args))
     return exited.value.code, out.getvalue(), err.getvalue()
+
+
+def test_adding_a_target_keeps_the_measured_rows_whose_candidates_did_not_change(folder):
+    """A validated folder (its onnxruntime-cpu row measured) gets OpenVINO IR added: that row stays measured,
+    the openvino row is computed by kind for the new files."""
+    pytest.importorskip("openvino", reason="pip install 'bge-export[openvino]'")
+    from bge_export.folder.manifest import write_manifest
+
+    manifest = read_manifest(folder)
+    measured = recommend(manifest, speed_grid({FP32: 3.4, FUSED: 2.5, FP16: 1.1, int8_path(folder): 2.0}),
+                         when="2026-01-02T03:04:05+00:00", measured_on="onnxruntime-cpu")
+    data = json.loads((folder / "manifest.json").read_text())
+    data["recommended"] = measured
+    write_manifest(folder, data)  # as validate writes it: the one writer, sealed
+    code, _, err = run_cli("openvino", str(folder), "--precision", "fp32", "-q")
+    assert code == 0, err
+    after = read_manifest(folder).recommended
+    assert after["onnxruntime-cpu"] == measured["onnxruntime-cpu"]  # measured, same candidates: kept as it was
+    assert after["openvino"]["artifact"] == "openvino/openvino_model.xml" and after["openvino"]["basis"] == "by kind"

@@ -96,6 +96,19 @@ def test_the_ir_are_recorded_checked_and_recommended(ir_folder: Path) -> None:
     assert manifest.recommended["openvino"]["artifact"] in IR.values()
 
 
+def test_load_encoder_on_openvino_loads_the_openvino_recommendation(ir_folder: Path, minilm_export: Path) -> None:
+    from bge_export import load_encoder
+
+    encoder = load_encoder(ir_folder, runtime="openvino", precision="f32")
+    recommended = read_manifest(ir_folder).recommended["openvino"]["artifact"]
+    assert encoder.artifact == recommended and encoder.selection.startswith("openvino recommendation")
+    assert encoder.encode(["one sentence"]).shape == (1, 384)
+    # a folder without IR: the onnxruntime-cpu pick, run on OpenVINO, and the reason says so
+    fallback = load_encoder(minilm_export, runtime="openvino", precision="f32")
+    assert fallback.artifact.startswith("onnx/") and "no passing artifact for openvino" in fallback.selection
+    assert fallback.selection.endswith("run on openvino (the recommendation was chosen for onnxruntime)")
+
+
 def test_fp32_and_int8_ir_hold_on_text_the_export_never_saw(ir_folder: Path, held_out) -> None:
     texts, reference = held_out
     assert len(texts) >= 500
