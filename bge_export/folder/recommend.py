@@ -147,9 +147,9 @@ def status_evidence(entry: ArtifactEntry, manifest_created: str = "") -> dict[st
     if check is not None and ("pass" if check.passed else "fail") == entry.status:
         return {
             "source": "builtin_check", "label": "built-in check", "texts": check.texts,
-            "corpus": "built-in check texts", "when": manifest_created or None,
+            "corpus": "built-in check texts", "when": check.value("when") or manifest_created or None,
             "cosine_mean": check.cosine_mean, "cosine_min": check.cosine_min,
-            "cosine_p1": check.cosine_p1, "top10_overlap": None,
+            "cosine_p1": check.cosine_p1, "top10_overlap": check.top10_overlap,
             "floors": {"min_cosine": check.min_cosine_required,
                        "min_mean_cosine": check.min_mean_cosine_required},
             "floors_source": "recorded by the export's check",

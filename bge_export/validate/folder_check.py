@@ -6,6 +6,7 @@ top-10 neighbour overlap against that baseline, as the record a manifest entry k
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -58,5 +59,6 @@ class FolderCheck:
         passed = bool(result.passed and top10 >= floors.min_top10_overlap)
         relation = ">=" if top10 >= floors.min_top10_overlap else "<"
         return {**result.to_dict(), "passed": passed, "top10_overlap": round(top10, 6),
+                "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "min_top10_overlap_required": floors.min_top10_overlap, "floors": floors.to_dict(),
                 "reason": f"{result.reason}; top-10 neighbour overlap {top10:.4f} {relation} {floors.min_top10_overlap}"}
