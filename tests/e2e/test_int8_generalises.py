@@ -17,11 +17,10 @@ from bge_export.quality.floors import FLOORS
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 
 HELD_OUT = "software_engineering"
-DATA = DATA_DIR
 
 
 def _sts_sentences() -> list[str]:
-    lines = (DATA / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    lines = (DATA_DIR / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
     return list(dict.fromkeys(s for line in lines for s in line.split("\t")[1:3]))
 
 

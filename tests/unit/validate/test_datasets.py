@@ -11,8 +11,6 @@ from helpers import DATA_DIR
 from bge_export.errors import InputError
 from bge_export.validate.datasets import read_beir_folder, read_sts_tsv
 
-DATA = DATA_DIR
-
 
 def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: str) -> Path:
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
@@ -27,8 +25,8 @@ QUERIES = [{"_id": "q1", "text": "remove limescale"}, {"_id": "q2", "text": "unj
 
 
 def test_sample_sts_file_reads_with_its_header():
-    data = read_sts_tsv(DATA / "sts_sample.tsv")
-    lines = [line for line in (DATA / "sts_sample.tsv").read_text().splitlines() if line.strip()]
+    data = read_sts_tsv(DATA_DIR / "sts_sample.tsv")
+    lines = [line for line in (DATA_DIR / "sts_sample.tsv").read_text().splitlines() if line.strip()]
     assert len(data) == len(lines) - 1  # the header is not a pair
     assert data.sentences1[0] == lines[1].split("\t")[1]
     assert all(isinstance(score, float) for score in data.gold)
@@ -70,10 +68,10 @@ def test_non_utf8_sts_file_names_the_line(tmp_path):
 
 
 def test_sample_beir_folder_reads():
-    data = read_beir_folder(DATA / "retrieval_sample")
+    data = read_beir_folder(DATA_DIR / "retrieval_sample")
     assert len(data.doc_ids) == len(set(data.doc_ids)) > 0
     assert set(data.query_ids) == set(data.qrels)  # only judged queries are kept
-    first = json.loads((DATA / "retrieval_sample" / "corpus.jsonl").read_text().splitlines()[0])
+    first = json.loads((DATA_DIR / "retrieval_sample" / "corpus.jsonl").read_text().splitlines()[0])
     assert data.doc_texts[0] == f"{first['title']} {first['text']}"
 
 

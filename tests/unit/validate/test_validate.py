@@ -25,9 +25,8 @@ from bge_export.validate.harness import (
     validate,
 )
 
-DATA = DATA_DIR
-STS = str(DATA / "sts_sample.tsv")
-RETRIEVAL = str(DATA / "retrieval_sample")
+STS = str(DATA_DIR / "sts_sample.tsv")
+RETRIEVAL = str(DATA_DIR / "retrieval_sample")
 FAST = ["--max-texts", "48", "--threads", "1", "--no-speed", "-q"]  # CLI flags for quick runs
 
 
@@ -288,7 +287,7 @@ def _bad_tsv_row(tmp: Path) -> tuple[list[str], str]:
 
 
 def _qrels_unknown_id(tmp: Path) -> tuple[list[str], str]:
-    folder = Path(shutil.copytree(DATA / "retrieval_sample", tmp / "beir"))
+    folder = Path(shutil.copytree(DATA_DIR / "retrieval_sample", tmp / "beir"))
     qrels = folder / "qrels" / "test.tsv"
     lines = qrels.read_text().splitlines()
     qrels.write_text("\n".join(lines + ["q01\tno-such-doc\t1"]) + "\n")

@@ -18,8 +18,6 @@ ov = pytest.importorskip("openvino", reason="OpenVINO is the runtime this graph 
 from bge_export.quality.floors import FLOORS  # noqa: E402
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap  # noqa: E402
 
-DATA = DATA_DIR
-
 
 def _runtime_precisions(path: Path) -> Counter:
     """(layer type, runtime precision) of OpenVINO's compiled CPU graph: what actually runs in INT8."""
@@ -80,7 +78,7 @@ def test_meets_the_int8_floors_on_sentences_it_never_saw(openvino_int8, minilm_d
     from sentence_transformers import SentenceTransformer
 
     _plan, target, encoder = openvino_int8
-    lines = (DATA / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    lines = (DATA_DIR / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
     texts = list(dict.fromkeys(s for line in lines for s in line.split("\t")[1:3]))
     reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, batch_size=32)
     if runtime == "onnxruntime":

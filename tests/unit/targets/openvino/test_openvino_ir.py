@@ -25,7 +25,6 @@ from bge_export.folder.manifest import read_manifest  # noqa: E402
 from bge_export.quality.floors import FLOORS  # noqa: E402
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap  # noqa: E402
 
-DATA = DATA_DIR
 IR = {"fp32": "openvino/openvino_model.xml", "fp16": "openvino/openvino_model_fp16.xml",
       "int8": "openvino/openvino_model_qint8_quantized.xml"}  # sentence-transformers' OpenVINO file names
 
@@ -45,7 +44,7 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
 def _held_out_texts() -> list[str]:
     from bge_export.model.corpus import builtin_texts
 
-    lines = (DATA / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    lines = (DATA_DIR / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
     sts = [s for line in lines for s in line.split("\t")[1:3]]
     return list(dict.fromkeys(builtin_texts("report", 256) + sts))
 
