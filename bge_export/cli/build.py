@@ -20,7 +20,8 @@ def build_command(**values: Any) -> None:
     Steps: each target the recipe names, in build order (onnx, the export,
     first; tensorrt: engines on a GPU host, prepared and checked elsewhere;
     coreml: packages, predicted only on macOS; openvino: IR) -> validate
-    (report.json/.md/.html) -> model card (README.md).
+    (report.json/.md/.html) -> model card (README.md) -> sign (model.sig, when
+    the recipe has sign: or --sign-key is given; every build).
     A step whose inputs (weights and model files, its recipe section, tool
     versions) did not change since the last build is skipped as up to date.
     Exit 0: every artifact passed or is unverified; 1: one failed a check;

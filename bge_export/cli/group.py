@@ -14,10 +14,12 @@ import sys
 import click
 
 from bge_export.cli.build import build_command
+from bge_export.cli.sign import sign_command
 from bge_export.cli.triton import triton_command
 from bge_export.cli.validate import bench_command, validate_command
 from bge_export.cli.verify import verify_command
 from bge_export.errors import BgeExportError
+from bge_export.files import os_error_text
 from bge_export.folder.manifest import read_manifest
 from bge_export.folder.staging import Terminated, terminate_as_interrupt
 from bge_export.registry import targets
@@ -33,12 +35,18 @@ def cli() -> None:
     """Export sentence-embedding models to validated ONNX, TensorRT, Core ML and OpenVINO artifacts.
 
     \b
-    Typical use:
-      bge-export onnx --model BAAI/bge-base-en-v1.5 --output artifacts/bge-base
+    Typical use (every command; each has --help):
+      bge-export onnx --model BAAI/bge-base-en-v1.5 --output artifacts/bge-base --optimize --quantize int8
+      bge-export validate artifacts/bge-base       (report.json/.md/.html; --sts, --retrieval)
+      bge-export inspect artifacts/bge-base        (which file to deploy, every artifact's status)
+      bge-export bench artifacts/bge-base          (the speed grid alone)
       bge-export tensorrt artifacts/bge-base --precision fp16   (GPU host; --prepare-only on a CPU)
       bge-export coreml --model BAAI/bge-base-en-v1.5 --output artifacts/bge-base
       bge-export openvino artifacts/bge-base --precision int8
-      bge-export inspect artifacts/bge-base
+      bge-export build configs/bge-base-en-v1.5.yaml   (a recipe: every target, validated, one folder)
+      bge-export verify artifacts/bge-base         (every file against the manifest)
+      bge-export sign artifacts/bge-base --private-key KEY.pem   (model.sig; verify --public-key PUB.pem)
+      bge-export triton artifacts/bge-base --output model_repository
 
     Every artifact is checked against the model run in PyTorch fp32 (what
     sentence-transformers computes); a failed check exits with code 1, bad
@@ -86,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # the file system said no (disk full, permissions, read-only): the user can act on it
         if os.environ.get("BGE_EXPORT_DEBUG"):
             raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        _fail(f"{exc.strerror or type(exc).__name__}{where}; free space, fix the permissions or choose another path", 2)
+        _fail(f"{os_error_text(exc)}; free space, fix the permissions or choose another path", 2)
     except Exception as exc:  # a bug, not bad input: say so in one line, keep the traceback one variable away
         if os.environ.get("BGE_EXPORT_DEBUG"):
             raise
@@ -107,7 +114,8 @@ def _add_commands() -> None:
     commands over folders and recipes."""
     for target in targets().values():
         cli.add_command(target.load(target.command))
-    for command in (inspect_command, validate_command, bench_command, build_command, verify_command, triton_command):
+    for command in (inspect_command, validate_command, bench_command, build_command, verify_command, sign_command,
+                    triton_command):
         cli.add_command(command)
 
 

@@ -3,13 +3,24 @@ SERVING_USAGE, since deploy/ sits above report/): Text Embeddings Inference, and
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from bge_export.deploy.tei import check_tei_layout
+from bge_export.deploy.tei import TEI_COMMIT, check_tei_layout
 from bge_export.folder.manifest import Manifest
 from bge_export.folder.recommend import onnxruntime_runs
 
 _TEI_POOLING = {"cls": "cls", "mean": "mean", "lasttoken": "last-token"}
+# The TEI checks cite TEI's source lines ("router/src/lib.rs:485-491"), for bge-export's maintainers; a model card
+# states the rule and names the TEI commit once.
+_SOURCE = r"[\w./-]+\.rs:\d+(?:-\d+)?(?:, \d+(?:-\d+)?)*"
+_ONLY_SOURCES = re.compile(rf"\s*\((?:{_SOURCE}(?:, )?)+\)")
+_ONE_SOURCE = re.compile(rf"(?:, )?{_SOURCE}(?:; |, )?")
+
+
+def without_source_lines(text: str) -> str:
+    """A TEI check's message without its citations of TEI's source lines."""
+    return _ONE_SOURCE.sub("", _ONLY_SOURCES.sub("", text))
 
 
 def usage(folder: Path, manifest: Manifest) -> list[str]:
@@ -26,13 +37,15 @@ def _tei(folder: Path, manifest: Manifest) -> list[str]:
     if layout.onnx_file is None:
         return head + ["Text Embeddings Inference's ONNX backend loads only `model.onnx` or `onnx/model.onnx`, "
                        "which this folder does not hold.", ""]
-    blocking = [p for p in layout.problems if "--pooling" not in p]
+    blocking = [without_source_lines(p) for p in layout.problems if "--pooling" not in p]
     if blocking:
         return head + [f"Text Embeddings Inference cannot serve `{layout.onnx_file}` as it is: "
                        + "; ".join(blocking) + ".", ""]
     modes = manifest.spec.pooling_modes
     mode = _TEI_POOLING.get(modes[0], "mean") if len(modes) == 1 else "mean"
-    notes = [f"- {note}" for note in layout.notes]
+    notes = [f"- {without_source_lines(note)}" for note in layout.notes]
+    if notes:
+        notes.append(f"- These rules are Text Embeddings Inference's, read at its commit `{TEI_COMMIT[:12]}`.")
     return head + [f"Its CPU image serves `{layout.onnx_file}` (fp32) with its ONNX Runtime backend; it loads no "
                    "other file of this folder. `--pooling` is there because TEI insists on a mode it knows; the "
                    "graph's `sentence_embedding` is served as it is.", "",

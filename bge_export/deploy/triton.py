@@ -36,6 +36,7 @@ from bge_export.errors import InputError
 from bge_export.files import json_or_none
 from bge_export.folder.integrity import artifact_files, verify_folder
 from bge_export.folder.manifest import hash_files, read_manifest
+from bge_export.folder.reasons import first_clause
 from bge_export.folder.recommend import choose_for_machine
 from bge_export.folder.staging import OutputPlan, output_folder_path, parents_to_create, staged_folder
 from bge_export.model.tokenization import TextTokenizer
@@ -171,7 +172,7 @@ def _choose_onnx(manifest: "Manifest", options: TritonOptions) -> tuple["Artifac
         raise InputError(f"--artifact {entry.path} is a {entry.format} artifact; name an ONNX file (onnx/*.onnx): "
                          "built TensorRT plans are added on their own with --instance-kind gpu")
     if entry.status != "pass":
-        notes.append(f"{entry.path} is '{entry.status}' ({entry.status_reason[:160]})")
+        notes.append(f"{entry.path} is '{entry.status}' ({first_clause(entry.status_reason, 160)})")
     if options.instance_kind == "gpu" and entry.precision.startswith("int8-dynamic"):
         notes.append(f"{entry.path} is dynamic INT8, whose MatMuls onnxruntime runs only on the CPU; for GPU "
                      "instances prefer onnx/model_fp16.onnx or onnx/model.onnx")
@@ -188,7 +189,7 @@ def _choose_plans(manifest: "Manifest", folder: Path, instance_kind: str, notes:
             notes.append(f"{entry.path} skipped: prepared only, no engine built (size 0); build it on a GPU host "
                          "with 'bge-export tensorrt FOLDER', then write the repository again")
         elif entry.status == "fail":
-            notes.append(f"{entry.path} skipped: it failed its check ({entry.status_reason[:120]})")
+            notes.append(f"{entry.path} skipped: it failed its check ({first_clause(entry.status_reason, 120)})")
         elif instance_kind != "gpu":
             notes.append(f"{entry.path} skipped: a TensorRT plan needs GPU instances (--instance-kind gpu)")
         else:

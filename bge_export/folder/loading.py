@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from bge_export.errors import InputError
+from bge_export.folder.integrity import verify_folder
 from bge_export.folder.manifest import read_manifest
 from bge_export.folder.recommend import choose_for_machine
 from bge_export.model.source import read_spec, resolve_model
@@ -51,12 +52,17 @@ def load_encoder(
     With no `artifact`, the folder's recommendation (bge_export/folder/recommend.py): for a `runtime` with a
     recommendation of its own (runtime="openvino": the OpenVINO IR), that one; else the gpu one when onnxruntime
     has the CUDA provider (given `providers`, or available here) and it is an ONNX file, else the onnxruntime-cpu
-    one; onnx/model.onnx when nothing passed. The encoder says what it loaded and
+    one; onnx/model.onnx when nothing passed. Before loading, the manifest's seal and the sha256 of every file
+    read are checked, and no path may leave the folder (bge_export/folder/integrity.py): a changed, added or
+    linked file is one IntegrityError naming it. The encoder says what it loaded and
     why: `encoder.artifact` (path relative to the folder) and `encoder.selection` (one line), also logged
     at INFO on the "bge_export" logger. Each format opens through its target (bge_export/registry.py), on its
     own runtime or on `runtime` (e.g. "openvino" for ONNX files and IR); `runtime_options` go to that runtime
     (e.g. compute_units for Core ML; precision "f32" or "bf16" and performance_hint for OpenVINO).
     """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise InputError(f"path must be an output folder (a str or Path), e.g. 'artifacts/bge-base', got "
+                         f"{'an empty string' if isinstance(path, str) else type(path).__name__}")
     _check_threads(threads)
     providers = _check_providers(providers)
     if artifact is not None and not isinstance(artifact, (str, os.PathLike)):
@@ -73,6 +79,10 @@ def load_encoder(
     else:
         relative, selection = Path(artifact).as_posix(), "named by the caller (artifact=...)"
     entry = manifest.find(relative)
+    if not entry.sha256 and not entry.size_bytes:
+        raise InputError(f"{entry.path} was prepared for another host and is not built here; build it there with "
+                         f"bge-export {entry.format}, or load another artifact")
+    verify_folder(folder, manifest, [entry])  # its seal, sha256 and containment before anything is loaded
     spec = manifest.spec
     tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bge_export.errors import InputError
+from bge_export.errors import InputError, IntegrityError
 from bge_export.files import CONTENTS_RULE, file_digests, file_sha256, json_or_none, read_json, write_json_atomic
 from bge_export.folder.records import STATUSES, ArtifactEntry, TensorInfo
 from bge_export.model.spec import EmbeddingSpec
@@ -27,7 +27,7 @@ from bge_export.version import __version__
 # file_sha256 is bge_export/files.py's, re-exported while other modules move their imports there (transitional).
 __all__ = ["file_sha256", "MANIFEST_NAME", "SCHEMA_VERSION", "STATUSES", "SEAL_FIELD", "UNRECORDED_FILES", "ArtifactEntry",
            "Manifest", "TensorInfo", "hash_files", "manifest_data_or_none", "manifest_seal", "read_manifest",
-           "read_manifest_data", "seal_state", "tool_versions", "write_manifest"]
+           "read_manifest_data", "read_sealed_data", "check_seal", "outside_path", "seal_state", "tool_versions", "write_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 2  # 2: typed records, folder digests with file names (1: names ignored)
@@ -38,7 +38,10 @@ SEAL_FIELD = "manifest_sha256"
 # `validate`/`bench` write after the export, and the model card (README.md, bge_export/report/model_card.py).
 REPORT_FILES = ("report.json", "report.md", "report.html", "bench.json", "bench.md")
 MODEL_CARD_NAME = "README.md"
-UNRECORDED_FILES = (MANIFEST_NAME, MODEL_CARD_NAME, *REPORT_FILES)
+# The OpenSSF model-signing signature over every file, the manifest and the card included (folder/signing.py):
+# written last, so it cannot be one of the files the manifest records.
+SIGNATURE_NAME = "model.sig"
+UNRECORDED_FILES = (MANIFEST_NAME, MODEL_CARD_NAME, *REPORT_FILES, SIGNATURE_NAME)
 
 
 @dataclass
@@ -122,12 +125,15 @@ def write_manifest(folder: str | Path, data: dict[str, Any]) -> Path:
 
 
 def read_manifest_data(folder: str | Path) -> dict[str, Any]:
-    """manifest.json as written (the JSON the seal is computed over); InputError, one line, when FOLDER is not
-    an output folder or its manifest is not a JSON object."""
+    """manifest.json as written (the JSON the seal is computed over), not yet trusted; InputError, one line, when
+    FOLDER is not an output folder, its manifest is a link or not a JSON object."""
     folder = Path(folder)
     path = folder / MANIFEST_NAME
     if not folder.is_dir():
         raise InputError(f"'{folder}' is not a folder; pass an output folder made by 'bge-export onnx'")
+    if path.is_symlink():
+        raise IntegrityError(f"{path} is a symbolic link; bge-export writes none and reads no manifest through one: "
+                         "replace it with the file itself, or re-run the export")
     if not path.is_file():
         raise InputError(f"'{folder}' has no {MANIFEST_NAME}; pass an output folder made by 'bge-export onnx'")
     data = read_json(path, "re-run the export")
@@ -137,16 +143,51 @@ def read_manifest_data(folder: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_seal(data: dict[str, Any], path: str | Path) -> None:
+    """InputError unless `data` carries the seal bge-export wrote (SEAL_FIELD): every command but `verify` reads
+    a manifest only through this, so none acts on, or reseals, a manifest edited by hand or by someone else."""
+    schema = data.get("schema_version")
+    if isinstance(schema, int) and schema > SCHEMA_VERSION:  # a newer bge-export may seal another way
+        raise InputError(f"{path} has schema {schema}, newer than this bge-export; upgrade bge-export")
+    state, _, _ = seal_state(data)
+    if state == "sealed":
+        return
+    verify = f"`bge-export verify {Path(path).parent}`"
+    if state == "unsealed":
+        raise IntegrityError(f"{path} has no {SEAL_FIELD} (an older bge-export wrote it), so an edit to it cannot be "
+                         f"detected: check the folder with {verify} (its --rehash seals it), or re-run the export")
+    raise IntegrityError(f"{path} was edited after bge-export wrote it (its {SEAL_FIELD} does not match its content), "
+                     f"so nothing in it is trusted: {verify} shows what changed; restore it or re-run the export")
+
+
+def read_sealed_data(folder: str | Path) -> dict[str, Any]:
+    """manifest.json as written, its seal checked (`check_seal`): for a command about to rewrite it."""
+    data = read_manifest_data(folder)
+    check_seal(data, Path(folder) / MANIFEST_NAME)
+    return data
+
+
 def manifest_data_or_none(folder: str | Path) -> dict[str, Any] | None:
-    """manifest.json as written, or None where `read_manifest_data` would refuse it (no manifest, not JSON)."""
+    """manifest.json as written, or None where `read_manifest_data` would refuse it (no manifest, not JSON).
+    Unchecked: only to tell an export from another folder, never to act on what it says."""
     data = json_or_none(Path(folder) / MANIFEST_NAME)
     return data if isinstance(data, dict) else None
 
 
 def read_manifest(folder: str | Path) -> Manifest:
-    """The folder's manifest, typed; an older schema is migrated (`_migrate`). A damaged one is one InputError."""
+    """The folder's manifest, typed, its seal checked (`check_seal`) and every path it names inside the folder;
+    an older schema is migrated (`_migrate`). Any problem is one InputError line."""
     folder = Path(folder)
-    return parse_manifest(read_manifest_data(folder), folder / MANIFEST_NAME)
+    return parse_manifest(read_sealed_data(folder), folder / MANIFEST_NAME)
+
+
+def outside_path(relative: object) -> bool:
+    """True for a path a manifest must never name: not a plain relative POSIX path that stays in the folder
+    (absolute, `..`, `.`, empty parts, backslashes, NUL)."""
+    if not isinstance(relative, str) or not relative or "\\" in relative or "\0" in relative:
+        return True
+    parts = relative.split("/")
+    return relative.startswith("/") or any(part in ("", ".", "..") for part in parts)
 
 
 def parse_manifest(data: dict[str, Any], path: str | Path) -> Manifest:
@@ -168,6 +209,12 @@ def parse_manifest(data: dict[str, Any], path: str | Path) -> Manifest:
         raise InputError(f"{damaged} ('artifacts' must be a list of objects, 'files' an object); re-run the export")
     if not isinstance(recommended, dict):
         raise InputError(f"{damaged} ('recommended' must be an object); re-run the export")
+    paths = [a.get("path") for a in artifacts]
+    outside = next((p for p in [*files, *paths] if outside_path(p)), None)
+    if outside is not None or len(set(map(str, paths))) < len(paths):
+        what = (f"names {str(outside)[:80]!r}, a path outside the folder" if outside is not None
+                else "lists one artifact path twice")
+        raise IntegrityError(f"{damaged}: it {what}, which bge-export never writes; re-run the export")
     try:
         manifest = Manifest(
             model=model,

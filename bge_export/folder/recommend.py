@@ -8,12 +8,16 @@ coreml, openvino): the artifact, the basis of the choice and a one-line reason.
   baseline at the report's headline cell (largest batch, sequence length nearest 128) wins.
 * `by kind`: no trustworthy measurement for this runtime (export only, `--no-speed`, an untrusted run, or a
   grid run on another runtime): the preference order of the targets' Deploy rows (`preference`) decides, and
-  the reason says the choice is "by kind, not measured".
+  the reason says the choice is "by kind, not measured" and which speed evidence there is.
 * `none passed`: no artifact for this runtime has status "pass"; the reason lists what failed or could not
   be checked. `unverified` artifacts are never recommended; they are listed as unverified candidates.
 
-The export stores `recommend(manifest)` in manifest.json (`recommended`); `validate` rewrites it with its
-verdicts and speed. `load_encoder` reads it; `inspect`, the validation report and the model card print it
+The export stores `recommend(manifest)` in manifest.json (`recommended`); every later writer (validate with its
+verdicts and speed, a target adding artifacts) stores `refresh_recommendation(manifest, ...)`: recomputed from
+the folder's statuses and the speed evidence, each record with `decided_at` (the speed run's time for a measured
+choice, the time of computing for one by kind) and `speed_run` (the summary of the validate speed run it was
+decided with, bge_export/folder/speed_evidence.py). The reasons are short sentences (bge_export/folder/reasons.py).
+`load_encoder` reads it; `inspect`, the validation report and the model card print it
 (bge_export/report/recommendation.py).
 """
 
@@ -21,14 +25,23 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any, Iterable, Mapping, Sequence
+import re
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
+from bge_export.folder.reasons import (
+    by_kind_reason,
+    first_clause,
+    measured_reason,
+    none_passed_reason,
+    not_measured_why,
+)
+from bge_export.folder.speed_evidence import SpeedRun, measured_ratios, speed_dict, speed_run_of, stored_speed_run
 from bge_export.quality.floors import FLOORS, precision_class
 from bge_export.registry import RUNTIMES, Deploy, Target, targets
 
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-HEADLINE_SEQ_LEN = 128
 _MACHINES = {"cpu": "this CPU", "gpu": "this GPU", "mac": "this Mac"}
 
 
@@ -71,15 +84,6 @@ def _hardware(runtime: str) -> str:
     return _deployed()[runtime][0][1].hardware
 
 
-def _backend_runtime(backend: str, measured_on: str) -> str:
-    """The recommendation a speed-grid backend's rows count for: its runtime's own (TensorRT: gpu), else the one
-    onnxruntime ran on where the grid was measured. OpenVINO rows on ONNX files ("path [openvino-bf16]") are
-    labelled by run, not by path, so they rank no artifact here (the validation report names the fastest passing
-    (artifact, runtime) pair beside this recommendation)."""
-    row = RUNTIMES.get(backend)
-    return row.deploy if row is not None and row.deploy is not None else measured_on
-
-
 # --------------------------------------------------------------------------- small pieces
 
 
@@ -115,11 +119,6 @@ def _kind(entry: ArtifactEntry) -> str:
 def order_text(runtime: str) -> str:
     """'onnx int8-dynamic > onnx fp32-optimized > ...': the by-kind preference order of one runtime."""
     return " > ".join(f"{fmt} {precision}" for fmt, precision in preference(runtime))
-
-
-def _clip(text: str, limit: int = 160) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def status_evidence(entry: ArtifactEntry, manifest_created: str = "") -> dict[str, Any]:
@@ -191,132 +190,80 @@ def _validate_floors(precision: str) -> dict[str, float]:
     return FLOORS[precision_class(precision)].to_dict()
 
 
-_FLOOR_LABELS = (("min_cosine", "min cosine ≥"), ("min_mean_cosine", "mean ≥"), ("min_top10_overlap", "top-10 ≥"),
-                 ("min_cross_top10_overlap", "cross top-10 ≥"), ("max_norm_error", "norm error ≤"))
-
-
-def describe_floors(floors: Mapping[str, Any] | None) -> str:
-    if not floors:
-        return "-"
-    return ", ".join(f"{label} {floors[key]:g}" for key, label in _FLOOR_LABELS
-                     if isinstance(floors.get(key), (int, float)))
-
-
-def describe_evidence(evidence: Mapping[str, Any]) -> str:
-    """'min cosine 0.998123, mean 0.999610, top-10 0.972 on 1328 texts (validate)'."""
-    if evidence.get("source") is None:
-        return f"no check numbers (status set by: {_clip(evidence.get('reason', ''), 100)})"
-    parts = []
-    for key, label, digits in (("cosine_min", "min cosine", 6), ("cosine_mean", "mean", 6), ("top10_overlap", "top-10", 3)):
-        value = evidence.get(key)
-        if isinstance(value, (int, float)):
-            parts.append(f"{label} {value:.{digits}f}")
-    return f"{', '.join(parts) or 'no numbers'} on {evidence.get('texts', '?')} texts ({evidence['label']})"
-
-
-# --------------------------------------------------------------------------- speed evidence
-
-
-def _speed_dict(speed: Any) -> dict[str, Any] | None:
-    if speed is None:
-        return None
-    return speed.to_dict() if hasattr(speed, "to_dict") else dict(speed)
-
-
-def headline_cells(speed: dict[str, Any] | None) -> tuple[int, int, int] | None:
-    """(latency batch, throughput batch, seq_len) the summary table quotes: batch 1 and the largest batch at
-    seq 128, or the measured length closest to it."""
-    if not speed or not speed.get("backends") or not speed["backends"][0]["cells"]:
-        return None
-    cells = speed["backends"][0]["cells"]
-    seq_lens = sorted({c["seq_len"] for c in cells})
-    batches = sorted({c["batch_size"] for c in cells})
-    seq_len = min(seq_lens, key=lambda s: (abs(s - HEADLINE_SEQ_LEN), s))
-    return batches[0], batches[-1], seq_len
-
-
-def _headline(speed: dict[str, Any]) -> tuple[int, int] | None:
-    cells = headline_cells(speed)
-    return (cells[1], cells[2]) if cells else None
-
-
-def _measured(speed: dict[str, Any] | None, measured_on: str) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
-    """{runtime: {artifact: {"median", "min", "max", "cell"}}} from a trustworthy speed grid, and why empty."""
-    if speed is None:
-        return {}, "no validate speed run: export only, or --no-speed"
-    if speed.get("trustworthy") is not True:
-        listed = speed.get("trust_reasons") or (speed.get("trust") or {}).get("reasons") or []
-        reasons = "; ".join(str(r) for r in listed) or "it is not marked trustworthy"
-        return {}, f"the validate speed result is not trustworthy: {_clip(reasons, 140)}"
-    head = _headline(speed)
-    if head is None:
-        return {}, "the validate speed grid holds no cells"
-    batch, seq = head
-    key = f"{batch}x{seq}"
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for backend in speed.get("backends", [])[1:]:  # [0] is the baseline
-        if backend.get("trustworthy") is False:
-            continue
-        ratio = (backend.get("speedup") or {}).get(key)
-        if not ratio:
-            continue
-        runtime = _backend_runtime(str(backend.get("backend", "")), measured_on)
-        out.setdefault(runtime, {})[backend["label"]] = {**ratio, "cell": key, "batch": batch, "seq_len": seq}
-    return out, ""
+# --------------------------------------------------------------------------- the recommendation
 
 
 def _where(runtime: str, speed: dict[str, Any]) -> str:
     machine = speed.get("machine") or {}
     hardware = _hardware(runtime)
     if hardware == "cpu":
-        cpu = machine.get("cpu")
+        cpu = re.sub(r"\((?:R|TM)\)", "", str(machine.get("cpu") or ""), flags=re.IGNORECASE)  # no nested brackets
         threads = machine.get("threads")
-        detail = ", ".join(x for x in (cpu, f"{threads} threads" if threads else None) if x)
+        count = f"{threads} thread{'s' if threads != 1 else ''}" if threads else None
+        detail = ", ".join(x for x in (cpu, count) if x)
     else:
         detail = machine.get(hardware) or ""
     where = _MACHINES.get(hardware, f"this {hardware}")
     return f"{where} ({detail})" if detail else where
 
 
-# --------------------------------------------------------------------------- the recommendation
+def now() -> str:
+    """The time a by-kind decision is taken: its `decided_at`."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def recommend(manifest: Manifest, speed: Any = None, *, when: str | None = None,
               measured_on: str | None = None) -> dict[str, dict[str, Any]]:
-    """One recommendation per runtime in `deploy_runtimes()` (see the module docstring).
+    """One recommendation per runtime in `deploy_runtimes()` (see the module docstring), from `speed` alone.
 
-    speed: validate's SpeedResult (or its to_dict()); used only when marked `trustworthy`. when: the time of
-    the run it comes from (default: the manifest's creation time). measured_on: the runtime onnxruntime
-    backends in the grid ran on (default: this machine's, right for a call in the process that measured).
+    speed: validate's SpeedResult (or its to_dict()); its ratios count only when marked `trustworthy`. when: the
+    time of the run it comes from (default: now). measured_on: the runtime onnxruntime backends in the grid ran
+    on (default: this machine's, right for a call in the process that measured).
     """
-    data = _speed_dict(speed)
+    data = speed_dict(speed)
     measured_on = measured_on or machine_runtime()
-    measured, not_measured = _measured(data, measured_on)
-    when = when or manifest.created
-    return {runtime: _recommend_one(manifest, runtime, data, measured.get(runtime, {}), not_measured, measured_on, when)
+    run = speed_run_of(data, when or now(), measured_on) if data is not None else None
+    measured = measured_ratios(data, measured_on) if data is not None else {}
+    decided = now()
+    return {runtime: _recommend_one(manifest, runtime, run, measured.get(runtime, {}), data or {}, decided, False)
             for runtime in deploy_runtimes()}
 
 
-def _recommend_one(manifest: Manifest, runtime: str, speed: dict[str, Any] | None,
-                   measured: dict[str, dict[str, Any]], not_measured: str, measured_on: str,
-                   when: str) -> dict[str, Any]:
+def refresh_recommendation(manifest: Manifest, speed: Any = None, *, when: str | None = None,
+                           measured_on: str | None = None) -> dict[str, dict[str, Any]]:
+    """What every writer of manifest.json stores: the recommendation recomputed from the folder's statuses.
+
+    With a fresh speed result (validate's), as `recommend`. Without one, with the speed evidence the stored
+    recommendation was decided with: a measured record stays while its candidates and pick still hold
+    (`keep_measured`); every other runtime is decided by kind now, its reason saying which speed run there was
+    and why it does not decide (untrusted, another runtime, other candidates)."""
+    if speed is not None:
+        return recommend(manifest, speed, when=when, measured_on=measured_on)
+    run = stored_speed_run(manifest.recommended)
+    decided = now()
+    fresh = {runtime: _recommend_one(manifest, runtime, run, {}, {}, decided, True) for runtime in deploy_runtimes()}
+    return keep_measured(manifest.recommended, fresh, manifest)
+
+
+def _recommend_one(manifest: Manifest, runtime: str, run: SpeedRun | None, measured: dict[str, dict[str, Any]],
+                   speed: dict[str, Any], decided: str, stored: bool) -> dict[str, Any]:
+    """One runtime's record. run: the speed evidence (fresh, or `stored` in the manifest); measured: its
+    trustworthy ratios for this runtime; decided: the time of a by-kind decision."""
     order = {e.path: i for i, e in enumerate(manifest.artifacts)}
     candidates = [e for e in manifest.artifacts if kind_rank(runtime, e) is not None]
     by_kind = sorted((e for e in candidates if e.status == "pass"), key=lambda e: (kind_rank(runtime, e), order[e.path]))
     record: dict[str, Any] = {
         "runtime": runtime, "artifact": None, "precision": None, "basis": "none passed", "reason": "",
-        "speedup": None, "fidelity": None, "decided_at": when, "ranking": [],
+        "speedup": None, "fidelity": None, "decided_at": decided, "ranking": [],
         "order_by_kind": order_text(runtime), "order_note": preference_note(runtime),
         "unverified_candidates": [{"artifact": e.path, "why": e.status_reason}
                                   for e in candidates if e.status == "unverified"],
         "failed": [{"artifact": e.path, "why": e.status_reason} for e in candidates if e.status == "fail"],
+        "speed_run": run.to_dict() if run is not None else None,
     }
     if not by_kind:
-        if not candidates:
-            record["reason"] = f"none passed: this folder has no artifact for {runtime} (it needs {_needs(runtime)})"
-        else:
-            listed = "; ".join(f"{e.path} {e.status} ({_clip(e.status_reason, 90)})" for e in candidates)
-            record["reason"] = f"none passed: {listed}"
+        record["reason"] = none_passed_reason(runtime, _needs(runtime),
+                                              [(e.path, e.status, e.status_reason) for e in candidates])
         return record
 
     timed = [e for e in by_kind if e.path in measured]
@@ -331,25 +278,14 @@ def _recommend_one(manifest: Manifest, runtime: str, speed: dict[str, Any] | Non
     record.update(artifact=best.path, precision=best.precision, basis=basis, fidelity=evidence,
                   ranking=[{"artifact": e.path, "format": e.format, "precision": e.precision,
                             "speedup": measured.get(e.path, {}).get("median")} for e in ranked])
-    fidelity = f"fidelity {describe_evidence(evidence)}"
-    if basis == "measured":
-        ratio = measured[best.path]
-        record["speedup"] = ratio
-        head = (f"fastest passing artifact on {_where(runtime, speed or {})} in the speed grid of the validate run at "
-                f"{when}: {ratio['median']:.2f}× [{ratio['min']:.2f}–{ratio['max']:.2f}] the PyTorch fp32 baseline "
-                f"at batch {ratio['batch']} × {ratio['seq_len']} tokens")
-        if len(timed) > 1:
-            runner = sorted(timed, key=lambda e: -measured[e.path]["median"])[1]
-            head += f" (next: {runner.path} {measured[runner.path]['median']:.2f}×)"
+    if basis == "measured" and run is not None:
+        record["speedup"] = measured[best.path]
+        record["decided_at"] = run.when  # the time of the evidence: the speed run
+        runner = (ranked[1].path, measured[ranked[1].path]["median"]) if len(timed) > 1 else None
         untimed = [e.path for e in by_kind if e.path not in measured]
-        if untimed:
-            head += f"; not in the speed grid: {', '.join(untimed)}"
-        record["reason"] = f"{head}; {fidelity}"
+        record["reason"] = measured_reason(_where(runtime, speed), run, measured[best.path], runner, untimed, evidence)
     else:
-        why = not_measured or (f"the validate speed grid ran on {measured_on}, not on {runtime}"
-                               if measured_on != runtime else "no passing artifact for it was in the speed grid")
-        record["reason"] = (f"by kind, not measured ({why}): {_kind(best)} ranks first among the passing artifacts "
-                            f"for {runtime} in the order {order_text(runtime)}; {fidelity}")
+        record["reason"] = by_kind_reason(runtime, _kind(best), not_measured_why(runtime, run, stored), evidence)
     return record
 
 
@@ -380,7 +316,7 @@ def recommend_validated(manifest: Manifest, results: Iterable[Any], speed: Any, 
         entry = view.find(result.path)
         entry.validation.validate_run = result.manifest_summary(corpus, None)
         entry.set_status(result.status, result.reason)
-    return recommend(view, speed, when=when)
+    return refresh_recommendation(view, speed, when=when)
 
 
 # --------------------------------------------------------------------------- choosing for load_encoder
@@ -403,7 +339,7 @@ def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = Non
             path = record.get("artifact")
             if path is None or _passes(manifest, path):
                 return record, "stored in manifest.json"
-        fresh = fresh or recommend(manifest)
+        fresh = fresh or refresh_recommendation(manifest)
         return fresh[name], "computed now by kind (manifest.json stores none that still holds)"
 
     notes: list[str] = []
@@ -412,7 +348,8 @@ def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = Non
         record, origin = current(deploy)
         if record.get("artifact"):
             return record["artifact"], f"{deploy} recommendation ({origin}): {record['reason']}"
-        notes.append(f"no passing artifact for {deploy} ({_clip(record['reason'], 120)}), so the CPU recommendation")
+        notes.append(f"no passing artifact for {deploy} ({first_clause(record['reason'], 80)}), so the CPU "
+                     "recommendation")
     if runtime == "gpu":
         record, origin = current("gpu")
         ranking = [r["artifact"] for r in record.get("ranking", []) if onnxruntime_runs(r.get("format"))]
@@ -421,15 +358,16 @@ def choose_for_machine(manifest: Manifest, providers: Sequence[str] | None = Non
         if ranking:
             return ranking[0], (f"best ONNX file in the gpu ranking ({origin}); the gpu recommendation "
                                 f"{record['artifact']} is not a file onnxruntime runs: {record['reason']}")
-        notes.append(f"no passing ONNX file for the GPU ({_clip(record['reason'], 120)}), so the CPU recommendation")
+        notes.append(f"no passing ONNX file for the GPU ({first_clause(record['reason'], 80)}), so the CPU "
+                     "recommendation")
     record, origin = current("onnxruntime-cpu")
     prefix = f"{'; '.join(notes)}: " if notes else ""
     if record.get("artifact"):
         return record["artifact"], f"{prefix}onnxruntime-cpu recommendation ({origin}): {record['reason']}"
     fallback = manifest.default_artifact()  # the first artifact: onnx/model.onnx in an ONNX export
     status = manifest.find(fallback).status
-    return fallback, (f"{prefix}no artifact passed for onnxruntime-cpu ({record['reason']}); falling back to "
-                      f"{fallback}, whose status is {status}")
+    return fallback, (f"{prefix}no artifact passed for onnxruntime-cpu: {first_clause(record['reason'])}. Falling "
+                      f"back to {fallback}, whose status is {status}.")
 
 
 def onnxruntime_runs(fmt: Any) -> bool:

@@ -9,6 +9,7 @@ that holds either. Partials left by a killed run are recognised by the dead pid 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from bge_export.errors import InputError
-from bge_export.files import file_sha256
+from bge_export.files import file_sha256, os_error_text
 from bge_export.folder.manifest import MANIFEST_NAME, UNRECORDED_FILES, manifest_data_or_none
 
 # Files an export folder may hold besides those its manifest lists: the manifest itself, the model card and the
@@ -77,12 +78,39 @@ def output_folder_path(output: str | Path) -> Path:
 
 
 def parents_to_create(final: Path) -> tuple[Path, ...]:
-    """The missing parents of `final`, outermost first; refused (before any work) when the nearest existing one is
-    not writable."""
-    writable_parent = next((p for p in final.parents if p.exists()), final.parent)
-    if not os.access(writable_parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write into '{writable_parent}'; choose an output folder you can write to")
+    """The missing parents of `final`, outermost first; refused (before any work) when it cannot be written
+    (`check_writable_output`)."""
+    check_writable_output(final)
     return tuple(p for p in reversed(final.parents) if not p.exists())
+
+
+def check_writable_output(folder: str | Path, fix: str = "choose another output folder", replaced: bool = True) -> None:
+    """Refuse before any work starts, not after it: an output `folder` that cannot be written.
+
+    Its nearest existing ancestor (the folder itself when it exists; and its parent when the folder is `replaced`
+    whole, since the replacement is staged beside it) must be a folder on a writable file system that this user
+    may write to. A folder, or its manifest.json, with no write bit for anyone (`chmod a-w`) is refused too,
+    although root could write it: someone made it read-only."""
+    path = Path(os.path.abspath(Path(folder).expanduser()))
+    nearest = next((p for p in (path, *path.parents) if p.exists()), None)
+    beside = path.parent if replaced and path.exists() else None
+    for place in dict.fromkeys(p for p in (nearest, beside) if p is not None):
+        if not place.is_dir():
+            continue  # a file on the way: output_folder_path names it
+        if _read_only_mount(place):
+            raise InputError(f"'{place}' is on a read-only file system; {fix}")
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write into '{place}' (permission denied); {fix}")
+    for item in (path, path / MANIFEST_NAME):
+        if item.exists() and not item.is_symlink() and item.stat().st_mode & 0o222 == 0:
+            raise InputError(f"'{item}' is read-only (chmod a-w): make it writable (chmod u+w) or {fix}")
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs here (Windows): os.access decides
+        return False
 
 
 def _refuse_protected(final: Path, output: str | Path, protected: Sequence[str | Path]) -> None:
@@ -184,6 +212,15 @@ def staged_folder(plan: OutputPlan) -> Iterator[Path]:
     try:
         yield staging
         _place(staging, plan)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
+        text = os_error_text(exc)
+        unnamed_full = exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT)  # a write() into the stage
+        if str(staging) not in text and not unnamed_full:
+            raise  # not a write into the output (a file read, say): the CLI names it as it is
+        raise InputError(f"cannot write the output folder '{final}' ({text.replace(str(staging), str(final))}); "
+                         "nothing was written: free space there, or choose another output folder") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_empty(created)

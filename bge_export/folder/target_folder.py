@@ -12,13 +12,22 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from bge_export.errors import InputError
-from bge_export.folder.integrity import verify_folder
+from bge_export.folder.integrity import verify_export
 from bge_export.folder.manifest import MANIFEST_NAME, ArtifactEntry, Manifest, hash_files, read_manifest
-from bge_export.folder.recommend import keep_measured, recommend
-from bge_export.folder.staging import OutputPlan, foreign_files, manifest_sha256, plan_output, staged_folder
+from bge_export.folder.recommend import refresh_recommendation
+from bge_export.folder.staging import (
+    OutputPlan,
+    check_writable_output,
+    foreign_files,
+    manifest_sha256,
+    plan_output,
+    staged_folder,
+)
+from bge_export.model.card import model_card
+from bge_export.model.source import HUB_ID, model_title
 from bge_export.model.st_files import write_st_files
 from bge_export.model.tokenization import save_tokenizer_files
 
@@ -43,20 +52,43 @@ def model_record(source: "ModelSource", spec: "EmbeddingSpec") -> dict[str, Any]
     """The manifest's `model` entry: which weights, read how; every target of a folder shares it."""
     return {
         "reference": source.reference,
+        "title": source.title,  # what reports and the card call it: a hub id, never a local path
         "revision": source.revision,
         "folder": str(source.folder),
         "weights_sha256": source.weights_sha256(),
         "weights_format": source.weights_format,
         "spec": spec.to_dict(),
+        **({"license": license} if (license := source_license(source.folder)) else {}),
     }
+
+
+def source_license(folder: Path) -> dict[str, str]:
+    """license (and license_name / license_link for 'other') from the source model's card, read at export time
+    and kept in the manifest: later commands read nothing outside the output folder."""
+    card = model_card(folder)
+    found = {key: card[key].strip() for key in ("license", "license_name", "license_link")
+             if isinstance(card.get(key), str) and card[key].strip()}
+    return found if "license" in found else {}
+
+
+def recorded_title(model: Mapping[str, Any]) -> str:
+    """What reports and the card call the model of a manifest's `model` record: its `title`, or for a manifest
+    written before titles were recorded, the title its reference and folder give (never a local path)."""
+    title = model.get("title")
+    if isinstance(title, str) and title:
+        return title
+    reference = str(model.get("reference", ""))
+    from_hub = bool(model.get("revision")) and HUB_ID.fullmatch(reference) is not None
+    folder = model.get("folder")
+    return model_title(reference, Path(folder) if isinstance(folder, str) and folder else None, from_hub)
 
 
 @contextmanager
 def open_target_folder(folder: str | Path) -> Iterator[TargetFolder]:
     """Stage a copy of an existing export folder; on success it replaces the folder atomically."""
     final = Path(folder).expanduser().absolute()
-    manifest = read_manifest(final)
-    verify_folder(final, manifest, manifest.artifacts)  # a damaged folder is named now, not copied onward
+    check_writable_output(final)  # before any reading or hashing: the folder is replaced as a whole
+    verify_export(final)  # a damaged or tampered folder is named now, not copied onward and resealed
     foreign = foreign_files(final)
     if foreign is None:
         raise InputError(f"'{folder}' does not list its files in {MANIFEST_NAME} (an export by an older "
@@ -110,6 +142,6 @@ def _refuse_other_model(folder: Path, manifest: Manifest, source: "ModelSource",
 
 def _finish(target: TargetFolder) -> None:
     manifest = target.manifest
-    manifest.recommended = keep_measured(manifest.recommended, recommend(manifest), manifest)
+    manifest.recommended = refresh_recommendation(manifest)  # with the speed run it was decided with
     manifest.files = hash_files(target.stage)  # leaves out the manifest, the card and the reports
     manifest.write(target.stage)

@@ -19,22 +19,26 @@ problem only); this is the complete one, for a folder about to be shipped or jus
 
 from __future__ import annotations
 
+import copy
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bge_export.errors import InputError
 from bge_export.files import TREE_RULE, file_sha256, listing_sha256, path_sha256
-from bge_export.folder.integrity import artifact_files, size_on_disk
+from bge_export.folder.integrity import SKIPPED_DIRS, SKIPPED_FILES, artifact_files, contained, size_on_disk
 from bge_export.folder.manifest import (
     MANIFEST_NAME,
     SEAL_FIELD,
     UNRECORDED_FILES,
     Manifest,
-    read_manifest,
+    manifest_seal,
+    parse_manifest,
     seal_state,
     write_manifest,
 )
+from bge_export.folder.recommend import refresh_recommendation
 from bge_export.folder.staging import _is_own_temp_file
 from bge_export.folder.verify_graphs import (  # noqa: F401  (VerifyResult and card_seal: imported from here too)
     VerifyResult,
@@ -44,18 +48,17 @@ from bge_export.folder.verify_graphs import (  # noqa: F401  (VerifyResult and c
     check_model_files,
 )
 
-# Left in a folder by the tools that fetch it (git clone, huggingface_hub's local_dir download): not checked.
-SKIPPED_DIRS = (".git", ".cache")
-SKIPPED_FILES = (".gitattributes",)
 _FIX = "re-run the export, or restore the file from the export"
 
 
-def verify_folder(folder: str | Path, rehash: bool = False) -> VerifyResult:
+def verify_folder(folder: str | Path, rehash: bool = False, confirm: bool = False) -> VerifyResult:
     """Check FOLDER against its manifest (see the module docstring). InputError only when FOLDER is not an
     output folder at all; everything else is a problem in the result.
 
-    rehash: when the manifest's seal is the only problem (missing: an older bge-export; or broken: edited on
-    purpose), write the seal for the manifest as it is now. Nothing is written while any other problem stands.
+    rehash: bless the folder as it is now, when the only problems are changes it can name: the manifest's seal
+    (missing, or broken by an edit) and recorded files whose bytes changed. `result.rehash_plan` lists exactly
+    what would be blessed (each file with its old and new sha256, each verdict that falls back to unverified,
+    the seal); only with `confirm` is it written. Nothing is written while any other problem stands.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -66,17 +69,15 @@ def verify_folder(folder: str | Path, rehash: bool = False) -> VerifyResult:
     data = _read_raw(folder, result)
     if data is None:
         return result
-    seal_problems = _check_seal(data, result)
+    _check_seal(data, result)
     try:
-        manifest = read_manifest(folder)
+        manifest = parse_manifest(data, folder / MANIFEST_NAME)
     except InputError as exc:
         result.problems.append(str(exc))
         return result
-    if not _paths_inside(manifest, result):
-        return result
     digests = Digests(folder)
     for entry in manifest.artifacts:  # bundle folders first: one read gives their digest and their files'
-        if (folder / entry.path).is_dir():
+        if (folder / entry.path).is_dir() and not (folder / entry.path).is_symlink():
             digests.of(entry.path)
     result.changed = _check_files(folder, manifest, digests, result)
     _check_entries(folder, manifest, digests, result.changed, result)
@@ -85,22 +86,16 @@ def verify_folder(folder: str | Path, rehash: bool = False) -> VerifyResult:
     check_graphs(folder, manifest, result)
     check_card(folder, data, result)
     if rehash:
-        _rehash(folder, data, seal_problems, result)
+        _rehash(folder, data, manifest, digests, result, confirm)
     return result
-
-
-def _paths_inside(manifest: Manifest, result: VerifyResult) -> bool:
-    """Every path the manifest names stays inside the folder; verify reads nothing outside it."""
-    outside = sorted({p for p in [*manifest.files, *(e.path for e in manifest.artifacts)]
-                      if Path(p).is_absolute() or ".." in Path(p).parts})
-    for path in outside:
-        result.problems.append(f"{MANIFEST_NAME} names '{path}', a path outside the folder: it is not a manifest "
-                               "bge-export wrote; re-run the export")
-    return not outside
 
 
 def _read_raw(folder: Path, result: VerifyResult) -> dict[str, Any] | None:
     path = folder / MANIFEST_NAME
+    if path.is_symlink():
+        result.problems.append(f"{MANIFEST_NAME} is a symbolic link: bge-export writes none; replace it with the file "
+                               "itself, or re-run the export")
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -112,22 +107,22 @@ def _read_raw(folder: Path, result: VerifyResult) -> dict[str, Any] | None:
     return data
 
 
-def _check_seal(data: dict[str, Any], result: VerifyResult) -> list[str]:
+def _check_seal(data: dict[str, Any], result: VerifyResult) -> None:
     state, recorded, actual = seal_state(data)
-    hint = f"`bge-export verify --rehash {result.folder}` seals it as it is once every other check passes"
+    hint = f"`bge-export verify --rehash {result.folder}` shows what sealing it as it is would bless"
     if state == "sealed":
         result.seal_ok = True
         result.checked.append(f"{MANIFEST_NAME}: its {SEAL_FIELD} matches its content")
-        return []
+        return
     if state == "unsealed":
         problem = (f"{MANIFEST_NAME} has no {SEAL_FIELD} (written by an older bge-export), so an edit to it cannot "
                    f"be detected: re-run the export, or {hint}")
     else:
         problem = (f"{MANIFEST_NAME} was edited after bge-export wrote it ({SEAL_FIELD} records "
                    f"{_short(recorded or '')}, its content hashes to {_short(actual)}): restore it or re-run the "
-                   f"export; if the edit was yours and deliberate, {hint}")
+                   f"export; if you made the edit yourself, {hint}")
     result.problems.append(problem)
-    return [problem]
+    result.blessable.append(problem)
 
 
 class Digests:
@@ -164,7 +159,12 @@ def _check_files(folder: Path, manifest: Manifest, digests: Digests, result: Ver
                                "export")
         return bad
     for relative in sorted(recorded):
-        path = folder / relative
+        try:
+            path = contained(folder, relative)
+        except InputError as exc:
+            bad.add(relative)
+            result.problems.append(str(exc))
+            continue
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "is missing"
             bad.add(relative)
@@ -174,8 +174,11 @@ def _check_files(folder: Path, manifest: Manifest, digests: Digests, result: Ver
         actual = digests.file(relative)
         if actual != recorded[relative]:
             bad.add(relative)
-            result.problems.append(f"{relative} changed since the export (sha256 recorded "
-                                   f"{_short(recorded[relative])}, now {_short(actual)}); {_FIX}")
+            problem = (f"{relative} changed since the export (sha256 recorded {_short(recorded[relative])}, now "
+                       f"{_short(actual)}); {_FIX}")
+            result.problems.append(problem)
+            result.blessable.append(problem)
+            result.rehashed[relative] = (recorded[relative], actual)
         else:
             result.files_hashed += 1
     result.checked.append(f"{result.files_hashed} of {len(recorded)} recorded files match their sha256")
@@ -202,14 +205,19 @@ def _check_entries(folder: Path, manifest: Manifest, digests: Digests, bad: set[
             if not already:
                 result.problems.append(f"{entry.path} is missing, but {MANIFEST_NAME} lists it as an artifact; {_FIX}")
             continue
+        if path.is_symlink():
+            continue  # named by the files check: nothing is read through a link
         actual = digests.of(entry.path, entry.sha256_rule)
         if actual != entry.sha256 and not already:
-            result.problems.append(f"{entry.path} does not match its artifact entry (sha256 recorded "
-                                   f"{_short(entry.sha256)}, now {_short(actual)}); {_FIX}")
+            problem = (f"{entry.path} does not match its artifact entry (sha256 recorded {_short(entry.sha256)}, "
+                       f"now {_short(actual)}); {_FIX}")
+            result.problems.append(problem)
+            result.blessable.append(problem)
         size = size_on_disk(folder, entry)
         if size != entry.size_bytes and not already:
-            result.problems.append(f"{entry.path} takes {size} bytes on disk, its artifact entry records "
-                                   f"{entry.size_bytes}; {_FIX}")
+            problem = f"{entry.path} takes {size} bytes on disk, its artifact entry records {entry.size_bytes}; {_FIX}"
+            result.problems.append(problem)
+            result.blessable.append(problem)
     result.checked.append(f"{len(manifest.artifacts)} artifact entries against their files")
 
 
@@ -238,17 +246,60 @@ def _check_unrecorded(folder: Path, manifest: Manifest, result: VerifyResult) ->
         result.checked.append("no file outside the manifest (README.md and reports aside)")
 
 
-def _rehash(folder: Path, data: dict[str, Any], seal_problems: list[str], result: VerifyResult) -> None:
-    others = [p for p in result.problems if p not in seal_problems]
+def _rehash(folder: Path, data: dict[str, Any], manifest: Manifest, digests: Digests, result: VerifyResult,
+            confirm: bool) -> None:
+    """Plan (and with `confirm`, write) the manifest as the folder is now: changed files' sha256, their artifact
+    entries' sha256 and size, their verdicts back to unverified (they judged other bytes), the recommendation
+    recomputed, the seal. A card made from the manifest before the edit counts as blessable (the CLI
+    regenerates it)."""
+    card = [p for p in result.problems if p.startswith(f"README.md was generated from another {MANIFEST_NAME}")
+            and _card_from_recorded_seal(folder, data)]
+    others = [p for p in result.problems if p not in result.blessable and p not in card]
     if others:
-        result.problems.append(f"--rehash did not seal {MANIFEST_NAME}: fix the {len(others)} other problem(s) first")
+        result.problems.append(f"--rehash sealed nothing: {len(others)} problem(s) above are not changes it can "
+                               "bless (a missing, added or linked file, or a graph that does not load); fix them first")
         return
-    if not seal_problems:
-        return  # already sealed: nothing to write
-    write_manifest(folder, data)
+    if not result.problems:
+        result.checked.append("--rehash: nothing to seal, the folder is intact")
+        return
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    written = copy.deepcopy(data)  # the manifest as it is; only what changed on disk is rewritten
+    plan = []
+    for relative, (old, new) in sorted(result.rehashed.items()):
+        written["files"][relative] = manifest.files[relative] = new
+        plan.append(f"{relative}: sha256 {old} -> {new}")
+    for raw, entry in zip(written["artifacts"], manifest.artifacts):
+        if not entry.sha256 and not entry.size_bytes:
+            continue
+        sha256, size = digests.of(entry.path, entry.sha256_rule), size_on_disk(folder, entry)
+        if (sha256, size) == (entry.sha256, entry.size_bytes):
+            continue
+        plan.append(f"{entry.path}: artifact entry sha256 {entry.sha256} -> {sha256}, {entry.size_bytes} -> {size} "
+                    f"bytes; its verdict {entry.status!r} -> 'unverified'")
+        entry.sha256, entry.size_bytes = sha256, size
+        entry.set_status("unverified", f"its file changed after it was judged (verify --rehash, {when}); "
+                                       "validate it again")
+        raw.update(sha256=sha256, size_bytes=size, status=entry.status, status_reason=entry.status_reason)
+        written["recommended"] = manifest.recommended = refresh_recommendation(manifest)
+    state, recorded, _ = seal_state(data)
+    plan.append(f"{MANIFEST_NAME}: {SEAL_FIELD} {recorded or 'none'} -> {manifest_seal(written)}"
+                + (" (its content was edited after bge-export wrote it; which fields, bge-export cannot tell: "
+                   "compare it with a copy you trust)" if state == "broken" else ""))
+    plan += [f"vouches for {e.path}: {e.status}, sha256 {e.sha256 or 'none (not built)'}" for e in manifest.artifacts]
+    result.rehash_plan = plan
+    if not confirm:
+        result.problems.append(f"--rehash wrote nothing: it would bless what is listed above; if every change is "
+                               f"yours, run `bge-export verify --rehash --yes {folder}`")
+        return
+    write_manifest(folder, written)
     result.problems = []
     result.sealed_now = True
-    result.checked.append(f"{MANIFEST_NAME}: sealed now (--rehash) as it is")
+    result.checked.append(f"{MANIFEST_NAME}: sealed now (--rehash --yes) as listed")
+
+
+def _card_from_recorded_seal(folder: Path, data: dict[str, Any]) -> bool:
+    """The card was generated from the manifest as it was sealed before the edit."""
+    return card_seal(folder) == data.get(SEAL_FIELD)
 
 
 def _short(digest: str) -> str:

@@ -59,7 +59,10 @@ class VerifyResult:
     packages_parsed: int = 0  # packages whose description parsed without a runtime to run them (Core ML)
     changed: set[str] = field(default_factory=set)  # recorded files found missing or changed
     seal_ok: bool = False  # manifest.json is what bge-export wrote (its seal matches)
-    sealed_now: bool = False  # --rehash wrote the manifest's seal
+    sealed_now: bool = False  # --rehash --yes wrote the manifest's seal
+    blessable: list[str] = field(default_factory=list)  # the problems --rehash can resolve (changes it can name)
+    rehashed: dict[str, tuple[str, str]] = field(default_factory=dict)  # changed file -> (recorded, now) sha256
+    rehash_plan: list[str] = field(default_factory=list)  # what --rehash blesses (or would, without --yes)
     features: dict[str, np.ndarray] | None = field(default=None, repr=False)  # sample_features, made once
 
     @property
@@ -73,7 +76,7 @@ class VerifyResult:
             head = (f"{self.folder}: {len(self.problems)} problem(s): {self.problems[0]}"
                     + (f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""))
         else:
-            seal = "sealed now (--rehash)" if self.sealed_now else "seal intact"
+            seal = "sealed now (--rehash --yes)" if self.sealed_now else "seal intact"
             head = (f"{self.folder}: intact: {self.files_hashed} files match manifest.json's sha256 "
                     f"(manifest {seal}), {self.graphs_loaded} graph(s) load"
                     + (f", {self.packages_parsed} package(s) parse" if self.packages_parsed else "")

@@ -366,7 +366,7 @@ def _next(order: Generator[Configuration, bool, None], verdict: bool | None) -> 
 def _verdict(method: str, judge: _Judge, kept: _Attempt, matmuls: int) -> str:
     trial = kept.trial
     measured = (f"cosine mean {trial.cosine_mean:.5f}, min {trial.cosine_min:.5f}, top-10 overlap "
-                f"{trial.top10_overlap:.3f} on {len(judge.texts)} held-apart texts")
+                f"{trial.top10_overlap:.3f} on {len(judge.texts)} selection texts")
     if trial.passed:
         return f"{trial.variant}: {measured} meets the bound ({judge.bound_text()})"
     return (f"INT8 ({method}) cannot meet the bound ({judge.bound_text()}) even with "

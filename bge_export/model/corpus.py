@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bge_export.errors import InputError
+from bge_export.files import read_user_file, size_words
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def builtin_check_texts(count: int = 96) -> list[str]:
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# The largest data file read (corpus, calibration, STS, each BEIR file): each is read whole, then split in lines.
+DATA_FILE_LIMIT = 1 << 30
 
 
 def read_utf8_lines(path: str | Path, what: str = "file") -> list[str]:
@@ -107,12 +110,7 @@ def read_utf8_lines(path: str | Path, what: str = "file") -> list[str]:
     A leading byte-order mark is dropped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} '{path}' does not exist")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{what} '{path}' cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from None
+    raw = read_user_file(path, what, DATA_FILE_LIMIT, f"pass a UTF-8 text file of at most {size_words(DATA_FILE_LIMIT)}")
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 from bge_export.errors import InputError
 from bge_export.model.corpus import builtin_split
-from bge_export.model.source import parse_pooling_override
+from bge_export.model.source import check_model_id, parse_pooling_override
 from bge_export.model.spec import POOLING_MODES
 from bge_export.options import OptionsModel, option, parse_prompts
 
@@ -45,6 +45,9 @@ class ModelOptions(OptionsModel):
                                 help="Output folder (created atomically).  [default: artifacts/<model name>]")
     revision: str | None = option(None, allowed="a hub revision (a commit hash, branch or tag)",
                                   help="Hub revision (branch, tag or commit) to download.")
+    model_id: str | None = option(None, check=check_model_id, allowed="a hub id such as BAAI/bge-small-en-v1.5",
+                                  help="The hub id a local --model folder holds: titles the reports and the model "
+                                       "card.  [default: the hub id given, else the folder's name]")
     pooling: str | None = option(None, metavar="MODE", check=parse_pooling_override,
                                  allowed=f"{', '.join(POOLING_MODES)}, or a combination such as cls+mean",
                                  help="Override the model's pooling: cls, mean, max, mean_sqrt_len_tokens, "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bge_export.errors import InputError, UnsupportedModelError
+from bge_export.errors import InputError, UnsupportedModelError, shown_value
 from bge_export.files import contents_sha256, read_json
 from bge_export.model.architectures import architecture_for
 from bge_export.model.spec import DENSE_ACTIVATIONS, POOLING_MODES, DenseSpec, EmbeddingSpec
@@ -54,14 +54,49 @@ class ModelSource:
     weights_files: tuple[Path, ...]
     weights_format: str  # "safetensors" or "pickle"
     allow_pickle: bool = False
+    model_id: str | None = None  # the hub id the user says a local folder holds (a recipe's `model:`, --model-id)
 
     @property
     def name(self) -> str:
         return self.reference.rstrip("/").split("/")[-1]
 
+    @property
+    def title(self) -> str:
+        """What reports and the model card call the model (`model_title`)."""
+        return model_title(self.reference, self.folder, self.from_hub, self.model_id)
+
     def weights_sha256(self) -> str:
         """The weights' bytes, shards in order (bge_export/files.py contents_sha256)."""
         return contents_sha256(self.weights_files)
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+_HUB_CACHE_FOLDER = re.compile(r"models--([A-Za-z0-9][A-Za-z0-9_.-]*)--([A-Za-z0-9][A-Za-z0-9_.-]*)")
+LOCAL_FOLDER = " (local folder)"
+
+
+def check_model_id(model_id: str) -> None:
+    """A model id names a hub model ('BAAI/bge-small-en-v1.5'); it titles reports, so nothing else is taken."""
+    if not HUB_ID.fullmatch(model_id) or ".." in model_id:
+        raise InputError(f"model id {shown_value(model_id)} is not a hub id; give one such as BAAI/bge-small-en-v1.5")
+
+
+def model_title(reference: str, folder: Path | None, from_hub: bool, model_id: str | None = None) -> str:
+    """The name reports and cards give the model, never a local path: the id the user gave for it (`model_id`: a
+    recipe's `model:` built with a local copy, or --model-id), the hub id it was downloaded by, the hub id a Hub
+    cache folder's path spells (models--OWNER--NAME/snapshots/...), else the folder's name marked as a local folder.
+
+    A folder's own files are not asked: config.json's `_name_or_path` and a card's `base_model` name the model it
+    was trained from (all-MiniLM-L6-v2 says nreimers/MiniLM-L6-H384-uncased), or a path on its author's disk."""
+    if model_id:
+        return model_id
+    if from_hub:
+        return reference
+    for part in reversed(Path(folder or reference).parts):
+        match = _HUB_CACHE_FOLDER.fullmatch(part)
+        if match:
+            return f"{match.group(1)}/{match.group(2)}"
+    return Path(reference).name + LOCAL_FOLDER
 
 
 def resolve_model(
@@ -69,8 +104,10 @@ def resolve_model(
     revision: str | None = None,
     allow_pickle: bool = False,
     cache_dir: str | None = None,
+    model_id: str | None = None,
 ) -> ModelSource:
-    """Turn a folder or hub id into a local ModelSource, refusing pickle weights unless allowed."""
+    """Turn a folder or hub id into a local ModelSource, refusing pickle weights unless allowed. model_id: the hub
+    id a local folder holds, for titles (`model_title`)."""
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -83,7 +120,7 @@ def resolve_model(
     if not (folder / "config.json").is_file():
         raise InputError(f"'{model}' has no config.json; pass a transformers or sentence-transformers model folder")
     weights, fmt = _find_weights(folder, model, allow_pickle)
-    return ModelSource(model, folder, revision, from_hub, weights, fmt, allow_pickle)
+    return ModelSource(model, folder, revision, from_hub, weights, fmt, allow_pickle, model_id)
 
 
 def _looks_like_path(model: str) -> bool:
@@ -214,7 +251,8 @@ def _config_int(config: dict[str, Any], key: str, where: Path, default: int | No
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InputError(f"{where}: '{key}' must be a whole number >= {minimum}, got {value!r}; fix the file or download the model again")
+        raise InputError(f"{where}: '{key}' must be a whole number >= {minimum}, got {shown_value(value)}; fix the file "
+                         "or download the model again")
     return value
 
 
@@ -228,7 +266,7 @@ def read_spec(
     config = _json_object(folder / "config.json")
     model_type = config.get("model_type", "")
     if not isinstance(model_type, str):
-        raise InputError(f"{folder / 'config.json'}: 'model_type' must be a string, got {model_type!r}")
+        raise InputError(f"{folder / 'config.json'}: 'model_type' must be a string, got {shown_value(model_type)}")
     if config.get("auto_map") and not trust_remote_code:
         raise InputError(
             f"'{source.reference}' needs custom code from its repository (auto_map in config.json); "
@@ -237,7 +275,7 @@ def read_spec(
     arch = architecture_for(model_type)
     architectures = config.get("architectures")
     if architectures is not None and (not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures)):
-        raise InputError(f"{folder / 'config.json'}: 'architectures' must be a list of class names, got {architectures!r}")
+        raise InputError(f"{folder / 'config.json'}: 'architectures' must be a list of class names, got {shown_value(architectures)}")
     hidden_key = "hidden_size" if "hidden_size" in config or "dim" not in config else "dim"
     hidden = _config_int(config, hidden_key, folder / "config.json")
     heads_key = "num_attention_heads" if "num_attention_heads" in config or "n_heads" not in config else "n_heads"
@@ -313,7 +351,7 @@ def _read_modules(folder: Path) -> list[dict[str, str]]:
         path = entry.get("path", "")
         if not isinstance(path, str) or Path(path).is_absolute() or ".." in Path(path).parts:
             raise InputError(f"{folder / 'modules.json'}: a module's 'path' must be a folder inside the model folder, "
-                             f"got {path!r}")
+                             f"got {shown_value(path)}")
         class_name = str(entry.get("type", "")).rsplit(".", 1)[-1]
         kind = _MODULE_KINDS.get(class_name)
         if kind is None:
@@ -340,7 +378,7 @@ def _read_pooling(folder: Path, modules: list[dict[str, str]], hidden: int) -> t
     if "pooling_mode" in config:
         raw = config["pooling_mode"]
         if not isinstance(raw, (str, list)) or (isinstance(raw, list) and not all(isinstance(m, str) for m in raw)):
-            raise InputError(f"{relative}: 'pooling_mode' must be a mode name or a list of them, got {raw!r}")
+            raise InputError(f"{relative}: 'pooling_mode' must be a mode name or a list of them, got {shown_value(raw)}")
         modes = (raw,) if isinstance(raw, str) else tuple(raw)
     else:
         modes = tuple(mode for key, mode in _LEGACY_POOLING_FLAGS if config.get(key, False)) or ("mean",)

@@ -11,7 +11,7 @@ import click
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from bge_export.errors import CheckFailedError, InputError
+from bge_export.errors import CheckFailedError, InputError, shown_value
 from bge_export.options.declare import OptionsModel, Rules, rules_of, value_type
 
 # --------------------------------------------------------------------------- command-line text
@@ -23,7 +23,7 @@ def parse_prompts(values: Sequence[str]) -> dict[str, str]:
     for value in values:
         name, sep, text = value.partition("=")
         if not sep or not name.strip():
-            raise InputError(f"--prompt {value!r} is not NAME=TEXT, e.g. --prompt query='query: '")
+            raise InputError(f"--prompt {shown_value(value)} is not NAME=TEXT, e.g. --prompt query='query: '")
         prompts[name.strip()] = text
     return prompts
 
@@ -33,7 +33,7 @@ def parse_whole_numbers(text: str, flag: str, example: str = "1,8,32") -> list[i
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise InputError(f"{flag} {text!r} is not a comma-separated list of whole numbers, e.g. {example}") from None
+        raise InputError(f"{flag} {shown_value(text)} is not a comma-separated list of whole numbers, e.g. {example}") from None
 
 
 def parse_words(text: str) -> list[str]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
-from bge_export.errors import InputError
+from bge_export.errors import InputError, shown_value
 
 Bound = Union[float, Callable[[], float], None]  # a number, or one known only at run time (the corpus size)
 Choices = Union[Sequence[str], Callable[[], Sequence[str]], None]
@@ -217,7 +217,7 @@ def flag_of(name: str, rules: Rules) -> str | None:
 def label_of(name: str, rules: Rules, at: int | str | None = None) -> str:
     """'--check-texts (check_texts)', 'FOLDER (folder)' for an argument, 'check_texts' without either,
     '--quantize (quantize[1])' inside a list."""
-    inner = name if at is None else f"{name}[{at!r}]"
+    inner = name if at is None else f"{name}[{shown_value(at, 40)}]"
     flag = name.upper() if rules.cli == "argument" else flag_of(name, rules)
     return f"{flag} ({inner})" if flag else inner
 
@@ -305,11 +305,13 @@ def option_error(model: type[OptionsModel], exc: ValidationError, data: dict[str
     if isinstance(cause, _Refused) and cause.key:
         keys = _resolve(rules.keys)
         allowed = ", ".join(keys) if keys else "a name"
-        return OptionError(f"{label_of(field, rules)} has key {at!r}; keys must be {allowed}", field, at, allowed, at)
+        return OptionError(f"{label_of(field, rules)} has key {shown_value(at)}; keys must be {allowed}", field, at,
+                           allowed, at)
     if isinstance(cause, _Refused) and cause.repeat:
-        return OptionError(f"{label_of(field, rules)} names an item twice ({', '.join(map(str, value))}); name each "
+        return OptionError(f"{label_of(field, rules)} names an item twice ({shown_value(value)}); name each "
                            "once", field, value, f"{describe(info)}, each named once")
-    return OptionError(f"{label_of(field, rules, at)} must be {_must_be(info, at is not None)}, got {shown!r}",
+    return OptionError(f"{label_of(field, rules, at)} must be {_must_be(info, at is not None)}, "
+                       f"got {shown_value(shown)}",
                        field, shown, describe(info, at is not None), at)
 
 

@@ -25,9 +25,10 @@ from typing import Any
 
 from bge_export.errors import InputError
 from bge_export.files import json_or_none
-from bge_export.folder.integrity import artifact_files
+from bge_export.folder.integrity import artifact_files, verify_export
 from bge_export.folder.manifest import read_manifest
-from bge_export.folder.staging import foreign_files
+from bge_export.folder.signing import SignOptions, check_sign_options, sign
+from bge_export.folder.staging import check_writable_output, foreign_files
 from bge_export.folder.target_folder import open_target_folder
 from bge_export.options import OptionsModel, option, parse_words
 from bge_export.progress import Progress
@@ -44,7 +45,7 @@ from bge_export.recipes.inputs import (
 )
 from bge_export.recipes.recipe import Recipe, load_recipe, target_names
 from bge_export.registry import Target, targets
-from bge_export.report.model_card import write_model_card
+from bge_export.report.model_card import mark_card_signed, write_model_card
 from bge_export.validate.harness import read_inputs, validate
 
 
@@ -64,12 +65,16 @@ class BuildOptions(OptionsModel):
                                      "their own).")
     dry_run: bool = option(False, help="Check the recipe and print which steps would run and why; run nothing.")
     quiet: bool = option(False, short="-q", help="No progress output; print only the summary.")
+    sign_key: str | None = option(None, path=True, metavar="KEY.pem",
+                                  help="Sign the finished folder with this PEM elliptic-curve private key (model.sig, "
+                                       "the last step; pip install 'bge-export[sign]'), in place of the recipe's "
+                                       "sign.private_key.")
 
 
 @dataclass
 class StepResult:
     name: str  # a target's name (its registry row), validate or model card
-    state: str  # built | prepared | up to date | skipped | would run | not available
+    state: str  # built | prepared | up to date | skipped | would run | not available | signed
     detail: str
     seconds: float = 0.0
 
@@ -103,16 +108,28 @@ def build(options: BuildOptions) -> BuildResult:
     progress = Progress(options.quiet)
     run = _Run(recipe, options, folder, progress)
     plan = run.plan(selected)
+    run.signing = run.sign_options()
+    if (folder / "manifest.json").is_file() and not _starts_afresh(plan):
+        verify_export(folder)  # "up to date" and every step that reads the export: only of what was checked
     if options.dry_run:
         steps = [StepResult(s, "would run" if reason else "up to date", reason or "") for s, reason in plan.items()]
         steps += [StepResult(s, "skipped", "not in --only") for s in named if s not in selected]
+        card_due = any(plan.values()) or not (folder / "README.md").is_file()  # as _Run.model_card decides
+        steps.append(StepResult("model card", "would run" if card_due else "up to date",
+                                "README.md, written last from the manifest" if card_due else str(folder / "README.md")))
+        if run.signing is not None:
+            steps.append(StepResult("sign", "would run", "model.sig over every file, written last (every build)"))
         return BuildResult(recipe.path, folder, steps, time.perf_counter() - started, notes=run.notes)
     run.check_options([s for s, reason in plan.items() if reason])
+    if run.signing is not None:
+        with recipe.named_by("sign"):
+            check_sign_options(run.signing)  # a bad key or password fails now, not after the build
     for name, reason in plan.items():
         run.step(name, reason)
     run.steps += [StepResult(s, "skipped", "not in --only") for s in named if s not in selected]
     run.model_card()
     run.refresh_statuses()
+    run.sign()
     return BuildResult(recipe.path, folder, run.steps, time.perf_counter() - started, run.failed(selected), run.notes)
 
 
@@ -124,6 +141,7 @@ class _Run:
         self.notes: list[str] = []
         self.ran: list[str] = []
         self._model: dict[str, Any] | None = None
+        self.signing: SignOptions | None = None  # the recipe's `sign:` (or --sign-key): the last step
 
     def model(self) -> dict[str, Any]:
         """The weights' sha256 and the model's other files, hashed once (downloads a hub model once)."""
@@ -178,8 +196,11 @@ class _Run:
         return next((path for path in paths if not (self.folder / path).exists()), None)
 
     def check_options(self, steps: list[str]) -> None:
-        """Every step that will run gets its options checked before the first one starts."""
+        """Every step that will run gets its options checked before the first one starts (and the folder, that
+        it can be written)."""
         out = str(self.folder)
+        if steps or self.signing is not None:
+            check_writable_output(self.folder)
         for name in steps:
             if name in targets():
                 self.recipe.check_target(name, out, self.options.model)
@@ -242,8 +263,31 @@ class _Run:
         if not (self.folder / "manifest.json").is_file():
             return
         started = time.perf_counter()
-        path = write_model_card(self.folder)
+        path = write_model_card(self.folder, signed=True if self.signing else None)  # the signature covers it
         self.steps.append(StepResult("model card", "built", str(path), time.perf_counter() - started))
+
+    def sign_options(self) -> SignOptions | None:
+        """The recipe's `sign:` section, --sign-key in place of its key; None: the build does not sign."""
+        values = dict(self.recipe.sign or {})
+        if self.options.sign_key:
+            values.update(private_key=self.options.sign_key, sigstore=False)
+        if not values and self.recipe.sign is None:
+            return None
+        with self.recipe.named_by("sign"):
+            return SignOptions(folder=str(self.folder), **values)
+
+    def sign(self) -> None:
+        """model.sig over the finished folder (bge_export/folder/signing.py): after every other step, since any
+        later write would break it; it signs only a folder that passes verify. Not recorded in the manifest's
+        build records (that write would change a signed file): it runs on every build that asks for it."""
+        if self.signing is None or not (self.folder / "manifest.json").is_file():
+            return
+        started = time.perf_counter()
+        self.progress.step("build: sign: running (model.sig over every file)")
+        with self.recipe.named_by("sign"):
+            result = sign(self.signing, before_signing=mark_card_signed)
+        self.steps.append(StepResult("sign", "signed", f"{result.signature} ({result.files} files, {result.method})",
+                                     time.perf_counter() - started))
 
     def refresh_statuses(self) -> None:
         """Each target's line shows its artifacts' statuses as the folder has them now (validate may have judged
@@ -258,6 +302,12 @@ class _Run:
             return []
         judged = target_names() if "validate" in selected else selected
         return [str(e["path"]) for name in judged for e in step_entries(self.folder, name) if e.get("status") == "fail"]
+
+
+def _starts_afresh(plan: dict[str, str | None]) -> bool:
+    """The first step to run writes the folder anew (the target that starts it), so nothing of it is read."""
+    first = next((name for name, reason in plan.items() if reason), None)
+    return first is not None and first in targets() and targets()[first].starts_folder
 
 
 def _reads_an_export(step: str) -> bool:

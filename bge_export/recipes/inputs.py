@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bge_export.files import file_digests, json_or_none, listing_sha256, path_sha256
-from bge_export.folder.manifest import tool_versions, write_manifest
+from bge_export.folder.manifest import MANIFEST_NAME, read_sealed_data, tool_versions, write_manifest
 from bge_export.model.source import resolve_model
 from bge_export.recipes.recipe import Recipe, target_names
 from bge_export.registry import RUNTIMES, Target, targets
@@ -129,9 +129,9 @@ def read_records(folder: Path) -> dict[str, Any]:
 def store_records(folder: Path, records: dict[str, Any]) -> None:
     """Write the `build` record into manifest.json, atomically, through the manifest's own writer (it seals the
     manifest with its sha256, the record included)."""
-    data = _manifest(folder)
-    if not data:
+    if not (folder / MANIFEST_NAME).is_file():
         return
+    data = read_sealed_data(folder)  # never reseal a manifest someone else edited
     data["build"] = records
     write_manifest(folder, data)
 

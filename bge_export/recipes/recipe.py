@@ -5,6 +5,8 @@ Every key is the name of one API field, so a recipe, the Python API and the CLI 
     model: BAAI/bge-small-en-v1.5        ExportOptions.model and CoreMLOptions.model (a hub id)
     revision: "5c38ec7c..."              .revision: the hub commit to download
     pooling, allow_pickle, trust_remote_code, prompts       the same fields of ExportOptions / CoreMLOptions
+    model_id: BAAI/bge-small-en-v1.5     .model_id: the id titles use for a local `model:` folder; `build
+                                         --model FOLDER` sets it to the recipe's `model:`
     output: artifacts/bge-small-en-v1.5  .output (TensorRTOptions.folder, ValidateOptions.folder)
     targets:                             one key per target of the registry (bge_export/registry.py), its
       onnx: {optimize: true, quantize: [int8, int8-static], ...}           options model's fields, e.g.
@@ -13,6 +15,8 @@ Every key is the name of one API field, so a recipe, the Python API and the CLI 
       openvino: {precisions: [fp32, int8]}                                OpenVINOOptions fields
     validation: {corpus: ..., sts: ..., min_cosine: {int8: 0.99}, ...}    ValidateOptions fields (validate runs
                                                                           only when the recipe has this section)
+    sign: {private_key: keys/signing.pem}                                 SignOptions fields: model.sig over the
+                                                                          finished folder, the build's last step
 
 Relative paths (output, calibration, corpus, sts, retrieval) are relative to the folder bge-export runs in, as on
 the command line. `load_recipe` checks the whole file before any work starts: a problem is one line naming the
@@ -28,11 +32,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bge_export.errors import InputError
-from bge_export.recipes.schema import THRESHOLD_KEYS, RecipeReader, target_schema, top_schema, validation_schema
+from bge_export.model.source import HUB_ID
+from bge_export.recipes.schema import (
+    THRESHOLD_KEYS,
+    RecipeReader,
+    sign_schema,
+    target_schema,
+    top_schema,
+    validation_schema,
+)
 from bge_export.registry import Target, targets
 from bge_export.validate.options import ValidateOptions
 
-SOURCE_KEYS = ("revision", "pooling", "allow_pickle", "trust_remote_code", "prompts")  # of targets built from the model
+SOURCE_KEYS = ("revision", "model_id", "pooling", "allow_pickle", "trust_remote_code", "prompts")  # of targets built from the model
 
 
 def target_names() -> tuple[str, ...]:
@@ -52,6 +64,7 @@ class Recipe:
     targets: dict[str, dict[str, Any]]  # target -> its API fields, in build order
     validation: dict[str, Any] | None  # ValidateOptions fields; None: the recipe asks for no validate run
     lines: dict[str, int] = field(default_factory=dict)  # dotted key -> line
+    sign: dict[str, Any] | None = None  # SignOptions fields but the folder; None: the recipe does not sign
 
     def where(self, key: str) -> str:
         """'configs/x.yaml:12: targets.onnx' for an error about `key`."""
@@ -69,6 +82,8 @@ class Recipe:
             values: dict[str, Any] = {"folder": output}
         else:
             values = {"model": model or self.model, "output": output, **self._source(model)}
+            if model and HUB_ID.fullmatch(self.model) and not values.get("model_id"):
+                values["model_id"] = self.model  # a local copy of the recipe's model: its id still names it
         values.update(self.targets.get(name, {}))
         if target.starts_folder:
             values["force"] = force
@@ -131,16 +146,11 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe; InputError names file:line, the key, the bad value and the allowed ones."""
     import yaml
 
+    from bge_export.recipes.yaml_reading import RecipeLoader, recipe_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"recipe '{path}' does not exist; pass a YAML file such as configs/all-MiniLM-L6-v2.yaml") from None
-    except IsADirectoryError:
-        raise InputError(f"recipe '{path}' is a folder; pass one YAML file from it") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}:1: not UTF-8 text; a recipe is a YAML file") from None
-    loader = yaml.SafeLoader(text)
+    text = recipe_text(path)  # a regular file, bounded in size, UTF-8
+    loader = RecipeLoader(text, path)  # no aliases, bounded depth and count
     try:
         try:
             root = loader.get_single_node()
@@ -184,8 +194,9 @@ def _read(reader: RecipeReader, root: Any) -> Recipe:
         validation = reader.fields(nodes["validation"][1], "validation", validation_schema(), "a mapping of fields")
     model = values.pop("model")
     output = values.pop("output", None) or str(Path("artifacts") / model.rstrip("/").split("/")[-1])
-    values = {k: v for k, v in values.items() if k not in ("targets", "validation")}
-    recipe = Recipe(reader.path, model, output, values, sections, validation, reader.lines)
+    sign = reader.fields(nodes["sign"][1], "sign", sign_schema(), "a mapping of fields") if "sign" in nodes else None
+    values = {k: v for k, v in values.items() if k not in ("targets", "validation", "sign")}
+    recipe = Recipe(reader.path, model, output, values, sections, validation, reader.lines, sign)
     for name in sections:  # the options models' own cross-field rules (e.g. calibration without quantize)
         recipe.target_options(name, output=".")
     return recipe

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn
 
-from bge_export.errors import InputError
+from bge_export.errors import InputError, shown_value
+from bge_export.folder.signing import SignOptions
 from bge_export.model.options import ModelOptions
 from bge_export.options import OptionError, OptionsModel, field_value
 from bge_export.validate.options import THRESHOLD_KEYS, ValidateOptions
@@ -15,8 +16,8 @@ from bge_export.validate.options import THRESHOLD_KEYS, ValidateOptions
 if TYPE_CHECKING:
     from bge_export.registry import Target
 
-__all__ = ["THRESHOLD_KEYS", "Check", "RecipeReader", "options_schema", "target_schema", "top_schema",
-           "validation_schema"]
+__all__ = ["THRESHOLD_KEYS", "Check", "RecipeReader", "options_schema", "target_schema", "sign_schema",
+           "top_schema", "validation_schema"]
 
 Check = Callable[["RecipeReader", Any, str], Any]
 
@@ -29,7 +30,8 @@ class RecipeReader:
         self.lines: dict[str, int] = {}
 
     def fail(self, node: Any, key: str, message: str) -> NoReturn:
-        raise InputError(f"{self.path}:{node.start_mark.line + 1}: {key or 'recipe'}: {message}")
+        label = key if key.isprintable() and len(key) <= 120 else shown_value(key)  # a user's key: any text
+        raise InputError(f"{self.path}:{node.start_mark.line + 1}: {label or 'recipe'}: {message}")
 
     def bad(self, node: Any, key: str, allowed: str) -> NoReturn:
         self.refuse(node, key, self.value(node, key), allowed)
@@ -44,6 +46,12 @@ class RecipeReader:
             return self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             self.fail(node, key, f"cannot be read ({exc.problem})")
+        except Exception as exc:  # a tagged scalar its constructor cannot take fails with whatever that code meets:
+            # !!int x (ValueError), !!int '' (IndexError), !!timestamp '' (AttributeError), 2001-02-30 (ValueError)
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(";")[0]
+            if len(reason) > 100:  # the message may quote the whole value: cut it at a word
+                reason = reason[:100].rsplit(" ", 1)[0] + " ..."
+            self.fail(node, key, f"cannot be read ({reason})")
 
     def mapping(self, node: Any, key: str, what: str) -> dict[str, tuple[Any, Any]]:
         """A mapping's keys -> (key node, value node); null is an empty mapping; duplicates are refused."""
@@ -77,15 +85,12 @@ class RecipeReader:
 
 
 def _show(value: Any) -> str:
+    """A recipe's value in YAML's words where they differ from Python's; bounded however large the value."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null (empty)"
-    if isinstance(value, (dict, list, tuple)):
-        import json
-
-        return json.dumps(value, default=str)[:80]
-    return repr(value)
+    return shown_value(value)
 
 
 def _inside(reader: RecipeReader, node: Any, at: int | str) -> Any:
@@ -130,7 +135,7 @@ def _ignored(reader: RecipeReader, node: Any, key: str) -> None:
 def top_schema() -> dict[str, Check]:
     """The recipe's own keys: the model-side fields (ModelOptions) every target built from the model shares, and
     the sections (read apart)."""
-    return {**options_schema(ModelOptions), "targets": _ignored, "validation": _ignored}
+    return {**options_schema(ModelOptions), "targets": _ignored, "validation": _ignored, "sign": _ignored}
 
 
 def target_schema(target: "Target") -> dict[str, Check]:
@@ -142,3 +147,8 @@ def target_schema(target: "Target") -> dict[str, Check]:
 def validation_schema() -> dict[str, Check]:
     """`validation:`: the fields of ValidateOptions."""
     return options_schema(ValidateOptions)
+
+
+def sign_schema() -> dict[str, Check]:
+    """`sign:`: the fields of SignOptions (`bge-export sign`): the build signs the finished folder, last."""
+    return options_schema(SignOptions)

@@ -11,6 +11,7 @@ import html
 import io
 from typing import Any, Callable, Iterable, Sequence
 
+from bge_export.folder.target_folder import recorded_title
 from bge_export.report import tables
 from bge_export.report.recommendation import render_html as render_deploy_html  # "Which file to deploy"
 
@@ -152,9 +153,9 @@ def render_validation_html(data: dict[str, Any]) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Validation: {html.escape(str(model.get('reference')))}</title>",
+        f"<title>Validation: {html.escape(recorded_title(model))}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>Validation: {html.escape(str(model.get('reference')))}</h1>",
+        f"<h1>Validation: {html.escape(recorded_title(model))}</h1>",
         f"<p class=\"meta\">Folder <code>{html.escape(data['folder'])}</code>, {html.escape(data['created'])}, "
         f"bge-export {html.escape(data['toolkit_version'])}. Baseline <code>{html.escape(str(model.get('baseline')))}</code> "
         f"in PyTorch fp32. Corpus: {html.escape(data['corpus']['source'])} ({data['corpus']['texts']} texts).</p>",

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
-from bge_export.folder.recommend import describe_floors, recommend, status_evidence
+from bge_export.folder.reasons import describe_floors
+from bge_export.folder.recommend import recommend, status_evidence
+from bge_export.folder.target_folder import recorded_title
 from bge_export.report.recommendation import render_text
 
 
@@ -37,7 +39,7 @@ def format_manifest(manifest: Manifest) -> str:
     recommended, origin = recommendation_of(manifest)
     lines = [f"deploy ({origin})", *render_text(recommended), ""]
     lines += [
-        f"model       {model['reference']}" + (f" @ {model['revision']}" if model.get("revision") else ""),
+        f"model       {recorded_title(model)}" + (f" @ {model['revision']}" if model.get("revision") else ""),
         f"weights     {model['weights_format']} sha256 {model['weights_sha256'][:16]}…",
         f"encoder     {spec.architecture} ({spec.model_type}), hidden {spec.hidden_size}",
         f"pooling     {spec.pooling} ({spec.pooling_source}), normalize={spec.normalize}, dim {spec.embedding_dim}",

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bge_export.errors import InputError
 from bge_export.files import write_atomic
+from bge_export.folder.staging import check_writable_output
+from bge_export.folder.target_folder import recorded_title
 from bge_export.report import tables
 from bge_export.report.html import render_validation_html
 from bge_export.report.recommendation import render_markdown as render_deploy_markdown  # "Which file to deploy"
@@ -41,12 +41,9 @@ def write_bench_report(data: dict[str, Any], directory: Path, stem: str = "bench
 
 
 def check_writable(folder: Path, hint: str) -> None:
-    """Refuse before minutes of work, not after: the nearest existing ancestor must be writable."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise InputError(f"cannot write into '{folder}'; {hint}")
+    """Refuse before minutes of work, not after: the folder the reports (and manifest) are written into
+    (bge_export/folder/staging.py check_writable_output, the one check)."""
+    check_writable_output(folder, hint, replaced=False)
 
 
 def _json_safe(value: Any) -> Any:
@@ -79,7 +76,7 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def render_validation_markdown(data: dict[str, Any]) -> str:
     model = data["model"]
     out = [
-        f"# Validation: {model.get('reference')}",
+        f"# Validation: {recorded_title(model)}",
         "",
         f"Folder `{data['folder']}`, {data['created']}, bge-export {data['toolkit_version']}. "
         f"Baseline: `{model.get('baseline')}` in PyTorch fp32. Corpus: {data['corpus']['source']} "

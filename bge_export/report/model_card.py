@@ -26,12 +26,13 @@ from bge_export.files import write_atomic
 from bge_export.folder.manifest import (
     MANIFEST_NAME,
     MODEL_CARD_NAME,
+    SIGNATURE_NAME,
     Manifest,
     read_manifest,
     seal_state,
 )
 from bge_export.folder.recommend import deploy_runtimes, status_evidence
-from bge_export.model.card import model_card
+from bge_export.folder.target_folder import recorded_title
 from bge_export.registry import targets
 from bge_export.report.manifest_view import number_text, recommendation_of, size_text
 from bge_export.report.model_card_usage import usage_sections
@@ -44,23 +45,35 @@ TABLE_HEADER = ("file", "format", "precision", "size MB", "status", "judged by",
                 "speed-up")
 
 
-def write_model_card(folder: str | Path) -> Path:
-    """Write FOLDER/README.md from its manifest.json (atomically); returns its path."""
+def write_model_card(folder: str | Path, signed: bool | None = None) -> Path:
+    """Write FOLDER/README.md from its manifest.json (atomically); returns its path. signed: whether the card
+    says how to check model.sig (None: whether the folder holds one now; `bge-export build` passes True when it
+    signs next, since the card is written before the signature that covers it)."""
     folder = Path(folder)
-    text = render_model_card(folder)
+    text = render_model_card(folder, signed)
     return write_atomic(folder / MODEL_CARD_NAME, text)
 
 
-def render_model_card(folder: str | Path) -> str:
+def mark_card_signed(folder: str | Path) -> None:
+    """Before signing: rewrite README.md to say how to check the signature, when it is the card bge-export
+    writes for this folder, unedited (a card someone changed is left as it is: nothing of theirs is replaced)."""
+    folder = Path(folder)
+    card = folder / MODEL_CARD_NAME
+    if card.is_file() and not card.is_symlink() and card.read_text(encoding="utf-8") == render_model_card(folder, False):
+        write_model_card(folder, signed=True)
+
+
+def render_model_card(folder: str | Path, signed: bool | None = None) -> str:
     """The card's text (see the module docstring)."""
     folder = Path(folder)
+    signed = (folder / SIGNATURE_NAME).is_file() if signed is None else signed
     manifest = read_manifest(folder)
     seal = seal_state(json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")))[2]
     parts = [front_matter(folder, manifest),
              f"<!-- bge-export model card: generated from manifest.json manifest_sha256 {seal}; regenerate it with "
              "bge_export.report.model_card.write_model_card after the folder changes -->", "",
              *_intro(manifest), *render_markdown(recommendation_of(manifest)[0]), *artifact_table(manifest),
-             *_reports(folder), *usage_sections(folder, manifest), *_verify_section()]
+             *_reports(folder), *usage_sections(folder, manifest), *_verify_section(signed)]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -117,13 +130,13 @@ def tags(manifest: Manifest) -> list[str]:
 
 
 def source_license(manifest: Manifest) -> dict[str, str]:
-    """license (and license_name / license_link for 'other') from the source model's card, when it is still
-    on disk; {} when unknown."""
-    folder = manifest.model.get("folder")
-    card = model_card(Path(folder)) if isinstance(folder, str) and folder else {}
-    found = {key: card[key].strip() for key in ("license", "license_name", "license_link")
-             if isinstance(card.get(key), str) and card[key].strip()}
-    return found if "license" in found else {}
+    """license (and license_name / license_link for 'other') of the source model, as the export recorded it from
+    the model's card (bge_export/folder/target_folder.py); {} when unknown. Nothing outside the folder is read."""
+    recorded = manifest.model.get("license")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("license"), str):
+        return {}
+    return {key: str(value)[:200] for key, value in recorded.items()
+            if key in ("license", "license_name", "license_link") and isinstance(value, str)}
 
 
 # --------------------------------------------------------------------------- body
@@ -133,9 +146,10 @@ def _intro(manifest: Manifest) -> list[str]:
     model = manifest.model
     spec = manifest.spec
     hub_id = hub_reference(manifest)
-    source = f"[`{hub_id}`](https://huggingface.co/{hub_id})" if hub_id else f"`{Path(str(model['reference'])).name}`"
+    title = recorded_title(model)
+    source = f"[`{hub_id}`](https://huggingface.co/{hub_id})" if hub_id else f"`{title}`"
     revision = f" at revision `{model['revision']}`" if model.get("revision") else ""
-    lines = [f"# {Path(str(model['reference'])).name}: deployable exports", "",
+    lines = [f"# {title}: deployable exports", "",
              f"Exports of {source}{revision} made by bge-export {manifest.toolkit_version} on {manifest.created}, "
              f"each checked against the model in PyTorch fp32 (what sentence-transformers computes). Every graph "
              f"takes token ids and returns the finished embedding: {spec.pooling} pooling"
@@ -204,6 +218,15 @@ def _reports(folder: Path) -> list[str]:
             + ", ".join(f"[{name}]({name})" for name in present) + ".", ""]
 
 
-def _verify_section() -> list[str]:
-    return ["## Check the download", "", "```bash", "bge-export verify .   # every file's sha256, the manifest's own "
-            "seal, the tokenizer and config, every graph loads", "```", ""]
+def _verify_section(signed: bool) -> list[str]:
+    lines = ["## Check the download", "", "```bash", "bge-export verify .   # every file's sha256, the manifest's own "
+             "seal, the tokenizer and config, every graph loads"]
+    if not signed:
+        return lines + ["```", "", f"Not signed: `bge-export sign . --private-key KEY.pem` (`pip install "
+                        f"'bge-export[sign]'`) writes `{SIGNATURE_NAME}` over every file.", ""]
+    return lines + ["bge-export verify . --public-key PUB.pem   # and model.sig: every file exactly as signed", "```",
+                    "", f"`{SIGNATURE_NAME}` is an OpenSSF model-signing signature over every file of this folder, "
+                    "this card included; PUB.pem is the publisher's public key. Without bge-export (`pip install "
+                    "model-signing`):", "", "```bash",
+                    f"model_signing verify key . --signature {SIGNATURE_NAME} --public_key PUB.pem", "```", "",
+                    "Signed with a certificate or Sigstore instead of a key: see `bge-export verify --help`.", ""]

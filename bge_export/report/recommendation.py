@@ -18,10 +18,9 @@ def _rows(recommended: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         artifact = record.get("artifact") or "none passed"
         why = record.get("reason", "")
         unverified = [u["artifact"] for u in record.get("unverified_candidates") or []]
-        if unverified and record.get("artifact") is None:
-            why += f" (unverified candidates: {', '.join(unverified)})"
-        elif unverified:
-            why += f"; unverified candidates, not recommended: {', '.join(unverified)}"
+        listed = [path for path in unverified if path not in why]  # a none-passed reason names them already
+        if listed:
+            why += f" Unverified candidates, not recommended: {', '.join(listed)}."
         rows.append((runtime, artifact, why))
     return rows
 
@@ -47,7 +46,19 @@ def render_markdown(recommended: Mapping[str, Any] | None) -> list[str]:
     out = ["## Which file to deploy", "", "| runtime | artifact | why |", "|---|---|---|"]
     out += [f"| {runtime} | {'`' + artifact + '`' if artifact != 'none passed' else artifact} | "
             f"{why.replace('|', '/')} |" for runtime, artifact, why in rows]
+    orders = _orders(recommended or {})
+    if orders:
+        out += ["", "The order by kind, where speed did not decide:", ""]
+        out += [f"- {runtime}: {order}" for runtime, order in orders]
     return out + [""]
+
+
+def _orders(recommended: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(runtime, its by-kind preference order) for the records decided by kind: the detail their reasons leave
+    out."""
+    return [(runtime, str(record.get("order_by_kind"))) for runtime in deploy_runtimes()
+            if isinstance(record := recommended.get(runtime), dict) and record.get("basis") == "by kind"
+            and record.get("order_by_kind")]
 
 
 def render_html(recommended: Mapping[str, Any] | None) -> str:
@@ -59,5 +70,7 @@ def render_html(recommended: Mapping[str, Any] | None) -> str:
         f"<tr><td>{html.escape(runtime)}</td><td><code>{html.escape(artifact)}</code></td><td>{html.escape(why)}</td></tr>"
         for runtime, artifact, why in rows
     )
+    orders = "".join(f"<li>{html.escape(runtime)}: {html.escape(order)}</li>" for runtime, order in _orders(recommended or {}))
     return ("<h2>Which file to deploy</h2><table><thead><tr><th>runtime</th><th>artifact</th><th>why</th></tr>"
-            f"</thead><tbody>{body}</tbody></table>")
+            f"</thead><tbody>{body}</tbody></table>"
+            + (f"<p>The order by kind, where speed did not decide:</p><ul>{orders}</ul>" if orders else ""))

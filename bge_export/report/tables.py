@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bge_export.folder.recommend import HEADLINE_SEQ_LEN, headline_cells  # noqa: F401  (the recommendation's cell)
+from bge_export.folder.speed_evidence import HEADLINE_SEQ_LEN, headline_cells  # noqa: F401  (the recommendation's cell)
 
 BASELINE_ROW = "baseline (PyTorch fp32)"  # the reference row's label; validate writes its data under it
 

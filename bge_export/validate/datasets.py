@@ -71,7 +71,8 @@ def read_beir_folder(folder: str | Path, split: str = "test") -> RetrievalDatase
     """corpus.jsonl, queries.jsonl and qrels/<split>.tsv; only queries that have judgements are kept."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"retrieval folder '{folder}' does not exist; pass a BEIR folder with corpus.jsonl, "
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"retrieval folder '{folder}' {problem}; pass a BEIR folder with corpus.jsonl, "
                          f"queries.jsonl, qrels/{split}.tsv")
     corpus = _read_jsonl_records(folder / "corpus.jsonl", "corpus", needs_title=True)
     queries = _read_jsonl_records(folder / "queries.jsonl", "queries", needs_title=False)

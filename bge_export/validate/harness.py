@@ -25,7 +25,8 @@ import numpy as np
 from bge_export.errors import InputError
 from bge_export.folder.integrity import verify_folder
 from bge_export.folder.manifest import ArtifactEntry, read_manifest
-from bge_export.folder.recommend import STAND_IN_CHECKS, recommend, recommend_validated, status_evidence
+from bge_export.folder.recommend import STAND_IN_CHECKS, recommend_validated, refresh_recommendation, status_evidence
+from bge_export.folder.target_folder import recorded_title
 from bge_export.model.corpus import builtin_texts, read_corpus_file
 from bge_export.progress import Progress
 from bge_export.quality.floors import PRECISION_CLASSES, precision_class
@@ -150,7 +151,8 @@ def validate(options: ValidateOptions) -> ValidationReport:
     spec = manifest.spec
     report = ValidationReport(
         folder=str(folder),
-        model={"reference": manifest.model.get("reference"), "baseline": baseline_result.reference,
+        model={"reference": manifest.model.get("reference"), "title": recorded_title(manifest.model),
+               "baseline": baseline_result.reference,
                "architecture": spec.architecture, "pooling": spec.pooling, "normalize": spec.normalize,
                "max_seq_length": spec.max_seq_length, "embedding_dim": spec.embedding_dim,
                "query_prompt": spec.query_prompt},
@@ -274,5 +276,5 @@ def _record_in_manifest(folder: Path, results: Sequence[ArtifactResult], corpus:
             entry.validation.validate_run = result.manifest_summary(corpus, report)
         entry.set_status(result.status, result.reason)
 
-    manifest.recommended = recommend(manifest, speed, when=when)
+    manifest.recommended = refresh_recommendation(manifest, speed, when=when)  # the stored speed run, without one
     manifest.write(folder)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Sequence
 
 from pydantic import BeforeValidator
 
-from bge_export.errors import InputError
+from bge_export.errors import InputError, shown_value
 from bge_export.options import OptionsModel, option, parse_whole_numbers
 from bge_export.quality.floors import PRECISION_CLASSES
 from bge_export.registry import DEFAULT_RUNTIME_CHOICES, RUNTIME_CHOICES
@@ -28,7 +28,7 @@ def parse_threshold_overrides(values: Sequence[str], option: str) -> dict[str, f
         try:
             overrides[name.strip() or "*"] = float(number)
         except ValueError:
-            raise InputError(f"{option} {value!r} is not a number; give e.g. 0.97 or int8=0.97") from None
+            raise InputError(f"{option} {shown_value(value)} is not a number; give e.g. 0.97 or int8=0.97") from None
     return overrides
 
 

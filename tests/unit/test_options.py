@@ -245,8 +245,9 @@ def test_click_options_pass_the_commands_own_flags_through() -> None:
 
 
 def test_recipe_sections_are_the_fields_declared_for_recipes() -> None:
+    from bge_export.folder.signing import SignOptions
     from bge_export.model.options import ModelOptions
-    from bge_export.recipes.schema import target_schema, top_schema, validation_schema
+    from bge_export.recipes.schema import sign_schema, target_schema, top_schema, validation_schema
     from bge_export.validate.options import ValidateOptions
 
     for target in targets().values():
@@ -255,7 +256,8 @@ def test_recipe_sections_are_the_fields_declared_for_recipes() -> None:
                     if rules.recipe and name not in ModelOptions.model_fields}
         assert set(target_schema(target)) == expected, target.name
     assert set(validation_schema()) == {n for n, r in ValidateOptions.option_rules().items() if r.recipe}
-    assert set(top_schema()) == {*ModelOptions.model_fields, "targets", "validation"}
+    assert set(top_schema()) == {*ModelOptions.model_fields, "targets", "validation", "sign"}
+    assert set(sign_schema()) == {n for n, r in SignOptions.option_rules().items() if r.recipe}
 
 
 # --------------------------------------------------------------------------- free-text parsers

@@ -19,6 +19,7 @@ from bge_export.errors import InputError
 from bge_export.files import path_sha256
 from bge_export.folder.manifest import ArtifactEntry, TensorInfo, tool_versions
 from bge_export.folder.result import TargetResult
+from bge_export.folder.staging import check_writable_output
 from bge_export.folder.target_folder import open_model_folder
 from bge_export.model.corpus import builtin_check_texts
 from bge_export.model.source import read_spec, resolve_model
@@ -83,9 +84,11 @@ def export_coreml(options: CoreMLOptions) -> TargetResult:
     from bge_export.model.modeling import load_embedding_module  # heavy: torch
 
     started = time.perf_counter()
+    check_writable_output(options.output_path())  # before coremltools is imported and the model converted
     check_coreml_options(options)
     progress = Progress(options.quiet)
-    source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle)
+    source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle,
+                           model_id=options.model_id)
     spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
                         options.prompts)
     shapes, target = plan_shapes(options, spec.max_seq_length)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import field_validator, model_validator
 
-from bge_export.errors import InputError
+from bge_export.errors import InputError, shown_value
 from bge_export.model.options import ModelOptions, check_texts_option
 from bge_export.options import option, parse_whole_numbers
 
@@ -33,12 +33,12 @@ def _parse_range(text: str) -> tuple[Any, Any]:
             raise ValueError
         return int(low), int(high)
     except ValueError:
-        raise InputError(f"--seq-range {text!r} is not LOW:HIGH, e.g. 1:512") from None
+        raise InputError(f"--seq-range {shown_value(text)} is not LOW:HIGH, e.g. 1:512") from None
 
 
 def _check_range(pair: tuple[int, int]) -> None:
     if not 1 <= pair[0] <= pair[1]:
-        raise InputError(f"--seq-range (seq_range) must be {RANGE_FORM}, got {pair!r}")
+        raise InputError(f"--seq-range (seq_range) must be {RANGE_FORM}, got {shown_value(pair)}")
 
 
 class CoreMLOptions(ModelOptions):

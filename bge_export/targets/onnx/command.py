@@ -21,8 +21,10 @@ def onnx_command(**values: Any) -> None:
     Writes onnx/model.onnx, the tokenizer, the model's sentence-transformers
     files and manifest.json into the output folder; with --optimize, --fp16
     and --quantize also model_optimized.onnx, model_fp16.onnx and
-    model_qint8_<preset>.onnx / model_qint8_static.onnx. Every artifact is
-    checked against the PyTorch fp32 baseline and recorded in the manifest.
+    model_qint8_<preset>.onnx / model_qint8_static.onnx /
+    model_qint8_openvino.onnx. Opset 14-20 (--opset, default 17). Every
+    artifact is checked against the PyTorch fp32 baseline and recorded in the
+    manifest.
     """
     from bge_export.targets.onnx.export import export  # heavy: the build imports torch/onnx/onnxruntime
 

@@ -52,7 +52,8 @@ def export(options: ExportOptions) -> TargetResult:
     local_model = Path(options.model).expanduser()
     plan = plan_output(options.output_path(), options.force, [local_model] if local_model.is_dir() else [])
 
-    source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle)
+    source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle,
+                           model_id=options.model_id)
     plan = plan_output(options.output_path(), options.force, [source.folder])
     spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
                         options.prompts)

@@ -30,7 +30,7 @@ class ExportOptions(ModelOptions):
     int8_preset: str | None = option(None, choices=tuple(PRESETS),
                                      help="Target CPU for dynamic INT8.  [default: detected from this CPU]")
     min_cosine: float | None = option(None, gt=0.0, le=1.0,
-                                      help="INT8 fidelity bound: every held-apart validation text keeps at least this "
+                                      help="INT8 fidelity bound: every selection text keeps at least this "
                                            "cosine to fp32 (and their mean too).  [default: min 0.99 and mean 0.996]")
     calibration: str | None = option(None, path=True, allowed="a .txt or .jsonl file",
                                      help="Calibration texts (.txt one per line, or .jsonl with 'text').  "
@@ -38,10 +38,11 @@ class ExportOptions(ModelOptions):
     calibration_method: str = option("percentile", choices=CALIBRATION_METHODS, show_default=True,
                                      help="Activation range estimation for --quantize int8-static.")
     opset: int = option(17, ge=OPSET_RANGE[0], le=OPSET_RANGE[1], show_default=True,
-                        help="ONNX opset (>= 17 keeps LayerNormalization one op).")
+                        help=f"ONNX opset, {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (>= 17 keeps LayerNormalization one op).")
     with_token_embeddings: bool = option(False, help="Also expose 'token_embeddings' [batch, sequence, hidden] for "
                                                      "tools that pool for themselves.")
-    force: bool = option(False, recipe=False, help="Replace the output folder if it exists.")
+    force: bool = option(False, recipe=False, help="Replace a previous export in the output folder (a folder whose "
+                                                   "manifest lists every file in it); never anything else.")
     check: bool = option(True, flag="--no-check", help="Skip the built-in check against the PyTorch baseline "
                                                        "(artifact stays 'unverified').")
     check_texts: int = check_texts_option(cli=False)

@@ -31,7 +31,7 @@ class OpenVINOOptions(OptionsModel):
     check_texts: int = check_texts_option()
     min_cosine: float | None = option(
         None, gt=0.0, le=1.0,
-        help="INT8 fidelity bound for every held-apart text (and their mean), for the INT8 search made here and "
+        help="INT8 fidelity bound for every selection text (and their mean), for the INT8 search made here and "
              "the INT8 IR's check.  [default: min 0.99, mean 0.996]")
     quiet: bool = option(False, short="-q", recipe=False, help="Print only the result lines.")
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from pydantic import model_validator
 
-from bge_export.errors import InputError
+from bge_export.errors import InputError, shown_value
 from bge_export.model.options import check_int8_bound, check_texts_option
 from bge_export.options import OptionsModel, option
 
@@ -79,19 +79,21 @@ def parse_profile(text: str) -> Profile:
         key, sep, value = part.partition("=")
         key = key.strip().lower()
         if not sep or key not in ("batch", "seq"):
-            raise InputError(f"--profile {text!r}: {part!r} is not batch=... or seq=...; use {PROFILE_FORM}")
+            raise InputError(f"--profile {shown_value(text)}: {shown_value(part)} is not batch=... or seq=...; "
+                             f"use {PROFILE_FORM}")
         if key in found:
-            raise InputError(f"--profile {text!r}: '{key}' is given twice; use {PROFILE_FORM}")
+            raise InputError(f"--profile {shown_value(text)}: '{key}' is given twice; use {PROFILE_FORM}")
         found[key] = _parse_range(text, part, value)
     missing = [k for k in ("batch", "seq") if k not in found]
     if missing:
-        raise InputError(f"--profile {text!r}: '{missing[0]}' is missing; use {PROFILE_FORM}")
+        raise InputError(f"--profile {shown_value(text)}: '{missing[0]}' is missing; use {PROFILE_FORM}")
     return Profile(found["batch"], found["seq"])
 
 
 def _parse_range(text: str, part: str, value: str) -> Range:
     pieces = value.split(":")
-    bad = f"--profile {text!r}: {part!r} must be MIN:OPT:MAX, positive whole numbers with MIN <= OPT <= MAX"
+    bad = (f"--profile {shown_value(text)}: {shown_value(part)} must be MIN:OPT:MAX, positive whole numbers with "
+           "MIN <= OPT <= MAX")
     if len(pieces) not in (1, 3) or not all(p.strip().isascii() and p.strip().isdigit() for p in pieces):
         raise InputError(f"{bad}; use {PROFILE_FORM}")
     numbers = [int(p) for p in pieces] * (3 if len(pieces) == 1 else 1)
@@ -152,23 +154,23 @@ class BuildOptions:
 
     def checked(self) -> "BuildOptions":
         if self.precision not in PRECISIONS:
-            raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise InputError(f"--precision {shown_value(self.precision)} is not one of {', '.join(PRECISIONS)}")
         if not self.profiles or not all(isinstance(p, Profile) for p in self.profiles):
             raise InputError(f"give at least one --profile of the form {PROFILE_FORM}")
         if self.workspace_gib is not None and (isinstance(self.workspace_gib, bool)
                                                or not isinstance(self.workspace_gib, (int, float))
                                                or not 0 < self.workspace_gib < 1024):
-            raise InputError(f"--workspace must be a size in GiB above 0 (e.g. 4), got {self.workspace_gib!r}")
+            raise InputError(f"--workspace must be a size in GiB above 0 (e.g. 4), got {shown_value(self.workspace_gib)}")
         level = self.builder_optimization_level
         if level is not None and (isinstance(level, bool) or not isinstance(level, int)
                                   or not 0 <= level <= MAX_BUILDER_OPTIMIZATION_LEVEL):
             raise InputError(f"--builder-optimization-level must be a whole number from 0 to "
-                             f"{MAX_BUILDER_OPTIMIZATION_LEVEL}, got {level!r}")
+                             f"{MAX_BUILDER_OPTIMIZATION_LEVEL}, got {shown_value(level)}")
         if self.hardware_compatibility not in HARDWARE_COMPATIBILITY:
-            raise InputError(f"--hardware-compatibility {self.hardware_compatibility!r} is not one of "
+            raise InputError(f"--hardware-compatibility {shown_value(self.hardware_compatibility)} is not one of "
                              f"{', '.join(HARDWARE_COMPATIBILITY)}")
         if not self.input_names or not all(isinstance(n, str) and n for n in self.input_names):
-            raise InputError(f"input_names must name the graph's inputs, got {self.input_names!r}")
+            raise InputError(f"input_names must name the graph's inputs, got {shown_value(self.input_names)}")
         return self
 
     @property
@@ -298,7 +300,8 @@ class TensorRTOptions(OptionsModel):
     profiles: list[str] = option([], flag="--profile", multiple=True, metavar="batch=MIN:OPT:MAX,seq=MIN:OPT:MAX",
                                  check=parse_profile, item_allowed=f"{PROFILE_FORM}, with 1 <= MIN <= OPT <= MAX",
                                  help="Optimization profile; repeat for several (e.g. a batch-1 latency and a "
-                                      "throughput profile).  [default: the engine module's defaults]")
+                                      "throughput profile).  [default: " + " and ".join(p.label for p in DEFAULT_PROFILES)
+                                      + ", seq max cut to the model's max_seq_length]")
     workspace: float | None = option(None, gt=0.0, lt=1024.0, allowed="a number of GiB > 0 (e.g. 4)",
                                      help="Builder workspace limit in GiB.  [default: TensorRT's]")
     builder_optimization_level: int | None = option(
@@ -313,7 +316,7 @@ class TensorRTOptions(OptionsModel):
     prepare_only: bool = option(False, help="No TensorRT or GPU needed: write the TensorRT-ready graphs, their "
                                             "checks and tensorrt/build.sh for a GPU host; entries stay 'unverified'.")
     min_cosine: float | None = option(None, gt=0.0, le=1.0,
-                                      help="INT8 fidelity bound for every held-apart text (and their mean).  "
+                                      help="INT8 fidelity bound for every selection text (and their mean).  "
                                            "[default: min 0.99, mean 0.996]")
     check_texts: int = check_texts_option(cli=False)
     quiet: bool = option(False, short="-q", recipe=False, help="Print only the result lines.")

@@ -749,11 +749,28 @@ def damaged_manifest(w: World, content: str) -> list[str]:
     return ["inspect", str(folder)]
 
 
+def sealed_damaged_manifest(w: World, manifest: dict) -> list[str]:
+    """Damaged, yet sealed as bge-export seals (a bug, or an attacker who recomputed the unkeyed seal)."""
+    from bge_export.folder.manifest import write_manifest
+
+    folder = w.export()
+    write_manifest(folder, manifest)
+    return ["inspect", str(folder)]
+
+
+@case("inspect-manifest-edited", ("edited after bge-export wrote it", "bge-export verify"))
+def _(w: World):
+    manifest = json.loads((w.tiny_export / "manifest.json").read_text())
+    manifest["artifacts"][0]["status"] = "pass"
+    manifest["artifacts"][0]["status_reason"] = "trust me"
+    return damaged_manifest(w, json.dumps(manifest))
+
+
 @case("inspect-manifest-without-model", "model")
 def _(w: World):
     manifest = json.loads((w.tiny_export / "manifest.json").read_text())
     del manifest["model"]
-    return damaged_manifest(w, json.dumps(manifest))
+    return sealed_damaged_manifest(w, manifest)
 
 
 @case("inspect-manifest-is-a-list", "list")
@@ -770,7 +787,7 @@ def _(w: World):
 def _(w: World):
     manifest = json.loads((w.tiny_export / "manifest.json").read_text())
     manifest["artifacts"] = {"onnx/model.onnx": manifest["artifacts"][0]}
-    return damaged_manifest(w, json.dumps(manifest))
+    return sealed_damaged_manifest(w, manifest)
 
 
 @case("inspect-json-on-a-file", "folder")
@@ -839,7 +856,7 @@ def test_encode_accepts_a_generator_and_a_tuple(world: World):
     expected = encoder.encode(texts)
     np.testing.assert_array_equal(encoder.encode(text for text in texts), expected)
     np.testing.assert_array_equal(encoder.encode(tuple(texts)), expected)
-    np.testing.assert_allclose(encoder.encode(texts[0]), expected[:1], atol=1e-6)  # alone: other padding
+    np.testing.assert_allclose(encoder.encode(texts[0]), expected[0], atol=1e-6)  # alone: (dim,), other padding
 
 
 # --------------------------------------------------------------------------- runs that end abnormally

@@ -183,10 +183,10 @@ def _damage(data: dict, how: str) -> object:
 ])
 def test_a_damaged_manifest_is_one_input_error_line(release_folder, how, fragment):
     path = release_folder / "manifest.json"
-    if how == "text":
-        path.write_text("not json")
-    else:
-        path.write_text(json.dumps(_damage(json.loads(path.read_text()), how)))
+    if how in ("text", "list"):
+        path.write_text("not json" if how == "text" else json.dumps(_damage(json.loads(path.read_text()), how)))
+    else:  # sealed as bge-export seals: what is damaged is the content, which only the typed reading can tell
+        write_manifest(release_folder, _damage(json.loads(path.read_text()), how))
     with pytest.raises(InputError) as raised:
         read_manifest(release_folder)
     message = str(raised.value)

@@ -107,7 +107,7 @@ def test_trustworthy_speed_picks_the_fastest_passing_artifact(exported):
     assert cpu["artifact"] == FP32 and cpu["basis"] == "measured", cpu["reason"]  # speed beats the kind order
     assert cpu["reason"].startswith("fastest passing artifact on this CPU (Test CPU, 2 threads) in the speed grid of "
                                     "the validate run at 2026-01-02T03:04:05+00:00: 3.40×")
-    assert "at batch 32 × 128 tokens" in cpu["reason"] and f"next: {FUSED} 2.50×" in cpu["reason"]
+    assert "at batch 32 × 128 tokens" in cpu["reason"] and f"Next: {FUSED} 2.50×." in cpu["reason"]
     assert cpu["speedup"]["median"] == pytest.approx(3.4) and cpu["speedup"]["cell"] == "32x128"
     assert [r["artifact"] for r in cpu["ranking"]] == [FP32, FUSED, int8, FP16]
     # The grid ran on the CPU: the GPU recommendation cannot use it.
@@ -127,12 +127,13 @@ def test_untrusted_or_unmarked_speed_is_ignored(exported):
     grid = speed_grid({FP32: 3.4, FUSED: 2.5}, trustworthy=False, reasons=("other processes used 1.3 of 2 cores",))
     cpu = recommend(manifest, grid, measured_on="onnxruntime-cpu")["onnxruntime-cpu"]
     assert cpu["artifact"] == int8_path(exported) and cpu["basis"] == "by kind" and cpu["speedup"] is None
-    assert "not trustworthy: other processes used 1.3 of 2 cores" in cpu["reason"]
+    assert "validate's speed run at " in cpu["reason"]
+    assert "was flagged untrusted (other processes used 1.3 of 2 cores)" in cpu["reason"]
     unmarked = grid.to_dict()
     del unmarked["trustworthy"]
     unmarked.pop("trust", None)
     cpu = recommend(manifest, unmarked, measured_on="onnxruntime-cpu")["onnxruntime-cpu"]
-    assert cpu["basis"] == "by kind" and "not trustworthy" in cpu["reason"]
+    assert cpu["basis"] == "by kind" and "flagged untrusted (it is not marked trustworthy)" in cpu["reason"]
 
 
 def test_failed_and_unverified_artifacts_are_never_recommended(folder, tmp_path):
@@ -155,7 +156,7 @@ def test_failed_and_unverified_artifacts_are_never_recommended(folder, tmp_path)
     assert {u["artifact"] for u in cpu["unverified_candidates"]} == {unchecked}
     assert [f["artifact"] for f in cpu["failed"]] == [broken]
     assert broken not in [r["artifact"] for r in cpu["ranking"]] and unchecked not in [r["artifact"] for r in cpu["ranking"]]
-    assert f"not in the speed grid: {int8_path(folder)}, {FP16}" in cpu["reason"]
+    assert f"Not in the speed grid: {int8_path(folder)}, {FP16}." in cpu["reason"]
     assert "on 24 texts (validate)" in cpu["reason"]  # fp32's verdict now comes from validate
     gpu = rec["gpu"]  # the TensorRT plan ranks first by kind but could not be checked here
     assert gpu["artifact"] == FP16 and [u["artifact"] for u in gpu["unverified_candidates"]] == [plan]
@@ -202,13 +203,13 @@ def test_none_passed_and_load_encoder_falls_back(bge_shaped_dir, tmp_path, caplo
     rec = recommend(manifest)
     for runtime in ("onnxruntime-cpu", "gpu"):
         assert rec[runtime]["artifact"] is None and rec[runtime]["basis"] == "none passed"
-        assert rec[runtime]["reason"].startswith(f"none passed: {FP32} unverified (the built-in check was skipped")
+        assert rec[runtime]["reason"].startswith(f"none passed: {FP32} is unverified (the built-in check was skipped")
         assert [u["artifact"] for u in rec[runtime]["unverified_candidates"]] == [FP32]
     with caplog.at_level(logging.INFO, logger="bge_export"):
         encoder = load_encoder(folder)
     assert encoder.artifact == FP32
     assert "no artifact passed for onnxruntime-cpu" in encoder.selection
-    assert "falling back to onnx/model.onnx, whose status is unverified" in encoder.selection
+    assert "Falling back to onnx/model.onnx, whose status is unverified." in encoder.selection
     assert any(FP32 in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)  # nothing passed
 
 

@@ -90,31 +90,70 @@ def test_deleted_file_and_missing_package_are_named(folder: Path) -> None:
         _problem(result, f"{PACKAGE}/Manifest.json is missing")
 
 
-def test_edited_manifest_is_caught_and_rehash_seals_only_on_purpose(folder: Path) -> None:
+def test_edited_manifest_is_caught_and_rehash_shows_then_seals_only_with_yes(folder: Path) -> None:
     path = folder / "manifest.json"
     data = json.loads(path.read_text())
     data["artifacts"][0]["validation"]["builtin_check"]["cosine_min"] = 0.5
     path.write_text(json.dumps(data, indent=2))
     result = verify_folder(folder)
     assert len(result.problems) == 1
-    _problem(result, "manifest.json was edited after bge-export wrote it")
-    # a deliberate edit: --rehash seals it, and only then the folder verifies
+    assert "--rehash" in _problem(result, "manifest.json was edited after bge-export wrote it")
+    before = path.read_bytes()
+    # --rehash alone lists what it would bless and writes nothing
     outcome = CliRunner().invoke(verify_command, [str(folder), "--rehash"])
+    assert outcome.exit_code == 1, outcome.output
+    assert "rehash: manifest.json: manifest_sha256 " in outcome.output and "cannot tell" in outcome.output
+    assert "rehash: vouches for onnx/model.onnx: pass, sha256 " in outcome.output
+    assert "run `bge-export verify --rehash --yes" in outcome.output
+    assert path.read_bytes() == before
+    # a deliberate edit, confirmed: sealed as it is, and then the folder verifies
+    outcome = CliRunner().invoke(verify_command, [str(folder), "--rehash", "--yes"])
     assert outcome.exit_code == 0, outcome.output
-    assert "sealed now (--rehash)" in outcome.output
+    assert "sealed now (--rehash --yes)" in outcome.output
     assert verify_folder(folder).ok
     assert json.loads(path.read_text())["artifacts"][0]["validation"]["builtin_check"]["cosine_min"] == 0.5
-    # an edit that hides a swapped file: --rehash refuses while the file disagrees, and writes nothing
+
+
+def test_rehash_names_each_changed_file_old_and_new_and_its_verdict_falls_back(folder: Path) -> None:
+    recorded = read_manifest(folder).files[INT8]
+    _flip(folder / INT8, 0.9)  # e.g. the user re-quantized it by hand
+    now = file_sha256(folder / INT8)
+    outcome = CliRunner().invoke(verify_command, [str(folder), "--rehash"])
+    assert outcome.exit_code == 1
+    assert f"rehash: {INT8}: sha256 {recorded} -> {now}" in outcome.output
+    assert "its verdict 'pass' -> 'unverified'" in outcome.output
+    assert read_manifest(folder).find(INT8).status == "pass"  # nothing written yet
+    assert CliRunner().invoke(verify_command, [str(folder), "--rehash", "--yes"]).exit_code == 0
+    entry = read_manifest(folder).find(INT8)
+    assert entry.status == "unverified" and "validate it again" in entry.status_reason and entry.sha256 == now
+    assert verify_folder(folder).ok
+
+
+def test_rehash_blesses_nothing_while_another_problem_stands(folder: Path) -> None:
+    path = folder / "manifest.json"
     _flip(folder / INT8, 0.9)
-    data = json.loads(path.read_text())
-    data["files"]["tokenizer.json"] = "0" * 64
-    path.write_text(json.dumps(data, indent=2))
+    (folder / "onnx" / "extra.onnx").write_bytes(b"not mine")
     before = path.read_bytes()
-    result = verify_folder(folder, rehash=True)
-    _problem(result, "--rehash did not seal manifest.json")
-    _problem(result, f"{INT8} changed since the export")
-    _problem(result, "tokenizer.json changed since the export")
-    assert path.read_bytes() == before
+    result = verify_folder(folder, rehash=True, confirm=True)
+    _problem(result, "--rehash sealed nothing: 1 problem(s) above are not changes it can bless")
+    _problem(result, "onnx/extra.onnx is not recorded")
+    assert path.read_bytes() == before and not result.rehash_plan
+
+
+def test_yes_without_rehash_is_bad_usage(folder: Path) -> None:
+    outcome = CliRunner().invoke(verify_command, [str(folder), "--yes"])
+    assert outcome.exit_code != 0 and isinstance(outcome.exception, InputError)
+    assert "--yes confirms what --rehash lists" in str(outcome.exception)
+
+
+def test_a_listed_file_linked_to_an_identical_file_outside_is_a_problem(folder: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.json"
+    shutil.copy(folder / "tokenizer.json", outside)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer.json").symlink_to(outside)
+    result = verify_folder(folder)
+    assert "outside the folder" in _problem(result, "tokenizer.json", "is a symbolic link")
+    assert not result.ok
 
 
 def test_manifest_from_an_older_bge_export_is_reported_with_the_fix(folder: Path) -> None:
@@ -124,7 +163,7 @@ def test_manifest_from_an_older_bge_export_is_reported_with_the_fix(folder: Path
     path.write_text(json.dumps(data, indent=2))
     problem = _problem(verify_folder(folder), f"manifest.json has no {SEAL_FIELD}")
     assert "re-run the export" in problem and "--rehash" in problem
-    assert verify_folder(folder, rehash=True).ok and verify_folder(folder).ok
+    assert verify_folder(folder, rehash=True, confirm=True).ok and verify_folder(folder).ok
     del data["files"]  # older still: no file hashes either (data was read before the seal was written)
     path.write_text(json.dumps(data))
     result = verify_folder(folder)

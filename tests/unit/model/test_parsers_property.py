@@ -204,8 +204,8 @@ def test_lone_surrogate_escape_is_an_input_error(tmp_path):
 
 
 def test_missing_and_folder_paths_are_input_errors(tmp_path):
-    for path in (tmp_path / "nope.txt", tmp_path):
-        with pytest.raises(InputError, match="does not exist"):
+    for path, problem in ((tmp_path / "nope.txt", "does not exist"), (tmp_path, "is a folder")):
+        with pytest.raises(InputError, match=problem):
             read_corpus_file(path)
 
 
@@ -356,5 +356,5 @@ def test_beir_missing_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         read_beir_folder(tmp_path / "nope")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="is not a folder"):
         read_beir_folder(tmp_path / "file")

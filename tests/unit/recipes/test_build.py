@@ -105,7 +105,8 @@ def test_changed_section_rebuilds_that_target_only(built: dict, tmp_path: Path) 
     planned = build(BuildOptions(**{**options.__dict__, "dry_run": True}))
     assert {s.name: (s.state, s.detail) for s in planned.steps} == {
         "onnx": ("up to date", ""), "tensorrt": ("would run", "its recipe section changed"),
-        "validate": ("would run", "artifacts were rebuilt")}
+        "validate": ("would run", "artifacts were rebuilt"),
+        "model card": ("would run", "README.md, written last from the manifest")}
 
     result = build(options)
     states = _states(result)

@@ -69,7 +69,7 @@ def test_every_recipe_key_is_one_api_field() -> None:
     for target in targets().values():
         assert set(target_schema(target)) <= _field_names(target.load(target.options)), target.name
     assert set(validation_schema()) <= _field_names(ValidateOptions)
-    assert set(top_schema()) - {"targets", "validation"} <= _field_names(ModelOptions)
+    assert set(top_schema()) - {"targets", "validation", "sign"} <= _field_names(ModelOptions)
     shared = _field_names(ExportOptions) & _field_names(CoreMLOptions)
     assert {"model", "output", *SOURCE_KEYS} <= shared
 

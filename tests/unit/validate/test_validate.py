@@ -15,7 +15,7 @@ from helpers import DATA_DIR, assert_one_line_error, export_folder, run_cli
 from validate_helpers import add_broken_artifact, add_int8_artifact, add_unrunnable_artifact
 
 from bge_export.errors import InputError
-from bge_export.folder.manifest import read_manifest
+from bge_export.folder.manifest import read_manifest, write_manifest
 from bge_export.quality.floors import FLOORS
 from bge_export.validate.harness import (
     ValidateOptions,
@@ -203,7 +203,7 @@ def test_old_manifest_without_files_falls_back_to_artifact_hashes(folder, other_
     data = json.loads(manifest_path.read_text())
     del data["files"]
     data["artifacts"][0]["size_bytes"] = 1  # a wrong recorded size: reports must show the size on disk
-    manifest_path.write_text(json.dumps(data))
+    write_manifest(folder, data)  # sealed, as every bge-export manifest since schema 1
     report = validate(ValidateOptions(folder=str(folder), artifacts=["onnx/model.onnx"], max_texts=24, threads=1,
                                       speed=False, quiet=True, update_manifest=False))
     assert report.artifacts[0].size_bytes == (folder / "onnx/model.onnx").stat().st_size
