@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from bge_export.version import __version__
 
 _LAZY_MODULES = {  # module -> the public names it defines (as imported under TYPE_CHECKING below), loaded on first use
-    "bge_export.errors": ("BgeExportError",),
+    "bge_export.errors": ("BgeExportError", "IntegrityError"),
+    "bge_export.folder.signing": ("sign_folder", "verify_signature"),
+    "bge_export.folder.verify": ("verify_folder",),
     "bge_export.folder.loading": ("load_encoder",),
     "bge_export.folder.manifest": ("read_manifest",),
     "bge_export.model.source": ("ModelSource", "resolve_model"),
@@ -26,13 +28,16 @@ _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in nam
 
 __all__ = [  # = ["__version__", *_LAZY], written out so linters and type checkers read it
     "__version__", "export", "ExportOptions", "ExportResult", "load_encoder", "ModelSource", "resolve_model",
-    "EmbeddingSpec", "read_manifest", "BgeExportError", "validate", "ValidateOptions", "bench", "BenchOptions",
+    "EmbeddingSpec", "read_manifest", "BgeExportError", "IntegrityError", "validate", "ValidateOptions", "bench",
+    "BenchOptions", "verify_folder", "sign_folder", "verify_signature",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bge_export.errors import BgeExportError
+    from bge_export.errors import BgeExportError, IntegrityError
     from bge_export.folder.loading import load_encoder
     from bge_export.folder.manifest import read_manifest
+    from bge_export.folder.signing import sign_folder, verify_signature
+    from bge_export.folder.verify import verify_folder
     from bge_export.model.source import ModelSource, resolve_model
     from bge_export.model.spec import EmbeddingSpec
     from bge_export.targets.onnx.export import ExportResult, export

@@ -7,10 +7,11 @@ import numbers
 import os
 from pathlib import Path
 
-from bge_export.errors import InputError
+from bge_export.errors import InputError, IntegrityError
 from bge_export.folder.integrity import verify_folder
 from bge_export.folder.manifest import read_manifest
 from bge_export.folder.recommend import choose_for_machine
+from bge_export.folder.signing import verify_signature
 from bge_export.model.source import read_spec, resolve_model
 from bge_export.model.tokenization import TextTokenizer
 from bge_export.registry import RUNTIMES, open_encoder
@@ -45,6 +46,7 @@ def load_encoder(
     threads: int | None = None,
     providers: list[str] | None = None,
     runtime: str | None = None,
+    public_key: str | Path | None = None,
     **runtime_options: object,
 ) -> Encoder:
     """An encoder for one artifact of a bge-export output folder.
@@ -54,7 +56,9 @@ def load_encoder(
     has the CUDA provider (given `providers`, or available here) and it is an ONNX file, else the onnxruntime-cpu
     one; onnx/model.onnx when nothing passed. Before loading, the manifest's seal and the sha256 of every file
     read are checked, and no path may leave the folder (bge_export/folder/integrity.py): a changed, added or
-    linked file is one IntegrityError naming it. The encoder says what it loaded and
+    linked file is one IntegrityError naming it. With `public_key` (a PEM file), the folder's model.sig must
+    also verify with it (bge_export/folder/signing.py, the `[sign]` extra): the check a seal cannot give against
+    someone who rewrote a file, its sha256 and the seal. The encoder says what it loaded and
     why: `encoder.artifact` (path relative to the folder) and `encoder.selection` (one line), also logged
     at INFO on the "bge_export" logger. Each format opens through its target (bge_export/registry.py), on its
     own runtime or on `runtime` (e.g. "openvino" for ONNX files and IR); `runtime_options` go to that runtime
@@ -83,6 +87,12 @@ def load_encoder(
         raise InputError(f"{entry.path} was prepared for another host and is not built here; build it there with "
                          f"bge-export {entry.format}, or load another artifact")
     verify_folder(folder, manifest, [entry])  # its seal, sha256 and containment before anything is loaded
+    if public_key is not None:
+        signature = verify_signature(folder, public_key)
+        if signature.problems:
+            more = len(signature.problems) - 1
+            raise IntegrityError(f"'{folder}' fails its signature check with {public_key}: {signature.problems[0]}"
+                                 + (f" (and {more} more; `bge-export verify --public-key` lists them)" if more else ""))
     spec = manifest.spec
     tokenizer = TextTokenizer.from_artifact_folder(folder, spec)
 

@@ -207,3 +207,29 @@ def test_without_the_extra_sign_and_verify_name_it_in_one_line(folder: Path, key
         assert done.returncode == 2, done.stdout + done.stderr
         assert_one_line_error(done.stderr, "model-signing", "pip install 'bge-export[sign]'")
     assert not (folder / SIGNATURE_NAME).exists()
+
+
+def test_load_encoder_with_a_public_key_loads_only_what_the_key_signed(folder: Path, keys: tuple[Path, Path]) -> None:
+    from bge_export import load_encoder
+    from bge_export.errors import IntegrityError
+    from bge_export.files import file_sha256
+    from bge_export.folder.manifest import read_manifest_data, write_manifest
+
+    private, public = keys
+    with pytest.raises(IntegrityError, match="no model.sig: the folder is not signed"):
+        load_encoder(folder, public_key=public)
+    sign_folder(folder, private_key=private)
+    assert load_encoder(folder, public_key=public).encode("one text").ndim == 1
+    # someone deliberate: a byte flipped, its sha256 recorded, the seal recomputed; only the signature tells
+    graph = folder / "onnx" / "model.onnx"
+    data = bytearray(graph.read_bytes())
+    data[int(len(data) * 0.9)] ^= 0x01
+    graph.write_bytes(bytes(data))
+    manifest = read_manifest_data(folder)
+    manifest["files"]["onnx/model.onnx"] = file_sha256(graph)
+    next(e for e in manifest["artifacts"] if e["path"] == "onnx/model.onnx")["sha256"] = file_sha256(graph)
+    write_manifest(folder, manifest)
+    with pytest.raises(IntegrityError, match="fails its signature check"):
+        load_encoder(folder, artifact="onnx/model.onnx", public_key=public)
+    problems = verify_signature(folder, public_key=public).problems
+    assert any(p.startswith("onnx/model.onnx changed since the folder was signed") for p in problems), problems
