@@ -19,6 +19,7 @@ key the publisher holds. The signing itself is the field's own library (https://
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import os
 import tempfile
@@ -30,9 +31,9 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from pydantic import model_validator
 
-from bge_export.errors import BgeExportError, InputError, MissingDependencyError
-from bge_export.files import write_atomic
-from bge_export.folder.manifest import MODEL_CARD_NAME, SIGNATURE_NAME
+from bge_export.errors import BgeExportError, InputError, IntegrityError, MissingDependencyError
+from bge_export.files import file_sha256, write_atomic
+from bge_export.folder.manifest import MANIFEST_NAME, MODEL_CARD_NAME, SIGNATURE_NAME, read_manifest
 from bge_export.folder.signing_keys import check_private_key, check_public_key, from_environment, pem_file
 from bge_export.folder.staging import check_writable_output
 from bge_export.folder.verify import verify_folder
@@ -155,17 +156,19 @@ def sign_folder(folder: str | Path, private_key: str | Path | None = None, passw
         config = signing_config(private_key, password, signing_certificate, certificate_chain, sigstore,
                                 sigstore_staging, identity_token)
     files = signable_files(folder)
+    manifest_digest = file_sha256(folder / MANIFEST_NAME) if (folder / MANIFEST_NAME).is_file() else ""
     result = verify_folder(folder)
     if not result.ok:
         raise InputError(f"'{folder}' fails `bge-export verify` ({result.problems[0]}); bge-export signs only an "
                          "intact folder: fix it, or re-run the export, then sign")
+    verified = {**read_manifest(folder).files, MANIFEST_NAME: manifest_digest}  # what verify_folder vouched for
     card = folder / MODEL_CARD_NAME
     card_before = card.read_bytes() if card.is_file() and not card.is_symlink() else None
     try:
         if before_signing is not None:
             before_signing(folder)
             files = signable_files(folder)
-        signature = _write_signature(config, folder, sigstore)
+        signature = _write_signature(config, folder, sigstore, verified)
     except BaseException:  # the card says the folder is signed only when it is (an interrupt included)
         if card_before is not None and card.read_bytes() != card_before:
             write_atomic(card, card_before)
@@ -174,8 +177,10 @@ def sign_folder(folder: str | Path, private_key: str | Path | None = None, passw
     return SignResult(folder, signature, len(files), method, time.perf_counter() - started)
 
 
-def _write_signature(config: "signing.Config", folder: Path, sigstore: bool) -> Path:
-    """model_signing hashes the folder and signs; model.sig then appears whole (written aside, renamed)."""
+def _write_signature(config: "signing.Config", folder: Path, sigstore: bool, verified: dict[str, str]) -> Path:
+    """model_signing hashes the folder and signs; model.sig then appears whole (written aside, renamed), and only
+    if every digest it signed is the one `verify_folder` checked: model_signing reads the files again, and a file
+    changed in between must not be signed unchecked."""
     with tempfile.TemporaryDirectory(prefix="bge-export-sign-") as scratch:
         written = Path(scratch) / SIGNATURE_NAME
         try:
@@ -184,7 +189,25 @@ def _write_signature(config: "signing.Config", folder: Path, sigstore: bool) -> 
         except (ValueError, OSError) as exc:
             raise InputError(f"model_signing could not sign '{folder}' ({_first_line(exc)}); nothing was "
                              "written") from None
+        signed = signed_digests(written)
+        changed = sorted(name for name, digest in verified.items() if signed.get(name, digest) != digest)
+        if changed:
+            raise IntegrityError(f"{changed[0]} changed while '{folder}' was being signed (after bge-export checked "
+                                 "it); nothing was signed: run `bge-export verify`, then sign again")
         return write_atomic(folder / SIGNATURE_NAME, written.read_bytes())
+
+
+def signed_digests(signature: Path) -> dict[str, str]:
+    """{file name: sha256} as a model_signing signature (a Sigstore bundle whose DSSE payload is an in-toto
+    statement, one resource per file) records them."""
+    try:
+        bundle = json.loads(signature.read_text(encoding="utf-8"))
+        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+        return {str(r["name"]): str(r["digest"]) for r in statement["predicate"]["resources"]
+                if r.get("algorithm") == "sha256"}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{signature.name} is not a model_signing signature this bge-export reads ({exc}); "
+                         "pin model-signing to the version the [sign] extra names") from None
 
 
 def signing_config(private_key: str | Path | None, password: str | None = None,

@@ -233,3 +233,22 @@ def test_load_encoder_with_a_public_key_loads_only_what_the_key_signed(folder: P
         load_encoder(folder, artifact="onnx/model.onnx", public_key=public)
     problems = verify_signature(folder, public_key=public).problems
     assert any(p.startswith("onnx/model.onnx changed since the folder was signed") for p in problems), problems
+
+
+def test_a_file_changed_between_the_check_and_the_signing_is_never_signed(folder: Path,
+                                                                           keys: tuple[Path, Path]) -> None:
+    """model_signing reads the files again after verify_folder checked them: what it signed must be what was
+    checked. before_signing runs exactly in that gap, so it stands in for whoever writes the folder then."""
+    from bge_export.errors import IntegrityError
+
+    private, _ = keys
+
+    def tamper(target: Path) -> None:
+        graph = target / "onnx" / "model.onnx"
+        data = bytearray(graph.read_bytes())
+        data[int(len(data) * 0.9)] ^= 0x01
+        graph.write_bytes(bytes(data))
+
+    with pytest.raises(IntegrityError, match="onnx/model.onnx changed while .* was being signed"):
+        sign_folder(folder, private_key=private, before_signing=tamper)
+    assert not (folder / SIGNATURE_NAME).exists()
