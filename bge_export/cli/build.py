@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from bge_export.cost import format_size
 from bge_export.errors import CheckFailedError
 from bge_export.options import click_options
 from bge_export.recipes.build import BuildOptions, build
@@ -31,8 +32,11 @@ def build_command(**values: Any) -> None:
     width = max(len(step.name) for step in result.steps) if result.steps else 0
     for step in result.steps:
         took = f" in {step.seconds:.1f}s" if step.seconds >= 0.05 else ""
-        detail = f": {step.detail}" if step.detail else ""
+        peak = f"peak RSS {format_size(step.peak_rss_bytes)}" if step.peak_rss_bytes else ""
+        detail = ": " + "; ".join(part for part in (peak, step.detail) if part) if peak or step.detail else ""
         click.echo(f"{step.name:{width}s}  {step.state.upper()}{took}{detail}")
+        for artifact, costs in step.costs.items():
+            click.echo(f"{'':{width}s}    {artifact}: {'; '.join(cost.describe() for cost in costs)}")
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"{result.output}  ({'dry run, ' if values.get('dry_run') else ''}{result.seconds:.1f}s)")

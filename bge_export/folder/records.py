@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bge_export.cost import StepCost
 from bge_export.files import TREE_RULE
 
 STATUSES = ("pass", "fail", "unverified")
@@ -187,11 +188,16 @@ class ArtifactEntry(BaseModel):
     status: str = "unverified"
     status_reason: str = "not checked yet"
     sha256_rule: Literal["tree", "contents"] = TREE_RULE  # how `sha256` was computed for a folder: schema-1 entries say "contents"
+    cost: list[StepCost] = Field(default_factory=list)  # what making and checking it took, step by step (cost.py)
 
     def __init__(self, *args: Any, **data: Any) -> None:
         """Positional like the dataclass it was: ArtifactEntry(path, format, precision, sha256, size_bytes, ...)."""
         data.update(zip(_ENTRY_FIELDS, args))
         super().__init__(**data)
+
+    def add_cost(self, costs: list[StepCost]) -> None:
+        """Record steps that made or checked this artifact (a CostMeter's `take()`), after those recorded."""
+        self.cost = [*self.cost, *costs]
 
     def set_status(self, status: str, reason: str) -> None:
         if status not in STATUSES:
@@ -204,12 +210,14 @@ class ArtifactEntry(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's JSON for this entry: every field, the records as set; the sha256 rule only when it is
-        not the default (so the shape stays schema 1's)."""
-        data = self.model_dump(mode="json", exclude={"options", "validation", "sha256_rule"})
+        not the default (so the shape stays schema 1's), the cost only when measured."""
+        data = self.model_dump(mode="json", exclude={"options", "validation", "sha256_rule", "cost"})
         data["options"], data["validation"] = self.options.to_dict(), self.validation.to_dict()
         data = {name: data[name] for name in _ENTRY_FIELDS}
         if self.sha256_rule != TREE_RULE:
             data["sha256_rule"] = self.sha256_rule
+        if self.cost:
+            data["cost"] = [step.to_dict() for step in self.cost]
         return data
 
 

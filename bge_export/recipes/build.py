@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bge_export.cost import StepCost, measure_step
 from bge_export.errors import InputError
 from bge_export.files import json_or_none
 from bge_export.folder.integrity import artifact_files, verify_export
@@ -31,6 +32,7 @@ from bge_export.folder.signing import SignOptions, check_sign_options, sign
 from bge_export.folder.staging import check_writable_output, foreign_files
 from bge_export.folder.target_folder import open_target_folder
 from bge_export.options import OptionsModel, option, parse_words
+from bge_export.options.memory import MemoryLimit, max_memory_option
 from bge_export.progress import Progress
 from bge_export.recipes.inputs import (
     STEPS,
@@ -65,6 +67,7 @@ class BuildOptions(OptionsModel):
                                      "their own).")
     dry_run: bool = option(False, help="Check the recipe and print which steps would run and why; run nothing.")
     quiet: bool = option(False, short="-q", help="No progress output; print only the summary.")
+    max_memory: MemoryLimit = max_memory_option()  # every step's, in place of the recipe's max_memory keys
     sign_key: str | None = option(None, path=True, metavar="KEY.pem",
                                   help="Sign the finished folder with this PEM elliptic-curve private key (model.sig, "
                                        "the last step; pip install 'bge-export[sign]'), in place of the recipe's "
@@ -77,6 +80,8 @@ class StepResult:
     state: str  # built | prepared | up to date | skipped | would run | not available | signed
     detail: str
     seconds: float = 0.0
+    peak_rss_bytes: int | None = None  # measured while the step ran (bge_export/cost.py)
+    costs: dict[str, list[StepCost]] = field(default_factory=dict)  # artifact -> the steps recorded with it
 
 
 @dataclass
@@ -221,17 +226,22 @@ class _Run:
         if name in targets() and targets()[name].starts_folder:  # a fresh folder: the other records go with the old
             self.records = {"recipe": str(self.recipe.path), "steps": {}}
         inputs = self.inputs(name)  # after the earlier steps ran: what this step reads now
-        state, summary, note = self._validate() if name == "validate" else self._target(targets()[name])
+        with measure_step(name, self.options.max_memory) as measured:
+            state, summary, note = self._validate() if name == "validate" else self._target(targets()[name])
         seconds = time.perf_counter() - started
+        peak = measured.cost.peak_rss_bytes if measured.cost else None
         self.ran.append(name)
         self.records.setdefault("steps", {})[name] = {
             "key": input_key(inputs), "inputs": inputs, "state": state, "summary": summary, "note": note,
-            "seconds": round(seconds, 1), "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "seconds": round(seconds, 1), "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "peak_rss_bytes": peak, "peak_rss_method": measured.method}
         self.records["recipe"] = str(self.recipe.path)
         store_records(self.folder, self.records)
         if note:
             self.notes.append(f"{name}: {note}")
-        self.steps.append(StepResult(name, state, summary, seconds))
+        costs = {} if name == "validate" else {str(e["path"]): [StepCost.model_validate(c) for c in e["cost"]]
+                                               for e in step_entries(self.folder, name) if e.get("cost")}
+        self.steps.append(StepResult(name, state, summary, seconds, peak, costs))
         self.progress.step(f"build: {name}: {state} in {seconds:.1f}s ({summary})")
 
     def _target(self, target: Target) -> tuple[str, str, str | None]:
@@ -242,6 +252,8 @@ class _Run:
         _clear_model_card(self.folder)
         options = self.recipe.target_options(target.name, str(self.folder), self.options.model, force=force,
                                              prepare_only=prepare is not None, quiet=self.options.quiet)
+        if self.options.max_memory is not None:
+            options.max_memory = self.options.max_memory
         result = target.load(target.build)(options)
         if not target.starts_folder:
             _prune(self.folder, target, {e.path for e in result.entries})

@@ -80,6 +80,8 @@ def format_manifest(manifest: Manifest) -> str:
         out = ", ".join(f"{t.name} {t.dtype}{t.shape}" for t in entry.outputs)
         lines.append(f"  inputs: {io}")
         lines.append(f"  outputs: {out}")
+        if entry.cost:
+            lines.append(f"  cost: {'; '.join(step.describe() for step in entry.cost)}")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ import shutil
 import time
 from typing import Any
 
+from bge_export.cost import CostMeter, fp32_weight_bytes
 from bge_export.errors import InputError
 from bge_export.files import path_sha256
 from bge_export.folder.manifest import ArtifactEntry, TensorInfo, tool_versions
@@ -92,18 +93,23 @@ def export_coreml(options: CoreMLOptions) -> TargetResult:
     spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
                         options.prompts)
     shapes, target = plan_shapes(options, spec.max_seq_length)
+    meter = CostMeter(options.max_memory)
+    meter.check(["coreml"], fp32_weight_bytes(source.weights_files))  # before any work
     progress.step(f"{spec.architecture}: {spec.pooling} pooling, normalize={spec.normalize}, "
                   f"max_seq_length={spec.max_seq_length}; Core ML {options.precision}, target {target}, "
                   f"{_describe_shapes(shapes)}")
     source_tokenizer = TextTokenizer.from_model(source.folder, spec)
-    module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)
+    with meter.step("load"):
+        module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)
     check_tokenizer_matches_model(source_tokenizer, module, source.reference)
     with open_model_folder(options.output_path(), source, spec, options.force) as folder:
-        entries = _PackageWriter(options, folder, source, spec, shapes, target, progress).write_all(module)
+        entries = _PackageWriter(options, folder, source, spec, shapes, target, progress, meter).write_all(module)
         if options.check:
             checker = CoreMLChecker(module, source_tokenizer, TextTokenizer.from_artifact_folder(folder.stage, spec),
                                     builtin_check_texts(options.check_texts), shapes, options.compute_units, progress)
-            checker.check_all(folder.stage, entries)
+            with meter.step("check"):
+                checker.check_all(folder.stage, entries)
+            entries[0].add_cost(meter.take())  # one check of every package, recorded with the first
         else:
             for entry in entries:
                 entry.set_status("unverified", "the built-in check was skipped (--no-check)")
@@ -120,9 +126,9 @@ class _PackageWriter:
     """Converts once, then writes the base package and each compressed one, each with its manifest entry."""
 
     def __init__(self, options: CoreMLOptions, folder: Any, source: Any, spec: Any, shapes: Any, target: str,
-                 progress: Progress) -> None:
+                 progress: Progress, meter: CostMeter) -> None:
         self.options, self.folder, self.source, self.spec = options, folder, source, spec
-        self.shapes, self.target, self.progress = shapes, target, progress
+        self.shapes, self.target, self.progress, self.meter = shapes, target, progress, meter
         self.weights_sha256 = str(folder.manifest.model["weights_sha256"])
 
     def write_all(self, module: Any) -> list[ArtifactEntry]:
@@ -130,9 +136,10 @@ class _PackageWriter:
 
         precision = self.options.precision
         self.progress.step(f"converting to a Core ML ML Program ({precision} compute, torch.jit.trace + coremltools)")
-        conversion = convert(module, self.shapes, precision, self.target)
-        apply_metadata(conversion.mlmodel, self.source, self.spec, self.folder.stage, self.shapes, precision,
-                       self.weights_sha256)
+        with self.meter.step("coreml"):
+            conversion = convert(module, self.shapes, precision, self.target)
+            apply_metadata(conversion.mlmodel, self.source, self.spec, self.folder.stage, self.shapes, precision,
+                           self.weights_sha256)
         base = f"{COREML_FOLDER}/model_{precision}.mlpackage"
         options = {
             "compute_precision": precision, "minimum_deployment_target": self.target, "shapes": self.shapes.to_dict(),
@@ -140,16 +147,19 @@ class _PackageWriter:
             "op_counts": conversion.op_counts,
         }
         entries = [self._write(conversion.mlmodel, base, precision, options)]
+        entries[0].add_cost(self.meter.take())
         for name in self.options.compress:
             chosen = method(name)
             self.progress.step(f"compressing weights: {chosen.description}")
-            compressed = compress(conversion.mlmodel, name)
+            with self.meter.step(f"compress-{name}"):
+                compressed = compress(conversion.mlmodel, name)
             apply_metadata(compressed, self.source, self.spec, self.folder.stage, self.shapes, precision,
                            self.weights_sha256, chosen.description)
             relative = f"{COREML_FOLDER}/model_{precision}_{name}.mlpackage"
             entries.append(self._write(compressed, relative, name, {
                 **options, "compression": {"method": name, "description": chosen.description, **chosen.options},
                 "from": base}))
+            entries[-1].add_cost(self.meter.take())
         return entries
 
     def _write(self, mlmodel: Any, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:

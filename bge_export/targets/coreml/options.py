@@ -11,6 +11,7 @@ from pydantic import field_validator, model_validator
 from bge_export.errors import InputError, shown_value
 from bge_export.model.options import ModelOptions, check_texts_option
 from bge_export.options import option, parse_whole_numbers
+from bge_export.options.memory import MemoryLimit, max_memory_option
 
 PRECISIONS = ("fp16", "fp32")
 COMPRESSIONS = ("int8", "palettize4", "palettize6", "palettize8")  # weight compression (compress.py applies them)
@@ -75,6 +76,7 @@ class CoreMLOptions(ModelOptions):
                          help="Start the output folder afresh, replacing the export in it (its ONNX artifacts too); "
                               "without it coreml/ is added to an export of the same model.")
     check: bool = option(True, flag="--no-check", help="Skip the numerics check (packages stay 'unverified').")
+    max_memory: MemoryLimit = max_memory_option()
     quiet: bool = option(False, short="-q", recipe=False, help="Print only the result lines.")
 
     @field_validator("minimum_deployment_target", mode="before")

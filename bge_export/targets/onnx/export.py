@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bge_export.cost import CostMeter, fp32_weight_bytes
 from bge_export.errors import InputError
 from bge_export.files import file_sha256
 from bge_export.folder.graph_info import describe_graph
@@ -19,6 +20,7 @@ from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware, qua
 from bge_export.graph.fp16 import convert_fp16
 from bge_export.graph.int8 import preset_for
 from bge_export.graph.nncf_int8 import import_nncf, quantize_openvino_accuracy_aware
+from bge_export.heap import release_freed_memory
 from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts, builtin_texts, read_corpus_file
 from bge_export.model.source import read_spec, resolve_model
 from bge_export.model.spec import with_prompts
@@ -57,32 +59,43 @@ def export(options: ExportOptions) -> TargetResult:
     plan = plan_output(options.output_path(), options.force, [source.folder])
     spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
                         options.prompts)
+    meter = CostMeter(options.max_memory)
+    meter.check(planned_steps(options), fp32_weight_bytes(source.weights_files))  # before any work
     progress.step(
         f"{spec.architecture}: {spec.pooling} pooling ({spec.pooling_source}), normalize={spec.normalize}, "
         f"max_seq_length={spec.max_seq_length}, dim={spec.embedding_dim}"
     )
     source_tokenizer = TextTokenizer.from_model(source.folder, spec)
-    module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)
+    with meter.step("load"):
+        module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)
     check_tokenizer_matches_model(source_tokenizer, module, source.reference)
     manifest = Manifest(model=model_record(source, spec))
     weights_sha256 = manifest.model["weights_sha256"]
 
     with staged_folder(plan) as stage:
         progress.step(f"exporting ONNX (opset {options.opset})")
-        export_onnx(
-            module,
-            stage / ONNX_FP32_PATH,
-            opset=options.opset,
-            with_token_embeddings=options.with_token_embeddings,
-            metadata={"bge_export.model.source": source.reference, "bge_export.weights_sha256": weights_sha256},
-        )
+        with meter.step("export"):
+            export_onnx(
+                module,
+                stage / ONNX_FP32_PATH,
+                opset=options.opset,
+                with_token_embeddings=options.with_token_embeddings,
+                metadata={"bge_export.model.source": source.reference, "bge_export.weights_sha256": weights_sha256},
+            )
         save_tokenizer_files(source.folder, stage)
         write_st_files(stage, source, spec)
         checker = _Checker(options, module, source_tokenizer, TextTokenizer.from_artifact_folder(stage, spec), progress)
         entry = _artifact_entry(stage, ONNX_FP32_PATH, "fp32", {"with_token_embeddings": options.with_token_embeddings})
-        manifest.add(checker.check(stage, entry))
-        for entry in _derived_artifacts(options, stage, spec, checker, calibration_texts, progress):
+        with meter.step("check"):
             manifest.add(checker.check(stage, entry))
+        entry.add_cost(meter.take())  # load, export, check
+        checker.encode_baselines(bool(options.quantize))
+        del module  # with the baselines encoded, the derived artifacts need no PyTorch weights
+        release_freed_memory()
+        for entry in _derived_artifacts(options, stage, spec, checker, calibration_texts, progress, meter):
+            with meter.step("check"):
+                manifest.add(checker.check(stage, entry))
+            entry.add_cost(meter.take())
         manifest.recommended = recommend(manifest)
         manifest.files = hash_files(stage)
         manifest.write(stage)
@@ -134,6 +147,15 @@ class _Checker:
     def baseline(self) -> Any:
         """fp32 PyTorch embeddings of the verdict texts (computed on first use)."""
         return self._baseline.of("verdict", self.texts)
+
+    def encode_baselines(self, selection: bool) -> None:
+        """Encode what the derived artifacts will be compared with (the verdict texts when checking, the
+        selection texts for an INT8 search), then let the PyTorch model go."""
+        if self.enabled:
+            _ = self.baseline
+        if selection:
+            _ = self.selection_baseline
+        self._baseline.release()
 
     @property
     def selection_baseline(self) -> Any:
@@ -195,50 +217,67 @@ VERDICT_TEXT_SET = ("the verdict part of the built-in corpus: disjoint from the 
                     "and from validate's report texts")
 
 
+def planned_steps(options: ExportOptions) -> list[str]:
+    """The steps the options ask for, by their names in bge_export/cost.py's table."""
+    return ["export", *(["fusion"] if options.optimize else []), *(["fp16"] if options.fp16 else []),
+            *options.quantize]
+
+
 def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,
-                       calibration_texts: list[str], progress: Progress) -> list[ArtifactEntry]:
-    """Fused, FP16 and INT8 artifacts, each derived from the fp32 graph (fusion first where it helps)."""
+                       calibration_texts: list[str], progress: Progress, meter: CostMeter) -> list[ArtifactEntry]:
+    """Fused, FP16 and INT8 artifacts, each derived from the fp32 graph (fusion first where it helps), each
+    with the cost of its step."""
     entries: list[ArtifactEntry] = []
     plain = stage / ONNX_FP32_PATH
     fused = stage / OPTIMIZED_PATH
     fusion_report = None
     if options.optimize:
         progress.step("fusing the graph (onnxruntime transformer optimizer)")
-        fusion_report = fuse(plain, fused, spec)
+        with meter.step("fusion"):
+            fusion_report = fuse(plain, fused, spec)
         for warning in fusion_report.warnings:
             progress.step(f"warning: {warning}")
         if options.optimize:
             entries.append(_artifact_entry(stage, OPTIMIZED_PATH, "fp32-optimized", {"fusion": fusion_report.to_dict()}))
+            entries[-1].add_cost(meter.take())
     if options.fp16:
         source = fused if options.optimize else plain
         progress.step(f"converting {source.name} to FP16 (attention cores, LayerNorm, pooling and normalize kept in fp32)")
-        report = convert_fp16(source, stage / FP16_PATH)
+        with meter.step("fp16"):
+            report = convert_fp16(source, stage / FP16_PATH)
         entries.append(_artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
+        entries[-1].add_cost(meter.take())
     methods = options.quantize
     if "int8" in methods:
         preset = preset_for(options.int8_preset)
         relative = f"onnx/model_qint8_{preset.name}.onnx"
-        plan = quantize_dynamic_accuracy_aware(
-            plain, stage / relative, preset, spec, checker.tokenizer, calibration_texts,
-            validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
-            min_cosine=options.min_cosine, progress=progress,
-        )
+        with meter.step("int8"):
+            plan = quantize_dynamic_accuracy_aware(
+                plain, stage / relative, preset, spec, checker.tokenizer, calibration_texts,
+                validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
+                min_cosine=options.min_cosine, progress=progress,
+            )
         entries.append(_artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
+        entries[-1].add_cost(meter.take())
     if "int8-static" in methods:
-        plan = quantize_static_accuracy_aware(
-            plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, calibration_texts,
-            method=options.calibration_method, validation_texts=checker.selection_texts,
-            validation_baseline=checker.selection_baseline, min_cosine=options.min_cosine, progress=progress,
-        )
+        with meter.step("int8-static"):
+            plan = quantize_static_accuracy_aware(
+                plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, calibration_texts,
+                method=options.calibration_method, validation_texts=checker.selection_texts,
+                validation_baseline=checker.selection_baseline, min_cosine=options.min_cosine, progress=progress,
+            )
         entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
+        entries[-1].add_cost(meter.take())
     if "int8-openvino" in methods:
-        plan = quantize_openvino_accuracy_aware(
-            plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, calibration_texts,
-            validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
-            min_cosine=options.min_cosine, progress=progress,
-        )
+        with meter.step("int8-openvino"):
+            plan = quantize_openvino_accuracy_aware(
+                plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, calibration_texts,
+                validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
+                min_cosine=options.min_cosine, progress=progress,
+            )
         entries.append(_artifact_entry(stage, OPENVINO_INT8_PATH, "int8-openvino",
                                        {"runtime": "openvino", **plan.to_dict()}))
+        entries[-1].add_cost(meter.take())
     return entries
 
 

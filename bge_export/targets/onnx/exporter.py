@@ -9,12 +9,12 @@ from pathlib import Path
 
 from bge_export.errors import InputError
 from bge_export.folder.graph_info import OnnxGraphInfo, describe_graph
+from bge_export.graph.storage import save_graph
 from bge_export.model.modeling import EmbeddingModule
 from bge_export.version import __version__
 
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from opset 17 on, which the fusions rely on
 MIN_OPSET = 14
-TWO_GB = 2**31 - 1
 _AXES = {0: "batch", 1: "sequence"}
 
 
@@ -62,15 +62,13 @@ def export_onnx(
                 )
             model = onnx.load(str(raw), load_external_data=True)
             _set_metadata(model, module, metadata or {})
-            external = model.ByteSize() > TWO_GB if _proto_fits(model) else True
-            _save(model, path, external)
+            external = save_graph(model, path)  # external data past protobuf's 2 GB
     finally:
         module.emit_token_embeddings = False
 
     onnx.checker.check_model(str(path))
-    onnx.shape_inference.infer_shapes_path(str(path), str(path) if not external else str(path.with_suffix(".inferred.onnx")))
-    if external:
-        path.with_suffix(".inferred.onnx").unlink(missing_ok=True)
+    # in place, external data or not (the graph refers to path.data by name): the fusions read these types
+    onnx.shape_inference.infer_shapes_path(str(path), str(path))
     return describe_graph(path, external)
 
 
@@ -104,21 +102,3 @@ def _set_metadata(model: "object", module: EmbeddingModule, extra: dict[str, str
         entry.key, entry.value = key, value
     model.producer_name = "bge-export"
     model.producer_version = __version__
-
-
-def _proto_fits(model: "object") -> bool:
-    try:
-        model.ByteSize()
-        return True
-    except Exception:  # protobuf refuses to size messages over 2 GB
-        return False
-
-
-def _save(model: "object", path: Path, external: bool) -> None:
-    import onnx
-
-    if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pydantic import model_validator
 
 from bge_export.errors import InputError
-from bge_export.graph.int8 import CALIBRATION_METHODS, PRESETS
+from bge_export.graph.calibration import CALIBRATION_METHODS
+from bge_export.graph.int8 import PRESETS
 from bge_export.model.options import ModelOptions, check_texts_option
 from bge_export.options import option
+from bge_export.options.memory import MemoryLimit, max_memory_option
 
 QUANTIZE_CHOICES = ("int8", "int8-static", "int8-openvino")
 OPSET_RANGE = (14, 20)  # 14: the attention ops the exporter emits; 20: the newest torch's TorchScript exporter writes
@@ -46,6 +48,7 @@ class ExportOptions(ModelOptions):
     check: bool = option(True, flag="--no-check", help="Skip the built-in check against the PyTorch baseline "
                                                        "(artifact stays 'unverified').")
     check_texts: int = check_texts_option(cli=False)
+    max_memory: MemoryLimit = max_memory_option()
     quiet: bool = option(False, short="-q", recipe=False, help="Print only the result line.")
 
     @model_validator(mode="after")

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bge_export.cost import CostMeter
 from bge_export.errors import InputError
 from bge_export.folder.manifest import ArtifactEntry, Manifest, TensorInfo, file_sha256, read_manifest, tool_versions
 from bge_export.folder.result import TargetResult
@@ -73,18 +74,24 @@ def build_openvino(options: OpenVINOOptions) -> TargetResult:
         raise InputError(f"'{folder}' has no {SOURCE_ONNX} (the plain export OpenVINO converts); run "
                          "'bge-export onnx' into it first")
     import_openvino()  # MissingDependencyError naming the [openvino] extra, before any work
-    if "int8" in options.precisions and _reusable_int8(folder, manifest) is None:
+    search_here = "int8" in options.precisions and _reusable_int8(folder, manifest) is None
+    if search_here:
         import_nncf()  # the INT8 graph will be made here: NNCF is needed, and said so now
+    meter = CostMeter(options.max_memory)
+    meter.check(["openvino-ir", *(["int8-openvino"] if search_here else [])], plain.size_bytes)  # fp32 weights
     progress = Progress(options.quiet)
     entries: list[ArtifactEntry] = []
     with open_target_folder(folder) as target:
         work = _Work(options, target.stage, target.manifest, progress)
         for precision in options.precisions:
-            entry = work.convert(precision)
+            with meter.step("openvino-ir"):  # int8 without the folder's graph: its INT8 search included
+                entry = work.convert(precision)
             if options.check:
-                work.check(entry)
+                with meter.step("check"):
+                    work.check(entry)
             else:
                 entry.set_status("unverified", "the built-in check was skipped (--no-check)")
+            entry.add_cost(meter.take())
             target.add(entry)
             entries.append(entry)
             progress.step(f"{entry.path}: {entry.status} ({entry.status_reason})")

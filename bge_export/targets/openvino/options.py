@@ -11,6 +11,7 @@ from pydantic import model_validator
 from bge_export.errors import InputError
 from bge_export.model.options import check_texts_option
 from bge_export.options import OptionsModel, option
+from bge_export.options.memory import MemoryLimit, max_memory_option
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -33,6 +34,7 @@ class OpenVINOOptions(OptionsModel):
         None, gt=0.0, le=1.0,
         help="INT8 fidelity bound for every selection text (and their mean), for the INT8 search made here and "
              "the INT8 IR's check.  [default: min 0.99, mean 0.996]")
+    max_memory: MemoryLimit = max_memory_option()
     quiet: bool = option(False, short="-q", recipe=False, help="Print only the result lines.")
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bge_export.cost import CostMeter
 from bge_export.errors import BgeExportError, InputError
 from bge_export.files import file_sha256
 from bge_export.folder.graph_info import describe_graph
@@ -24,6 +25,7 @@ from bge_export.folder.manifest import ArtifactEntry, Manifest, read_manifest, t
 from bge_export.folder.records import CheckRecord, Validation
 from bge_export.folder.result import TargetResult
 from bge_export.folder.target_folder import open_target_folder
+from bge_export.heap import release_freed_memory
 from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts, builtin_texts
 from bge_export.model.source import resolve_model
 from bge_export.model.tokenization import TextTokenizer
@@ -90,14 +92,22 @@ def build_tensorrt(options: TensorRTOptions) -> TargetResult:
             install = "" if "pip install" in reason else f"; install with: {INSTALL_LINE}"
             raise InputError(f"bge-export tensorrt cannot build engines here: {reason}{install}; or pass "
                              f"--prepare-only to write the TensorRT-ready graphs, their checks and {BUILD_SCRIPT}")
+    meter = CostMeter(options.max_memory)
+    meter.check([f"tensorrt-prepare-{p}" for p in precisions], plain.size_bytes)  # fp32 weights: before any work
     progress = Progress(options.quiet)
     entries: list[ArtifactEntry] = []
     with open_target_folder(folder) as target:
         work = _Work(options, target.stage, target.manifest, progress)
         for precision in precisions:
-            entry = work.prepare(precision, profiles)
+            previous = _previous_entry(target.manifest, plan_path(precision))
+            with meter.step(f"tensorrt-prepare-{precision}"):
+                entry = work.prepare(precision, profiles)
             if not options.prepare_only and entry.status != "fail":
-                work.build(entry, profiles)
+                with meter.step(f"tensorrt-engine-{precision}"):
+                    work.build(entry, profiles)
+            costs = meter.take()
+            if entry is not previous:  # an entry kept as recorded keeps the cost recorded with it
+                entry.add_cost(costs)
             target.add(entry)
             entries.append(entry)
             progress.step(f"{entry.path}: {entry.status} ({entry.status_reason})")
@@ -182,6 +192,9 @@ class _Work:
         if precision == "int8":
             search = Int8Search(self.spec, self.tokenizer, builtin_calibration_texts(), _selection_texts(),
                                 self.baseline("selection"), self.options.min_cosine)
+            self.baseline("verdict")  # both text sets encoded: the search runs without the PyTorch weights
+            self._baseline.release()
+            release_freed_memory()
         self.progress.step(f"preparing the TensorRT-ready {precision} graph from onnx/model.onnx")
         ready = prepare_graph(self.stage / "onnx/model.onnx", graph, precision, self.options.int32_inputs,
                               int8=search, progress=self.progress, embedding_dim=self.spec.embedding_dim)

@@ -18,6 +18,7 @@ from pydantic import model_validator
 from bge_export.errors import InputError, shown_value
 from bge_export.model.options import check_int8_bound, check_texts_option
 from bge_export.options import OptionsModel, option
+from bge_export.options.memory import MemoryLimit, max_memory_option
 
 PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPATIBILITY = ("none", "ampere+", "same-cc")
@@ -319,6 +320,7 @@ class TensorRTOptions(OptionsModel):
                                       help="INT8 fidelity bound for every selection text (and their mean).  "
                                            "[default: min 0.99, mean 0.996]")
     check_texts: int = check_texts_option(cli=False)
+    max_memory: MemoryLimit = max_memory_option()
     quiet: bool = option(False, short="-q", recipe=False, help="Print only the result lines.")
 
     @model_validator(mode="after")

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from bge_export.graph.storage import infer_shapes
+
 TABLE_SOURCES = {
     "10.x": "onnx/onnx-tensorrt docs/operators.md, TensorRT 10.15 GA table, narrowed to the 10.1 GA table "
             "(tag release/10.1-GA, commit 96e781103cfc4adf4a6bb557e94bac8e693f6f4c) where that one was stricter",
@@ -133,7 +135,7 @@ def check_graph(model: Any, majors: Sequence[str] = MAJORS) -> OpsCheck:
     if isinstance(model, (str, Path)):
         model = onnx.load(str(model))
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_shapes(model)  # any size: the fp32 graph of a bge-m3-sized model is over 2 GB
     except Exception:  # e.g. contrib ops without their domain imported: the op check below names them
         inferred = model
     dtypes = {init.name: init.data_type for init in inferred.graph.initializer}

@@ -22,8 +22,8 @@ tensor rounded) measures the result (graph_numerics in the manifest entry).
 
 INT8 (explicit quantization only: TensorRT 11 has no implicit INT8 or calibrators): the static QDQ path and its
 accuracy-aware search (accuracy_aware.quantize_static_accuracy_aware), which already emits what TensorRT's Q/DQ
-rules ask for: Q/DQ only on the two inputs of weighted MatMuls (keep_float_outside gives every other reader
-the float tensor back), weights symmetric INT8 per output channel (DequantizeLinear axis 1 of [K, N]),
+rules ask for: Q/DQ only on the two inputs of weighted MatMuls (int8.quantize_static_qdq; every other reader
+keeps the float tensor), weights symmetric INT8 per output channel (DequantizeLinear axis 1 of [K, N]),
 activations symmetric INT8 per tensor, zero points 0, no Q/DQ on the attention products (two activations, no
 weight: TensorRT would need the softmax output quantized, which costs fidelity) nor on outputs. MatMuls the
 search keeps in float, SmoothQuant's Mul and the FFN-out outlier side paths are plain ONNX. The float parts stay
@@ -45,6 +45,7 @@ import numpy as np
 from bge_export.graph.accuracy_aware import quantize_static_accuracy_aware
 from bge_export.graph.fp16 import convert_fp16
 from bge_export.graph.nodes import GraphIndex, consumers, overwrite_initializer, prune_dead_nodes
+from bge_export.graph.storage import infer_shapes, save_graph
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FOLDER = "tensorrt"
@@ -110,21 +111,20 @@ def prepare_graph(plain: Path, target: Path, precision: str, int32_inputs: bool 
         rewrites["output_dims_fixed"] = fix_output_dims(model, embedding_dim)
     target.parent.mkdir(parents=True, exist_ok=True)
     details: dict[str, Any] = {}
+    if precision == "int8" and int8 is None:
+        raise ValueError("an INT8 graph needs the calibration and selection texts (int8=Int8Search(...))")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".trt-") as scratch:
-        staged = Path(scratch) / "friendly.onnx"
-        onnx.save(model, str(staged))
+        staged = target if precision == "fp32" else Path(scratch) / "friendly.onnx"
+        save_graph(model, staged)  # external data (staged.data) past 2 GB
+        del model  # the converters below load their own copy
         if precision == "fp16":
             details = _fp16(staged, target)
         elif precision == "int8":
-            if int8 is None:
-                raise ValueError("an INT8 graph needs the calibration and selection texts (int8=Int8Search(...))")
             details = _int8(staged, target, int8, progress)
-        else:
-            staged.replace(target)
     if int32_inputs:
         model = onnx.load(str(target))
         rewrites["int32_inputs"] = use_int32_inputs(model)
-        onnx.save(model, str(target))
+        save_graph(model, target)
     return ReadyGraph(precision, rewrites, details)
 
 
@@ -154,7 +154,7 @@ def float_cumsum(model: Any) -> int:
     import onnx
     from onnx import helper
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = infer_shapes(model)  # any size: a bge-m3-sized graph is over protobuf's 2 GB
     dtypes = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
     nodes, count = [], 0
@@ -292,7 +292,7 @@ def _keep_io_shapes(source: Path, target: Path) -> None:
     for value in [*model.graph.input, *model.graph.output]:
         if value.name in shapes:
             value.type.tensor_type.shape.CopyFrom(shapes[value.name])
-    onnx.save(model, str(target))
+    save_graph(model, target)
 
 
 def pooling_tail(model: Any) -> set[str]:

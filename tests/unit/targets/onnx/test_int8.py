@@ -245,6 +245,7 @@ def test_static_int8_on_minilm_meets_the_fidelity_floors(minilm_static_export):
 
 def test_static_qdq_leaves_float_matmuls_on_float_inputs(bge_shaped_dir, tmp_path):
     """K shares its input with the INT8 Q and V: onnxruntime would hand K the rounded copy; we give it the float."""
+    from bge_export.graph.calibration import calibrate
     from bge_export.graph.int8 import quantize_static_qdq
     from bge_export.graph.nodes import weight_matmuls
 
@@ -255,8 +256,9 @@ def test_static_qdq_leaves_float_matmuls_on_float_inputs(bge_shaped_dir, tmp_pat
     names = [n.name for n in weight_matmuls(model)]
     float_kept = {name for name in names if "/key/" in name}
     assert len(float_kept) == 2
-    quantize_static_qdq(model, tmp_path / "q.onnx", fixed, encoder.spec.input_names,
-                        [n for n in names if n not in float_kept], method="minmax")
+    calibration = calibrate(model, sorted({n.input[0] for n in weight_matmuls(model)}), fixed, "minmax")
+    quantize_static_qdq(model, [n for n in names if n not in float_kept], calibration)
+    onnx.save(model, str(tmp_path / "q.onnx"))
     quantized = onnx.load(str(tmp_path / "q.onnx"))
     producers = {out: n.op_type for n in quantized.graph.node for out in n.output}
     readers = {n.name for n in quantized.graph.node if any(producers.get(i) == "DequantizeLinear" for i in n.input)}
