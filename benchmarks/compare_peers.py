@@ -1,7 +1,7 @@
 """Our ONNX artifacts against the peers, under onnxruntime and OpenVINO, in one run on the same tokenized batches.
 
     python benchmarks/compare_peers.py --model MODEL_DIR [--name NAME] [--texts 2000] [--threads 2]
-                                       [--holdout-domain DOMAIN]
+                                       [--holdout-domain DOMAIN | --corpus FILE.txt] [--small-corpus 500]
 
 Variants: PyTorch fp32 (the reference every cosine is taken against) and bf16 weights; sentence-transformers'
 own ONNX exports run by onnxruntime (`export_optimized_onnx_model(..., "O3")`, `export_dynamic_quantized_onnx_model
@@ -12,7 +12,10 @@ INT8 for OpenVINO when the CLI makes it) under onnxruntime, OpenVINO f32 and, on
 bf16. The sentence-transformers exporters need Optimum, which pins transformers<4.58, so they run in their own
 virtual environment (benchmarks/peers/make_env.sh); without it those rows are left out with the reason.
 Fidelity is measured on text no quantizer calibrated or chose on: the built-in corpus's "report" part and the
-STS sample's sentences, reported per text set. Speeds are ratios inside this one run.
+STS sample's sentences, reported per text set, or a held-out corpus file (benchmarks/heldout_corpus.py writes them).
+Top-10 neighbour overlap is given at two corpus sizes, all the texts and the first --small-corpus of them: the
+denser the corpus, the closer the neighbours and the more a small error reorders them. Speeds are ratios inside
+this one run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import openvino_peers as ovp  # noqa: E402
 from peers.report import Row, markdown  # noqa: E402
+from peers.texts import corpus_domains, evaluation_sets, file_set  # noqa: E402
 
 PEER_INT8, OV_INT8 = "ST INT8 ONNX (avx512_vnni)", "OpenVINO INT8 (NNCF)"
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -47,54 +51,6 @@ class Candidate:
     runtime: str
     build: Callable[[], tuple[Runner, str, float]]  # runner, precision actually used, size in bytes
     note: str = ""
-
-
-@dataclass
-class TextSets:
-    texts: list[str]
-    sets: dict[str, np.ndarray] = field(default_factory=dict)  # name -> indices into texts
-    note: str = ""
-
-
-def sts_sentences() -> list[str]:
-    lines = (ROOT / "tests" / "data" / "sts_sample.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    return list(dict.fromkeys(text for line in lines for text in line.split("\t")[1:3]))
-
-
-def corpus_domains() -> dict[str, str]:
-    from importlib import resources
-
-    rows = resources.files("bge_export").joinpath("data/corpus.jsonl").read_text(encoding="utf-8").splitlines()
-    found: dict[str, str] = {}
-    for row in (json.loads(line) for line in rows if line.strip()):
-        found.setdefault(row["text"], row.get("domain", "unknown"))
-    return found
-
-
-def evaluation_sets(count: int, holdout_domain: str | None) -> TextSets:
-    """Text nobody tuned on: the corpus's "report" part (the INT8 search chooses on "selection", the export's check
-    uses "verdict") plus the STS sample's sentences, deduplicated; cut to `count` keeping both in proportion."""
-    from bge_export.model.corpus import builtin_texts
-
-    report = list(dict.fromkeys(builtin_texts("report")))
-    in_report = set(report)
-    sts = [text for text in sts_sentences() if text not in in_report]
-    total = len(report) + len(sts)
-    n_sts = len(sts) if count >= total else round(count * len(sts) / total)
-    n_report = min(len(report), count - n_sts)
-    texts = report[:n_report] + sts[:n_sts]
-    domains = corpus_domains()
-    result = TextSets(texts, note=f"{n_report} of the built-in corpus's {len(report)} 'report' texts + {n_sts} of "
-                                  f"{len(sts)} STS-sample sentences (deduplicated), {len(texts)} in all")
-    in_domain = [i for i in range(n_report) if domains.get(texts[i]) == holdout_domain]
-    if holdout_domain:
-        result.sets[f"corpus report, without {holdout_domain}"] = np.array(sorted(set(range(n_report)) - set(in_domain)))
-        result.sets[f"domain {holdout_domain}"] = np.array(in_domain)
-        result.note += f"; domain '{holdout_domain}': {len(in_domain)} of the report texts, reported apart"
-    else:
-        result.sets["corpus report"] = np.arange(n_report)
-    result.sets["STS sentences"] = np.arange(n_report, len(texts))
-    return result
 
 
 def ensure_peers(model_dir: Path, peers_dir: Path) -> str | None:
@@ -174,11 +130,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-static", action="store_true", help="leave out our static QDQ INT8 (its build is slow)")
     parser.add_argument("--no-peers", action="store_true", help="do not build the sentence-transformers peers' venv")
     parser.add_argument("--holdout-domain", default=None, help="a corpus domain (e.g. law) whose texts are reported apart")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="one text per line (.txt): its first --texts texts replace the built-in text sets")
+    parser.add_argument("--small-corpus", type=int, default=500,
+                        help="top-10 overlap also over the first N texts, so the effect of density shows")
     parser.add_argument("--nncf-subset", type=int, default=300, help="NNCF calibration subset size for the OpenVINO peer")
     parser.add_argument("--skip", default="", help="comma-separated keys or key prefixes to leave out (e.g. ours-fp16)")
     args = parser.parse_args()
-    if args.rounds < 1 or args.texts < 50 or args.nncf_subset < 1:
-        parser.error("--rounds and --nncf-subset must be at least 1, --texts at least 50")
+    if args.rounds < 1 or args.texts < 50 or args.nncf_subset < 1 or args.small_corpus < 11:
+        parser.error("--rounds and --nncf-subset must be at least 1, --texts at least 50, --small-corpus at least 11")
+    if args.corpus is not None and args.holdout_domain is not None:
+        parser.error("--holdout-domain picks from the built-in corpus; it cannot go with --corpus")
+    if args.corpus is not None and not args.corpus.is_file():
+        parser.error(f"--corpus {args.corpus}: no such file")
     domains = sorted(set(corpus_domains().values()))
     if args.holdout_domain is not None and args.holdout_domain not in domains:
         parser.error(f"--holdout-domain must be one of {', '.join(domains)}")
@@ -211,7 +175,7 @@ def main() -> None:
 
     baseline = load_baseline(str(args.model), threads=args.threads)
     spec, tokenizer = baseline.spec, baseline.tokenizer
-    text_sets = evaluation_sets(args.texts, args.holdout_domain)
+    text_sets = file_set(args.corpus, args.texts) if args.corpus else evaluation_sets(args.texts, args.holdout_domain)
     texts = text_sets.texts
     print(f"evaluation texts: {text_sets.note}", file=sys.stderr)
     batches = list(tokenizer.batches(texts, args.batch))
@@ -346,6 +310,7 @@ def main() -> None:
 
     reference = embeddings[0]
     all_texts = {"all": np.arange(len(texts))}
+    small = args.small_corpus if args.small_corpus < len(texts) else None  # None: the two sizes would be one
     for i in order:
         row = rows[i]
         row.p50_ms_b1, row.seq_per_s_b32 = p50[i], len(texts) / busy[i]
@@ -357,6 +322,8 @@ def main() -> None:
             row.by_text_set[set_name] = {"cos_mean": summary.mean, "cos_min": summary.min, "cos_p1": summary.p1,
                                          "top10": overlap, "texts": int(len(indices))}
         row.cos_mean, row.cos_min, row.top10 = (row.by_text_set["all"][k] for k in ("cos_mean", "cos_min", "top10"))
+        if small:
+            row.top10_small = topk_neighbour_overlap(reference[:small], embeddings[i][:small], 10)
     for attribute, variant in (("vs_pytorch_fp32", "PyTorch fp32"), ("vs_openvino_int8", f"{OV_INT8}, f32 hint"),
                                ("vs_peer_int8", PEER_INT8)):
         base = next((r for r in rows if r.variant == variant and r.seq_per_s_b32 == r.seq_per_s_b32), None)
@@ -364,7 +331,8 @@ def main() -> None:
             setattr(row, attribute, row.seq_per_s_b32 / base.seq_per_s_b32 if base else float("nan"))
 
     context = {"model": name, "cpu": cpu, "texts": len(texts), "text_sets_note": text_sets.note,
-               "text_sets": {k: int(len(v)) for k, v in text_sets.sets.items()}, "threads": args.threads,
+               "text_sets": {k: int(len(v)) for k, v in text_sets.sets.items()}, "small_corpus": small,
+               "corpus_file": str(args.corpus) if args.corpus else None, "threads": args.threads,
                "batch": args.batch, "rounds": args.rounds, "latency_texts": min(args.latency_texts, len(texts)),
                "openvino_peer_source": ov_source_note, "nncf": {k: v for k, v in nncf_info.items() if k != "ir"},
                "skipped": skipped, "peers": not peer_reason}

@@ -19,7 +19,8 @@ class Row:
     size_mb: float = NAN
     cos_mean: float = NAN  # on all evaluation texts; per text set in by_text_set
     cos_min: float = NAN
-    top10: float = NAN
+    top10: float = NAN  # top-10 neighbour overlap over all evaluation texts
+    top10_small: float = NAN  # the same over the first context["small_corpus"] of them: density's effect shows
     p50_ms_b1: float = NAN
     seq_per_s_b32: float = NAN
     vs_pytorch_fp32: float = NAN
@@ -44,10 +45,14 @@ def cpu_line(cpu: dict[str, Any]) -> str:
 
 def markdown(rows: list[Row], context: dict[str, Any]) -> str:
     peers = any(r.vs_peer_int8 == r.vs_peer_int8 for r in rows)
+    small = context.get("small_corpus")  # None when it is not below the number of texts
+    top10 = (f"top-10 @{small} | " if small else "") + f"top-10 @{context['texts']}"
     lines = [
         f"**{context['model']}**: {context['texts']} texts ({context['text_sets_note']}), batch {context['batch']}, "
         f"{context['threads']} threads, one run, fastest of {context['rounds']} rounds (variant order rotating); "
-        f"p50 over {context['latency_texts']} single texts. Cosine and top-10 neighbour overlap against PyTorch fp32.",
+        f"p50 over {context['latency_texts']} single texts. Cosine and top-10 neighbour overlap against PyTorch fp32; "
+        + (f"top-10 over the first {small} texts and over all {context['texts']} (more texts, closer neighbours: "
+           "density's effect)." if small else f"top-10 over all {context['texts']} texts."),
         "",
         cpu_line(context["cpu"]),
         "",
@@ -58,14 +63,15 @@ def markdown(rows: list[Row], context: dict[str, Any]) -> str:
         f"{context['nncf']['calibration']}.",
         "",
     ]
-    header = ("| variant | runtime | precision (hint → used) | size MB | cos mean / min | top-10 | p50 ms (b=1) | "
+    header = (f"| variant | runtime | precision (hint → used) | size MB | cos mean / min | {top10} | p50 ms (b=1) | "
               "seq/s (b=32) | × PyTorch fp32 | × OV INT8 (f32) |" + (" × ST INT8 ONNX |" if peers else "") + " note |")
     lines += [header, "|" + "---|" * header.count(" |")]
     for r in rows:
         cells = [r.variant, r.runtime, r.precision or "—", _num(r.size_mb, ".0f"),
-                 f"{_num(r.cos_mean, '.4f')} / {_num(r.cos_min, '.4f')}", _num(r.top10, ".3f"),
-                 _num(r.p50_ms_b1, ".1f"), _num(r.seq_per_s_b32, ".0f"), _num(r.vs_pytorch_fp32, ".2f", "×"),
-                 _num(r.vs_openvino_int8, ".2f", "×")]
+                 f"{_num(r.cos_mean, '.4f')} / {_num(r.cos_min, '.4f')}"]
+        cells += ([_num(r.top10_small, ".3f")] if small else []) + [
+            _num(r.top10, ".3f"), _num(r.p50_ms_b1, ".1f"), _num(r.seq_per_s_b32, ".0f"),
+            _num(r.vs_pytorch_fp32, ".2f", "×"), _num(r.vs_openvino_int8, ".2f", "×")]
         if peers:
             cells.append(_num(r.vs_peer_int8, ".2f", "×"))
         lines.append("| " + " | ".join(cells + [r.note]) + " |")

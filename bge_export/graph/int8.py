@@ -72,23 +72,31 @@ def preset_for(name: str | None) -> Int8Preset:
 
 
 def quantize_matmuls_dynamic(model: Any, node_names: Iterable[str], preset: Int8Preset,
-                             weights: dict[str, Any] | None = None) -> int:
+                             weights: dict[str, Any] | None = None, per_token: Iterable[str] = ()) -> int:
     """Replace MatMul (+ its bias Add) with com.microsoft DynamicQuantizeMatMul, in place; returns the count.
 
     Weights are quantized once here, per output column (symmetric s8, or asymmetric u8 for the avx2 preset);
     activations are quantized per tensor at run time (u8). Emitting the fused op directly, rather than the
     DynamicQuantizeLinear/MatMulInteger chain that onnxruntime would fuse anyway, keeps the file readable.
     `weights`: fp32 weights left out of `model` (nodes.copy_without), looked up there.
+
+    `per_token`: MatMuls whose activations get one scale per token instead of one per batch (see
+    _scaled_per_token): a few tokens with huge activations (separators, the first token) no longer coarsen
+    every other token's rounding. all-mpnet-base-v2, every MatMul INT8 with outliers tamed, top-10 among 2,000
+    WordNet example sentences: per batch 0.64 untamed; per token 0.951 tamed; ~1.4x the per-batch time.
     """
     from onnx import helper, numpy_helper
 
     inits, users = initializers(model), consumers(model)
     fp32 = {**(weights or {}), **inits}  # the weights to quantize may live in the model they were copied from
-    wanted = set(node_names)
-    absorbed: set[str] = set()
+    wanted, token_scaled = set(node_names), set(per_token)
+    absorbed: set[str] = set()  # the bias Adds taken into a product
+    scaled: dict[str, tuple[str, str]] = {}  # activation -> (its rows scaled to max |x| = 1, the rows' scales)
+    nodes: list[Any] = []
     count = 0
     for node in list(model.graph.node):
         if node.op_type != "MatMul" or node.name not in wanted:
+            nodes.append(node)
             continue
         weight = quantize_weight(numpy_helper.to_array(fp32[node.input[1]]), preset.signed_weights, preset.per_channel)
         stem = node.input[1] + ("_s8" if preset.signed_weights else "_u8")
@@ -98,17 +106,50 @@ def quantize_matmuls_dynamic(model: Any, node_names: Iterable[str], preset: Int8
             inputs[3] = add_initializer(model, stem + "_zero_point", weight.zero_point)
         output = node.output[0]
         bias = bias_add(node, users, inits)
+        bias_name = next(name for name in bias.input if name in inits) if bias is not None else None
         if bias is not None:
-            inputs.append(next(name for name in bias.input if name in inits))
             output = bias.output[0]
             absorbed.add(bias.name)
-        node.CopyFrom(helper.make_node("DynamicQuantizeMatMul", inputs, [output], name=node.name + "_int8",
-                                       domain=MICROSOFT_DOMAIN))
+        if node.name in token_scaled:
+            if node.input[0] not in scaled:
+                scaled[node.input[0]] = _scaled_per_token(model, node.input[0], nodes)
+            inputs[0], row_scale = scaled[node.input[0]]
+            product = node.name + "_per_token"
+            nodes.append(helper.make_node("DynamicQuantizeMatMul", inputs, [product], name=node.name + "_int8",
+                                          domain=MICROSOFT_DOMAIN))
+            rescaled = output if bias_name is None else product + "_rescaled"
+            nodes.append(helper.make_node("Mul", [product, row_scale], [rescaled], name=node.name + "_rescale"))
+            if bias_name is not None:
+                nodes.append(helper.make_node("Add", [rescaled, bias_name], [output], name=node.name + "_rescaled_bias"))
+        else:
+            if bias_name is not None:
+                inputs.append(bias_name)
+            nodes.append(helper.make_node("DynamicQuantizeMatMul", inputs, [output], name=node.name + "_int8",
+                                          domain=MICROSOFT_DOMAIN))
         count += 1
-    replace_nodes(model, [n for n in model.graph.node if n.name not in absorbed])
+    replace_nodes(model, [n for n in nodes if n.name not in absorbed])
     ensure_opset(model, MICROSOFT_DOMAIN)
     prune_initializers(model)
     return count
+
+
+def _scaled_per_token(model: Any, activation: str, nodes: list[Any]) -> tuple[str, str]:
+    """Append the nodes that scale each row (token) of `activation` to max |x| = 1; returns (scaled, scales).
+
+    DynamicQuantizeMatMul's one per-batch range then fits every token alike, and the product is multiplied back
+    by the row's scale: per-token quantization from standard ops, which onnxruntime's CPU kernels lack."""
+    from onnx import helper
+
+    stem = activation + "_token"
+    tiny = "per_token_min_scale"  # an all-zero row keeps scale 1e-12 rather than dividing by zero
+    if not any(initializer.name == tiny for initializer in model.graph.initializer):
+        add_initializer(model, tiny, np.array(1e-12, dtype=np.float32))
+    nodes += [helper.make_node("Abs", [activation], [stem + "_abs"], name=stem + "_abs"),
+              helper.make_node("ReduceMax", [stem + "_abs"], [stem + "_peak"], name=stem + "_peak", axes=[-1],
+                               keepdims=1),
+              helper.make_node("Max", [stem + "_peak", tiny], [stem + "_scale"], name=stem + "_scale"),
+              helper.make_node("Div", [activation, stem + "_scale"], [stem + "_scaled"], name=stem + "_scaled")]
+    return stem + "_scaled", stem + "_scale"
 
 
 def quantize_static_qdq(model: Any, nodes_to_quantize: Iterable[str], calibration: Calibration,

@@ -322,5 +322,5 @@ def quantize_openvino_accuracy_aware(
     quantizer = NncfQuantizer(nncf_batches, spec.input_names)
     recipe = _Recipe("openvino-nncf", quantizer.build, ranges, ranking, PRESETS["avx512_vnni"], static=True,
                      always_tame=True, merge_qkv=False, attention_stage=True, edits_graph=False)
-    judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine)
+    judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine, plain)
     return _search(recipe, onnx.load(str(plain)), target, judge, progress or Progress(quiet=True))

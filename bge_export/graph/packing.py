@@ -22,8 +22,8 @@ from typing import Any
 
 from bge_export.graph.nodes import MICROSOFT_DOMAIN, Constant, add_initializer, constants, replace_nodes
 
-ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow"})
-UNARY_OPS = frozenset({"Sqrt", "Erf", "Tanh", "Relu", "Sigmoid", "Gelu", "FastGelu", "QuickGelu", "Cast", "Identity"})
+ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max"})
+UNARY_OPS = frozenset({"Abs", "Sqrt", "Erf", "Tanh", "Relu", "Sigmoid", "Gelu", "FastGelu", "QuickGelu", "Cast", "Identity"})
 PROJECTION_OPS = frozenset({"MatMul", "DynamicQuantizeMatMul", "MatMulNBits", "BiasGelu"})
 NORM_OPS = frozenset({"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
                       "SkipSimplifiedLayerNormalization"})
@@ -149,6 +149,10 @@ def _works_per_token(node: Any, packed: set[str], constant_tensors: dict[str, Co
         data = 2 if op.startswith("Skip") else 1
         return (axis in (-1, 2) and all(n in packed for n in inputs[:data])
                 and all(n in constant_tensors for n in inputs[data:]))
+    if op == "ReduceMax":  # over each token's features only (per-token INT8 scales)
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        return len(inputs) == 1 and axes in ([-1], [2]) and keep == 1
     if op == "Split":
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         return axis in (-1, 2) and inputs[0] in packed and all(name in constant_tensors for name in inputs[1:])

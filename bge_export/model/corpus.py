@@ -41,6 +41,15 @@ def builtin_calibration_texts() -> list[str]:
     return [line for line in data.splitlines() if line.strip()]
 
 
+@lru_cache(maxsize=1)
+def builtin_selection_pool() -> tuple[str, ...]:
+    """2,000 short texts on every subject (Princeton WordNet 3.0 definitions; data/WORDNET_LICENSE.txt) that the
+    INT8 search judges neighbour agreement among: a deployment's density, which 135 varied texts lack. Disjoint
+    from every part of the built-in corpus; tools/make_selection_pool.py writes it."""
+    data = resources.files("bge_export.model").joinpath("data/selection_pool.txt").read_text(encoding="utf-8")
+    return tuple(line for line in data.splitlines() if line.strip())
+
+
 # The built-in corpus is cut into three disjoint parts, so no verdict is given on text that chose the artifact:
 # "selection" for the INT8 search's accuracy trials, "verdict" for the export's built-in check, "report" for
 # `validate`. Near-duplicate pairs stay in one part (a text's twin would leak it), and every kind is in every part.

@@ -133,6 +133,34 @@ def test_search_order_finds_the_fewest_kept_float_with_doubling_then_bisection()
             assert len(tried) == len(set(tried)) and max(c.kept_float for c in tried) <= limit
 
 
+def test_search_order_scales_per_token_before_keeping_any_matmul_in_float():
+    from bge_export.graph.accuracy_aware import search_order
+
+    def run(matmuls: int, fewest_per_token: int | None, fewest_float: int) -> list[tuple[int, int]]:
+        """(per token, kept float) of each configuration tried; None: no per-token count passes alone."""
+        order, tried, verdict = search_order(matmuls // 2, per_token_stage=matmuls), [], None
+        while True:
+            try:
+                configuration = order.send(verdict)
+            except StopIteration:
+                return tried
+            tried.append((configuration.per_token, configuration.kept_float))
+            if not configuration.outlier_fix or configuration.per_token == 0:
+                verdict = False
+            elif configuration.kept_float == 0:
+                verdict = fewest_per_token is not None and configuration.per_token >= fewest_per_token
+            else:
+                verdict = configuration.kept_float >= fewest_float
+
+    # every MatMul per token first (the cheap choice), then bisection down to the fewest that pass
+    assert run(48, 21, 0) == [(0, 0), (0, 0), (48, 0), (24, 0), (12, 0), (18, 0), (21, 0), (19, 0), (20, 0)]
+    # when even every MatMul per token misses, floats are added on top of it, doubling then bisecting
+    assert run(48, None, 3) == [(0, 0), (0, 0), (48, 0), (48, 1), (48, 2), (48, 4), (48, 3)]
+    for fewest in range(1, 13):
+        tried = run(12, fewest, 0)
+        assert [t for t in tried if t[0] >= fewest][-1] == (fewest, 0), fewest  # the last passing is the fewest
+
+
 def test_unreachable_bound_keeps_the_closest_trial_and_says_so(tiny_model, tmp_path):
     from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware
     from bge_export.graph.int8 import PRESETS
@@ -154,10 +182,12 @@ def test_unreachable_bound_keeps_the_closest_trial_and_says_so(tiny_model, tmp_p
     assert (record["meets_bound"], record["reason"]) == (False, plan.reason)
     assert not any(t.passed for t in plan.trials)
     assert [p.name for p in target.parent.iterdir()] == [target.name], "the closest trial only, no scratch left"
-    # the file kept is the last trial, with half the MatMuls (the limit) in float
-    limit = plan.quantized_nodes // 2
-    assert plan.trials[-1].variant == f"outliers tamed, {limit} of {plan.quantized_nodes} MatMuls kept in float"
+    # the file kept is the last trial: every MatMul per token, half of them (the limit) in float
+    limit, matmuls = plan.quantized_nodes // 2, plan.quantized_nodes
+    assert plan.trials[-1].variant == (f"outliers tamed, {matmuls} of {matmuls} scaled per token, {limit} of "
+                                       f"{matmuls} MatMuls kept in float")
     assert len(plan.kept_float) == limit and _ops(target)["DynamicQuantizeMatMul"] == record["int8_matmuls"] == limit
+    assert len(record["per_token_matmuls"]) == limit and _ops(target)["ReduceMax"] >= 1
     cosine = cosine_per_row(baseline, OnnxEncoder(target, encoder.spec, encoder.tokenizer).encode(texts, batch_size=16))
     assert abs(cosine.min() - plan.trials[-1].cosine_min) < 1e-6 and abs(cosine.mean() - plan.trials[-1].cosine_mean) < 1e-6
 
