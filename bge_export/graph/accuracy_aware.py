@@ -48,6 +48,7 @@ from bge_export.quality.floors import floors_for
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
+BUILTIN_POOL = "built-in: 2,000 WordNet 3.0 definitions"
 DEFAULT_OUTLIER_RATIO = 4.0  # a channel is an outlier when its max |x| exceeds 4x the median channel's
 CALIBRATION_TEXTS = 128
 # Padded tokens per calibration run. Capturing a batch keeps every MatMul input alive at once: 16 texts x 384
@@ -96,6 +97,7 @@ class QuantizationPlan:
     reason: str = ""  # the verdict in one line: the kept trial's cosines against the bound
     min_top10_overlap: float = 0.0  # the artifact's neighbour-overlap floor, judged among the selection pool
     pool_texts: int = 0
+    pool_source: str = BUILTIN_POOL
     kept_trial: Trial | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +127,7 @@ class QuantizationPlan:
             "calibration_texts": self.calibration_texts,
             "selection_texts": self.validation_texts,  # the built-in corpus's selection part, never the verdict's
             "selection_pool_texts": self.pool_texts,
+            "selection_pool": self.pool_source,
         }
 
 
@@ -263,10 +266,11 @@ class _Judge:
     min_top10_overlap: float = 0.0
     pool: Sequence[str] = ()
     pool_baseline: np.ndarray | None = None
+    pool_source: str = ""
 
     @classmethod
     def with_bound(cls, spec: EmbeddingSpec, tokenizer: TextTokenizer, texts: Sequence[str], baseline: np.ndarray,
-                   min_cosine: float | None, plain: Path) -> "_Judge":
+                   min_cosine: float | None, plain: Path, pool_texts: Sequence[str] | None = None) -> "_Judge":
         """No --min-cosine: the verdict's own INT8 floors (bge_export/quality/floors.py), top-10 overlap included; else that
         bound for min and mean cosine alone.
 
@@ -279,11 +283,11 @@ class _Judge:
         # an explicit --min-cosine is the whole bound the user asked for (cosine, every text and the mean); the
         # default bound is the verdict's INT8 floors, neighbour overlap included
         overlap = floors.min_top10_overlap if min_cosine is None else 0.0
-        pool = builtin_selection_pool()
+        pool = tuple(pool_texts) if pool_texts else builtin_selection_pool()
         # the pool's reference: the fp32 graph the INT8 file is made from (cosine 1.0000000 to PyTorch), by path
         pool_baseline = OnnxEncoder(plain, spec, tokenizer).encode(pool, batch_size=POOL_BATCH)
         return cls(spec, tokenizer, texts, baseline, with_headroom(bound[0]), bound[1], bound, overlap, pool,
-                   pool_baseline)
+                   pool_baseline, "--selection-pool" if pool_texts else BUILTIN_POOL)
 
     def trial(self, candidate: Path, label: str) -> Trial:
         encoder = OnnxEncoder(candidate, self.spec, self.tokenizer)
@@ -349,7 +353,7 @@ def calibration_batches(tokenizer: TextTokenizer, texts: Sequence[str], batch_si
 def quantize_dynamic_accuracy_aware(
     plain: Path, target: Path, preset: Int8Preset, spec: EmbeddingSpec, tokenizer: TextTokenizer,
     calibration_texts: Sequence[str], validation_texts: Sequence[str], validation_baseline: np.ndarray,
-    min_cosine: float | None = None, progress: Progress | None = None,
+    min_cosine: float | None = None, progress: Progress | None = None, pool: Sequence[str] | None = None,
 ) -> QuantizationPlan:
     """Plain graph -> DynamicQuantizeMatMul for every MatMul the bound allows.
 
@@ -372,14 +376,14 @@ def quantize_dynamic_accuracy_aware(
         return GraphRewrites(fused, packing.to_dict())
 
     recipe = _Recipe(f"dynamic-{preset.name}", build, batches, batches, preset, static=False, per_token=True)
-    judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine, plain)
+    judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine, plain, pool)
     return _search(recipe, onnx.load(str(plain)), target, judge, progress or Progress(quiet=True))
 
 
 def quantize_static_accuracy_aware(
     plain: Path, target: Path, spec: EmbeddingSpec, tokenizer: TextTokenizer, calibration_texts: Sequence[str],
     method: str, validation_texts: Sequence[str], validation_baseline: np.ndarray,
-    min_cosine: float | None = None, progress: Progress | None = None,
+    min_cosine: float | None = None, progress: Progress | None = None, pool: Sequence[str] | None = None,
 ) -> QuantizationPlan:
     """Plain (unfused, standard-op) graph -> QDQ, so TensorRT and other runtimes can consume it."""
     import onnx
@@ -405,7 +409,7 @@ def quantize_static_accuracy_aware(
 
     recipe = _Recipe(f"static-qdq-{method}", build, batches, fixed, PRESETS["avx512_vnni"], static=True,
                      calibrate=calibrate_once)
-    judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine, plain)
+    judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine, plain, pool)
     return _search(recipe, onnx.load(str(plain)), target, judge, progress or Progress(quiet=True))
 
 
@@ -423,7 +427,7 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: _Judge, progress: 
     plan = QuantizationPlan(recipe.method, judge.bound[0], judge.bound[1], len(candidates),
                             calibration_texts=sum(len(b["input_ids"]) for b in batches),
                             validation_texts=len(judge.texts), min_top10_overlap=judge.min_top10_overlap,
-                            pool_texts=len(judge.pool))
+                            pool_texts=len(judge.pool), pool_source=judge.pool_source)
     limit = len(candidates) // 2  # beyond half in float, the artifact is no longer an INT8 model
     order = search_order(limit, always_tame=recipe.always_tame, attention_stage=recipe.attention_stage,
                          per_token_stage=len(candidates) if recipe.per_token else 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bge_export.cost import CostMeter, fp32_weight_bytes
 from bge_export.errors import InputError
@@ -31,7 +31,7 @@ from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 from bge_export.targets.onnx.fusion import fuse
-from bge_export.targets.onnx.options import ExportOptions
+from bge_export.targets.onnx.options import MIN_POOL_TEXTS, ExportOptions
 
 ONNX_FP32_PATH = "onnx/model.onnx"
 OPTIMIZED_PATH = "onnx/model_optimized.onnx"
@@ -49,7 +49,7 @@ def export(options: ExportOptions) -> TargetResult:
     from bge_export.targets.onnx.exporter import export_onnx  # heavy: torch
 
     started = time.perf_counter()
-    calibration_texts = check_export_options(options)  # every input, before any work starts
+    texts = check_export_options(options)  # every input, before any work starts
     progress = Progress(options.quiet)
     local_model = Path(options.model).expanduser()
     plan = plan_output(options.output_path(), options.force, [local_model] if local_model.is_dir() else [])
@@ -92,7 +92,7 @@ def export(options: ExportOptions) -> TargetResult:
         checker.encode_baselines(bool(options.quantize))
         del module  # with the baselines encoded, the derived artifacts need no PyTorch weights
         release_freed_memory()
-        for entry in _derived_artifacts(options, stage, spec, checker, calibration_texts, progress, meter):
+        for entry in _derived_artifacts(options, stage, spec, checker, texts, progress, meter):
             with meter.step("check"):
                 manifest.add(checker.check(stage, entry))
             entry.add_cost(meter.take())
@@ -224,7 +224,7 @@ def planned_steps(options: ExportOptions) -> list[str]:
 
 
 def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,
-                       calibration_texts: list[str], progress: Progress, meter: CostMeter) -> list[ArtifactEntry]:
+                       texts: Int8Texts, progress: Progress, meter: CostMeter) -> list[ArtifactEntry]:
     """Fused, FP16 and INT8 artifacts, each derived from the fp32 graph (fusion first where it helps), each
     with the cost of its step."""
     entries: list[ArtifactEntry] = []
@@ -253,27 +253,28 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         relative = f"onnx/model_qint8_{preset.name}.onnx"
         with meter.step("int8"):
             plan = quantize_dynamic_accuracy_aware(
-                plain, stage / relative, preset, spec, checker.tokenizer, calibration_texts,
+                plain, stage / relative, preset, spec, checker.tokenizer, texts.calibration,
                 validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
-                min_cosine=options.min_cosine, progress=progress,
+                min_cosine=options.min_cosine, progress=progress, pool=texts.pool,
             )
         entries.append(_artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
         entries[-1].add_cost(meter.take())
     if "int8-static" in methods:
         with meter.step("int8-static"):
             plan = quantize_static_accuracy_aware(
-                plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, calibration_texts,
+                plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, texts.calibration,
                 method=options.calibration_method, validation_texts=checker.selection_texts,
                 validation_baseline=checker.selection_baseline, min_cosine=options.min_cosine, progress=progress,
+                pool=texts.pool,
             )
         entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
         entries[-1].add_cost(meter.take())
     if "int8-openvino" in methods:
         with meter.step("int8-openvino"):
             plan = quantize_openvino_accuracy_aware(
-                plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, calibration_texts,
+                plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, texts.calibration,
                 validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
-                min_cosine=options.min_cosine, progress=progress,
+                min_cosine=options.min_cosine, progress=progress, pool=texts.pool,
             )
         entries.append(_artifact_entry(stage, OPENVINO_INT8_PATH, "int8-openvino",
                                        {"runtime": "openvino", **plan.to_dict()}))
@@ -281,12 +282,25 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
     return entries
 
 
-def check_export_options(options: ExportOptions) -> list[str]:
+class Int8Texts(NamedTuple):
+    calibration: list[str]
+    pool: list[str] | None  # --selection-pool's texts; None: the built-in selection pool
+
+
+def check_export_options(options: ExportOptions) -> Int8Texts:
     """What the options need from this machine, checked before any work (their values were checked when the
-    options were made): the int8-openvino extra installed, the calibration file readable. Returns the
-    calibration texts (read now, so a bad file fails here and not after the export)."""
+    options were made): the int8-openvino extra installed, the calibration and pool files readable. Returns
+    their texts (read now, so a bad file fails here and not after the export)."""
     if not isinstance(options, ExportOptions):
         raise InputError(f"export() takes an ExportOptions, got {type(options).__name__}")
     if "int8-openvino" in options.quantize:
         import_nncf()  # before any work: a missing extra is named now, not after the fp32 export
-    return read_corpus_file(options.calibration, "calibration file") if options.calibration else builtin_calibration_texts()
+    pool = None
+    if options.selection_pool:
+        pool = list(dict.fromkeys(read_corpus_file(options.selection_pool, "selection pool file")))
+        if len(pool) < MIN_POOL_TEXTS:
+            raise InputError(f"--selection-pool '{options.selection_pool}' holds {len(pool)} distinct texts; give at "
+                             f"least {MIN_POOL_TEXTS} (top-10 overlap among fewer says little about density)")
+    calibration = (read_corpus_file(options.calibration, "calibration file") if options.calibration
+                   else builtin_calibration_texts())
+    return Int8Texts(calibration, pool)

@@ -13,6 +13,7 @@ from bge_export.options import option
 from bge_export.options.memory import MemoryLimit, max_memory_option
 
 QUANTIZE_CHOICES = ("int8", "int8-static", "int8-openvino")
+MIN_POOL_TEXTS = 500  # top-10 overlap among fewer says little about a deployment's density
 OPSET_RANGE = (14, 20)  # 14: the attention ops the exporter emits; 20: the newest torch's TorchScript exporter writes
 
 
@@ -37,6 +38,11 @@ class ExportOptions(ModelOptions):
     calibration: str | None = option(None, path=True, allowed="a .txt or .jsonl file",
                                      help="Calibration texts (.txt one per line, or .jsonl with 'text').  "
                                           "[default: built-in set]")
+    selection_pool: str | None = option(
+        None, path=True, allowed="a .txt or .jsonl file",
+        help="Texts the INT8 search judges top-10 neighbour agreement among (.txt one per line, or .jsonl with "
+             f"'text'; at least {MIN_POOL_TEXTS}): a sample of your own corpus, at its density.  [default: built-in "
+             "2,000 WordNet definitions]")
     calibration_method: str = option("percentile", choices=CALIBRATION_METHODS, show_default=True,
                                      help="Activation range estimation for --quantize int8-static.")
     opset: int = option(17, ge=OPSET_RANGE[0], le=OPSET_RANGE[1], show_default=True,
@@ -53,7 +59,8 @@ class ExportOptions(ModelOptions):
 
     @model_validator(mode="after")
     def _calibration_needs_quantize(self) -> "ExportOptions":
-        if self.calibration and not self.quantize:
-            raise InputError("--calibration is used only by --quantize; add --quantize int8 (or int8-static), "
-                             "or drop it")
+        for given, flag in ((self.calibration, "--calibration"), (self.selection_pool, "--selection-pool")):
+            if given and not self.quantize:
+                raise InputError(f"{flag} is used only by --quantize; add --quantize int8 (or int8-static), "
+                                 "or drop it")
         return self
