@@ -81,9 +81,10 @@ def shared_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     model = build_tiny_model(root / "tiny-bge", pooling="cls", prompts={"query": "query: "})
     (model / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
-    # the INT8 artifact's status does not matter here (a random tiny model may miss the INT8 bound): it is a file
+    # the INT8 artifact is a file here; verify's tests want it passing. A random tiny model's embeddings crowd
+    # together: top-10 among the INT8 search's 2,000-text pool is not a property it can have, so cosine only
     export(ExportOptions(model=str(model), output=str(output), check_texts=11, quantize="int8",
-                         int8_preset="avx512_vnni", quiet=True))
+                         int8_preset="avx512_vnni", min_cosine=0.99, quiet=True))
     if HAS_COREML:
         from bge_export.targets.coreml.export import CoreMLOptions, export_coreml
 

@@ -196,13 +196,7 @@ def _fewest_by_halves(configuration: Callable[[int], Configuration],
     pass; returns whether any passed. For choices that are cheap per MatMul, where many are usually needed."""
     if not (yield configuration(limit)):
         return False
-    missed, count = 0, limit
-    while count - missed > 1:
-        middle = (missed + count) // 2
-        if (yield configuration(middle)):
-            count = middle
-        else:
-            missed = middle
+    yield from _bisect(configuration, 0, limit)
     return True
 
 
@@ -214,13 +208,18 @@ def _fewest(configuration: Callable[[int], Configuration], limit: int) -> Genera
         if count >= limit:
             return False
         missed, count = count, min(count * 2, limit)
-    while count - missed > 1:
-        middle = (missed + count) // 2
+    yield from _bisect(configuration, missed, count)
+    return True
+
+
+def _bisect(configuration: Callable[[int], Configuration], missed: int, passed: int) -> Generator[Configuration, bool, None]:
+    """Between a count that missed and one that passed, down to the fewest that pass (the last one passing)."""
+    while passed - missed > 1:
+        middle = (missed + passed) // 2
         if (yield configuration(middle)):
-            count = middle
+            passed = middle
         else:
             missed = middle
-    return True
 
 
 @dataclass(frozen=True)

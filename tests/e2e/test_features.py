@@ -80,14 +80,15 @@ def calibration_b(root) -> Path:
 
 @pytest.fixture(scope="module")
 def static_minmax_a(source, root, calibration_a) -> Path:
+    # cosine-only bound (as the entropy export): a random tiny model cannot keep top-10 among 2,000 pool texts
     return _export(source, root / "static_a", quantize="int8-static", calibration_method="minmax",
-                   calibration=str(calibration_a), check=False)
+                   calibration=str(calibration_a), check=False, min_cosine=0.99)
 
 
 @pytest.fixture(scope="module")
 def static_minmax_b(source, root, calibration_b) -> Path:
     return _export(source, root / "static_b", quantize="int8-static", calibration_method="minmax",
-                   calibration=str(calibration_b), check=False)
+                   calibration=str(calibration_b), check=False, min_cosine=0.99)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_static_int8_entropy_calibration(source, root, calibration_a, static_min
     num_bins == num_quantized_bins == 128, which leaves one candidate threshold, the full range, and quantize_static
     forwards no option to change that: without extra settings, entropy is minmax."""
     folder = export_folder(source, root / "entropy", quantize="int8-static", calibration_method="entropy",
-                           calibration=str(calibration_a))
+                           calibration=str(calibration_a), min_cosine=0.99)
     entry = read_manifest(folder).find(STATIC)
     assert entry.status == "pass" and entry.precision == "int8-static", entry.status_reason
     assert entry.options.method == "static-qdq-entropy"

@@ -36,9 +36,10 @@ FP32, FUSED, FP16 = "onnx/model.onnx", "onnx/model_optimized.onnx", "onnx/model_
 
 @pytest.fixture(scope="module")
 def exported(bge_shaped_dir, tmp_path_factory) -> Path:
-    """fp32, fused, fp16 and dynamic INT8, each through the export's built-in check (96 texts)."""
+    """fp32, fused, fp16 and dynamic INT8, each through the export's built-in check (96 texts). The INT8 bound is
+    cosine only: a random tiny model cannot keep top-10 among the search's 2,000-text pool."""
     return export_folder(bge_shaped_dir, tmp_path_factory.mktemp("recommend") / "tiny",
-                         optimize=True, fp16=True, quantize="int8")
+                         optimize=True, fp16=True, quantize="int8", min_cosine=0.99)
 
 
 @pytest.fixture
