@@ -144,9 +144,16 @@ def _scaled_per_token(model: Any, activation: str, nodes: list[Any]) -> tuple[st
     tiny = "per_token_min_scale"  # an all-zero row keeps scale 1e-12 rather than dividing by zero
     if not any(initializer.name == tiny for initializer in model.graph.initializer):
         add_initializer(model, tiny, np.array(1e-12, dtype=np.float32))
-    nodes += [helper.make_node("Abs", [activation], [stem + "_abs"], name=stem + "_abs"),
-              helper.make_node("ReduceMax", [stem + "_abs"], [stem + "_peak"], name=stem + "_peak", axes=[-1],
-                               keepdims=1),
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    if opset >= 18:  # ReduceMax takes its axes as an input from opset 18 on (--opset 14-20)
+        axes = "per_token_last_axis"
+        if not any(initializer.name == axes for initializer in model.graph.initializer):
+            add_initializer(model, axes, np.array([-1], dtype=np.int64))
+        peak = helper.make_node("ReduceMax", [stem + "_abs", axes], [stem + "_peak"], name=stem + "_peak", keepdims=1)
+    else:
+        peak = helper.make_node("ReduceMax", [stem + "_abs"], [stem + "_peak"], name=stem + "_peak", axes=[-1],
+                                keepdims=1)
+    nodes += [helper.make_node("Abs", [activation], [stem + "_abs"], name=stem + "_abs"), peak,
               helper.make_node("Max", [stem + "_peak", tiny], [stem + "_scale"], name=stem + "_scale"),
               helper.make_node("Div", [activation, stem + "_scale"], [stem + "_scaled"], name=stem + "_scaled")]
     return stem + "_scaled", stem + "_scale"

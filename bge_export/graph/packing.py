@@ -151,8 +151,10 @@ def _works_per_token(node: Any, packed: set[str], constant_tensors: dict[str, Co
                 and all(n in constant_tensors for n in inputs[data:]))
     if op == "ReduceMax":  # over each token's features only (per-token INT8 scales)
         axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        if len(inputs) == 2 and inputs[1] in constant_tensors:  # opset 18+: the axes are an input
+            axes = [int(v) for v in constant_tensors[inputs[1]].array().ravel()]
         keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
-        return len(inputs) == 1 and axes in ([-1], [2]) and keep == 1
+        return inputs[0] in packed and axes in ([-1], [2]) and keep == 1
     if op == "Split":
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         return axis in (-1, 2) and inputs[0] in packed and all(name in constant_tensors for name in inputs[1:])
