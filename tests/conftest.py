@@ -42,10 +42,14 @@ def build_tiny_model(
     prompts: dict[str, str] | None = None,
     default_prompt_name: str | None = None,
     seed: int = 0,
+    config: dict | None = None,
+    padding_side: str | None = None,
 ) -> Path:
     """A random-weight encoder saved as a sentence-transformers folder, with MiniLM's real tokenizer.
 
-    pooling=None writes a plain transformers folder (no sentence-transformers files at all).
+    pooling=None writes a plain transformers folder (no sentence-transformers files at all). `config` adds to or
+    overrides the family's config (e.g. ModernBERT's local_attention window); `padding_side` goes into
+    tokenizer_config.json, as decoder embedders ship it ("left" for Qwen3-Embedding).
     """
     import torch
     from transformers import AutoConfig, AutoModel
@@ -56,8 +60,7 @@ def build_tiny_model(
     torch.manual_seed(seed)
     common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=160, pad_token_id=0)
-    config = AutoConfig.for_model(model_type, **common)
-    model = AutoModel.from_config(config)
+    model = AutoModel.from_config(AutoConfig.for_model(model_type, **{**common, **(config or {})}))
     with torch.no_grad():  # random init gives near-identical tokens; spread them so pooling modes differ
         for name, param in model.named_parameters():
             if "LayerNorm" in name or "layer_norm" in name or "norm" in name.split(".")[-2]:
@@ -70,6 +73,9 @@ def build_tiny_model(
         source = _minilm_folder() / name
         if source.is_file():
             shutil.copyfile(source, folder / name)
+    if padding_side is not None:
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "padding_side": padding_side}))
     if pooling is None:
         return folder
 
@@ -88,20 +94,26 @@ def build_tiny_model(
         pooling_config = {"embedding_dimension": 32, "pooling_mode": modes[0] if len(modes) == 1 else modes,
                           "include_prompt": True}
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
-    if dense is not None:
+    layers = [dense] if isinstance(dense, dict) else list(dense or [])  # one Dense, or a stack (EmbeddingGemma's two)
+    in_features = 32 * len(modes)
+    for layer in layers:
         from safetensors.torch import save_file
 
-        dense_dir = folder / "2_Dense"
+        dense_dir = folder / f"{len(modules)}_Dense"
         dense_dir.mkdir(exist_ok=True)
-        in_features = 32 * len(modes)
-        out_features = dense.get("out_features", 16)
+        out_features = layer.get("out_features", 16)
+        bias = layer.get("bias", True)
         (dense_dir / "config.json").write_text(json.dumps({
-            "in_features": in_features, "out_features": out_features, "bias": True,
-            "activation_function": dense.get("activation", "torch.nn.modules.activation.Tanh"),
+            "in_features": in_features, "out_features": out_features, "bias": bias,
+            "activation_function": layer.get("activation", "torch.nn.modules.activation.Tanh"),
         }))
-        save_file({"linear.weight": torch.randn(out_features, in_features) * 0.3,
-                   "linear.bias": torch.randn(out_features) * 0.1}, str(dense_dir / "model.safetensors"))
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        weights = {"linear.weight": torch.randn(out_features, in_features) * 0.3}
+        if bias:
+            weights["linear.bias"] = torch.randn(out_features) * 0.1
+        save_file(weights, str(dense_dir / "model.safetensors"))
+        modules.append({"idx": len(modules), "name": str(len(modules)), "path": dense_dir.name,
+                        "type": "sentence_transformers.models.Dense"})
+        in_features = out_features
     if normalize:
         modules.append({"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Normalize",
                         "type": "sentence_transformers.models.Normalize"})
@@ -112,6 +124,40 @@ def build_tiny_model(
         (folder / "config_sentence_transformers.json").write_text(json.dumps(
             {"prompts": prompts, "default_prompt_name": default_prompt_name, "similarity_fn_name": "cosine"}))
     return folder
+
+
+# The new generation, each from its family's real transformers config class, with a window of 16 tokens where the
+# family has one so that the test texts (8 to 120 tokens) fall on both sides of it.
+_WINDOW = 16
+NEW_FAMILIES: dict[str, dict] = {
+    "modernbert": dict(model_type="modernbert", pooling="mean", config=dict(
+        num_hidden_layers=3, local_attention=_WINDOW, max_position_embeddings=512, cls_token_id=101, sep_token_id=102,
+        bos_token_id=101, eos_token_id=102, layer_types=["full_attention", "sliding_attention", "full_attention"])),
+    # Qwen3-Embedding: causal, grouped-query attention, last-token pooling on a left-padding tokenizer
+    "qwen3": dict(model_type="qwen3", pooling="lasttoken", padding_side="left", config=dict(
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=512),
+        prompts={"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"}),
+    # transformers picks Qwen2Tokenizer for qwen2 whatever tokenizer_class says, and it adds <|endoftext|>: the table
+    # gets rows past the vocabulary, as real decoders' tables have (Qwen3's: 151,936 rows for 151,669 tokens)
+    "qwen2": dict(model_type="qwen2", pooling="lasttoken", padding_side="left", config=dict(
+        num_key_value_heads=2, max_position_embeddings=512, vocab_size=30592)),
+    "gemma2": dict(model_type="gemma2", pooling="lasttoken", padding_side="left", config=dict(
+        num_hidden_layers=2, num_key_value_heads=2, head_dim=8, sliding_window=_WINDOW, max_position_embeddings=512,
+        layer_types=["sliding_attention", "full_attention"])),
+    "mistral": dict(model_type="mistral", pooling="lasttoken", padding_side="left", config=dict(
+        num_key_value_heads=2, sliding_window=_WINDOW, max_position_embeddings=512)),
+    # EmbeddingGemma: bidirectional Gemma3, mean pooling, two Dense layers (4x up, back down), task prompts
+    "gemma3_text": dict(model_type="gemma3_text", pooling="mean", config=dict(
+        num_hidden_layers=3, num_key_value_heads=1, head_dim=8, sliding_window=_WINDOW, max_position_embeddings=512,
+        use_bidirectional_attention=True, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+        dense=[dict(out_features=128, bias=False, activation="torch.nn.modules.linear.Identity"),
+               dict(out_features=32, bias=False, activation="torch.nn.modules.linear.Identity")],
+        prompts={"query": "task: search result | query: ", "document": "title: none | text: "}),
+}
+
+
+def build_family_model(folder: Path, family: str, **overrides) -> Path:
+    return build_tiny_model(folder, **{**NEW_FAMILIES[family], **overrides})
 
 
 @pytest.fixture

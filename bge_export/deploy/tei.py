@@ -70,10 +70,8 @@ def _check_config(layout: TeiLayout) -> dict[str, Any]:
 def _check_tokenizer_files(layout: TeiLayout) -> None:
     if not (layout.folder / "tokenizer.json").is_file():
         layout.problems.append(f"no tokenizer.json; TEI only runs fast tokenizers ({_ROUTER}:148-152)")
-    tokenizer_config = json_or_none(layout.folder / "tokenizer_config.json")
-    if isinstance(tokenizer_config, dict) and tokenizer_config.get("padding_side") == "left":
-        layout.problems.append(f"tokenizer_config.json says padding_side 'left': TEI would left-pad "
-                               f"({_ORT}:38-50, 114-126, 237-273) and the graph's pooling expects right padding")
+    # padding_side 'left' (decoder embedders) is no problem: TEI pads as tokenizer_config.json says
+    # (backends/ort/src/lib.rs:38-50, 114-126, 237-273) and the graph's pooling finds the real tokens on either side.
 
 
 def _check_pooling(layout: TeiLayout, config: dict[str, Any]) -> None:

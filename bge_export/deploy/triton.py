@@ -126,7 +126,8 @@ def make_triton_repository(options: TritonOptions) -> TritonRepository:
     name = options.name or default_name(folder)
     tokenizer_parameters = {"max_seq_length": str(spec.max_seq_length),
                             "do_lower_case": "true" if spec.do_lower_case else "false",
-                            "pad_id": str(pad_id), "tokenizer_file": "tokenizer.json"}
+                            "pad_id": str(pad_id), "padding_side": spec.padding_side,
+                            "tokenizer_file": "tokenizer.json"}
     builder = _Builder(folder, manifest, name, options.max_batch_size, tokenizer_parameters)
     builder.add_route(name, entry, "onnx", f"{name}_onnx", options.max_batch_size, options.instance_kind)
     for plan in plans:

@@ -31,6 +31,7 @@ class TritonPythonModel:
         self.max_seq_length = int(parameters["max_seq_length"])
         self.do_lower_case = parameters.get("do_lower_case", "false") == "true"
         self.pad_id = int(parameters["pad_id"])
+        self.left = parameters.get("padding_side", "right") == "left"  # decoder embedders pad on the left
         self.input_name = config["input"][0]["name"]
         self.outputs = []
         for output in config["output"]:
@@ -75,8 +76,9 @@ class TritonPythonModel:
         input_ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
         for row, ids in enumerate(sequences):
-            input_ids[row, : len(ids)] = ids
-            attention_mask[row, : len(ids)] = 1
+            columns = slice(width - len(ids), width) if self.left else slice(0, len(ids))
+            input_ids[row, columns] = ids
+            attention_mask[row, columns] = 1
         arrays = {"input_ids": input_ids, "attention_mask": attention_mask,
                   "token_type_ids": np.zeros_like(input_ids)}
         return [pb_utils.Tensor(name, arrays[name].astype(dtype)) for name, dtype in self.outputs]

@@ -29,13 +29,15 @@ def load_baseline(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     threads: int | None = None,
+    truncate_dim: int | None = None,
 ) -> Encoder:
-    """The PyTorch fp32 reference: what SentenceTransformer.encode computes for this model."""
+    """The PyTorch fp32 reference: what SentenceTransformer.encode computes for this model (with `truncate_dim`:
+    SentenceTransformer(..., truncate_dim=N), re-normalized)."""
     from bge_export.model.modeling import load_embedding_module  # heavy: torch
     from bge_export.runtime.torch_encoder import TorchEncoder  # heavy: torch
 
     source = resolve_model(model, revision=revision, allow_pickle=allow_pickle)
-    spec = read_spec(source, pooling=pooling, trust_remote_code=trust_remote_code)
+    spec = read_spec(source, pooling=pooling, trust_remote_code=trust_remote_code, truncate_dim=truncate_dim)
     module = load_embedding_module(source, spec, trust_remote_code=trust_remote_code)
     return TorchEncoder(module, TextTokenizer.from_model(source.folder, spec), threads=threads)
 

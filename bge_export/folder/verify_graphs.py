@@ -109,7 +109,8 @@ def _check_spec(folder: Path, manifest: Manifest, result: VerifyResult) -> None:
     source = ModelSource(reference=str(model["reference"]), folder=folder, revision=model.get("revision"),
                          from_hub=False, weights_files=(), weights_format=str(model["weights_format"]))
     try:
-        found = read_spec(source, trust_remote_code=True).to_dict()  # reads JSON only; runs no code
+        # reads JSON only; runs no code
+        found = read_spec(source, trust_remote_code=True, truncate_dim=manifest.spec.truncate_dim).to_dict()
     except BgeExportError as exc:
         result.problems.append(f"the folder's model files cannot be read as a model ({exc}); {RESTORE}")
         return

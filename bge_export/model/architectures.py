@@ -18,8 +18,28 @@ class ArchitectureInfo:
     ort_optimizer_type: str | None
     # Fused op types we expect onnxruntime's optimizer to produce; a missing one is reported as a warning.
     expected_fusions: tuple[str, ...]
+    # None: the encoder takes the 2-D padding mask (BERT and kin). Else EmbeddingModule builds the layers' masks.
+    masks: MaskRule | None = None
 
 
+@dataclass(frozen=True)
+class MaskRule:
+    """Which tokens a family's layers see, so that EmbeddingModule hands the encoder finished 4-D masks.
+
+    transformers builds these masks with torch.vmap, `new_ones` and shortcuts taken on the data (no padding: no
+    mask), which the ONNX tracer and coremltools cannot follow (EmbeddingGemma's export failed inside vmap; Core ML
+    refused `new_ones`). Built here from index arithmetic, the masks stay dynamic in batch and length.
+    """
+
+    causal: bool  # a token sees itself and earlier tokens only (decoders)
+    # sliding layers see |query - key| <= config.sliding_window (ModernBERT, whose config sets it to half of
+    # local_attention) or < it (Gemma3's bidirectional overlay); causal sliding layers: 0 <= query - key < window
+    window_inclusive: bool = False
+    one_mask: bool = False  # the model takes one mask for every layer (Mistral), not one per layer type
+    bidirectional_flag: str | None = None  # a config flag that makes a causal family bidirectional (Gemma3)
+
+
+_DECODER = MaskRule(causal=True)
 _BERT_FUSIONS = ("EmbedLayerNormalization", "Attention", "BiasGelu")
 
 ARCHITECTURES: dict[str, ArchitectureInfo] = {
@@ -34,6 +54,18 @@ ARCHITECTURES: dict[str, ArchitectureInfo] = {
         # MPNet's relative position bias breaks onnxruntime's Attention pattern; our MultiHeadAttention rewrite
         # (graph/attention.py) takes it in as attention_bias.
         ArchitectureInfo("mpnet", False, "bert", ("MultiHeadAttention", "BiasGelu")),
+        # The new generation: rotary positions, RMSNorm/GeGLU, sliding-window layers, grouped-query attention.
+        # onnxruntime's BERT fusions know none of these layers: run as "bert" they fuse RMSNorm alone and measured
+        # 0.97-1.02x the plain graph (benchmarks/new_families.py), so --optimize is refused for them, in one line.
+        # alternating local (sliding-window) and global attention, GeGLU
+        ArchitectureInfo("modernbert", False, None, (), MaskRule(causal=False, window_inclusive=True)),
+        # EmbeddingGemma: Gemma3 with use_bidirectional_attention, two Dense layers after pooling
+        ArchitectureInfo("gemma3_text", False, None, (), MaskRule(causal=True, bidirectional_flag="use_bidirectional_attention")),
+        # Decoder embedders: causal attention, last-token pooling on the tokenizer's padding side.
+        ArchitectureInfo("qwen3", False, None, (), _DECODER),
+        ArchitectureInfo("qwen2", False, None, (), _DECODER),
+        ArchitectureInfo("mistral", False, None, (), MaskRule(causal=True, one_mask=True)),
+        ArchitectureInfo("gemma2", False, None, (), _DECODER),
     )
 }
 

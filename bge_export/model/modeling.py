@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from bge_export.errors import InputError, UnsupportedModelError
+from bge_export.model.architectures import MaskRule, architecture_for
 from bge_export.model.source import ModelSource, check_safetensors_file
 from bge_export.model.spec import DenseSpec, EmbeddingSpec
 
@@ -30,12 +31,12 @@ def pool(token_embeddings: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
         descending = torch.arange(attention_mask.shape[1], 0, -1, device=attention_mask.device, dtype=torch.float32)
         first = (attention_mask.to(torch.float32) * descending).argmax(dim=1)
         index = first.view(-1, 1, 1).expand(-1, 1, token_embeddings.shape[-1])
-        return torch.gather(token_embeddings, 1, index).squeeze(1)
+        return torch.gather(token_embeddings, 1, index)[:, 0]  # [:, 0], not squeeze(1): that exports as an If
     if mode == "lasttoken":
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device, dtype=torch.float32)
         last = (attention_mask.to(torch.float32) * positions).argmax(dim=1)
         index = last.view(-1, 1, 1).expand(-1, 1, token_embeddings.shape[-1])
-        return torch.gather(token_embeddings * mask, 1, index).squeeze(1)
+        return torch.gather(token_embeddings * mask, 1, index)[:, 0]
     if mode == "max":
         return token_embeddings.masked_fill(mask == 0, float("-inf")).max(dim=1).values
     if mode in ("mean", "mean_sqrt_len_tokens"):
@@ -48,6 +49,42 @@ def pool(token_embeddings: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
         weights = mask * (positions.view(1, -1, 1) - left_pad.view(-1, 1, 1))
         return (token_embeddings * weights).sum(dim=1) / torch.clamp(weights.sum(dim=1), min=1e-9)
     raise UnsupportedModelError(f"pooling mode '{mode}' is not implemented")
+
+
+def layer_masks(attention_mask: Tensor, rule: MaskRule, config: Any) -> Tensor | dict[str, Tensor]:
+    """The additive masks the family's layers use, per layer type ("full_attention", "sliding_attention"), from the
+    2-D padding mask: what transformers' masking utilities compute for eager attention (see MaskRule), except that
+    every token also sees itself. A padded query far from any real token would otherwise see nothing: harmless in
+    fp32 (it is never pooled, and real tokens never read it), but in fp16 the mask's lowest value becomes -inf, its
+    softmax NaN, and 0 x NaN spreads the NaN into the real tokens of the next layer (Core ML fp16 did)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    offset = positions[:, None] - positions[None, :]  # query - key
+    causal = rule.causal and not (rule.bidirectional_flag and getattr(config, rule.bidirectional_flag, False))
+    seen = attention_mask.to(torch.bool)[:, None, None, :]  # [batch, 1, queries (broadcast), keys]
+    full = seen & (offset >= 0)[None, None] if causal else seen
+    window = getattr(config, "sliding_window", None)
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    lowest = torch.finfo(torch.float32).min
+
+    itself = (offset == 0)[None, None]
+
+    def additive(allowed: Tensor) -> Tensor:
+        allowed = torch.logical_or(allowed, itself)  # not `|`: coremltools has no __or__
+        return torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, lowest)
+
+    sliding = None
+    if window is not None and (rule.one_mask or "sliding_attention" in layer_types):
+        if causal:
+            near = (offset >= 0) & (offset < window)
+        else:
+            near = offset.abs() <= window if rule.window_inclusive else offset.abs() < window
+        sliding = seen & near[None, None]
+    if rule.one_mask:
+        return additive(full if sliding is None else sliding)
+    masks = {"full_attention": additive(full)}
+    if sliding is not None:
+        masks["sliding_attention"] = additive(sliding)
+    return masks
 
 
 class DenseLayer(nn.Module):
@@ -80,11 +117,14 @@ class EmbeddingModule(nn.Module):
         self.dense = nn.ModuleList(dense or [])
         self.normalize = spec.normalize
         self.emit_token_embeddings = False
+        self.mask_rule = architecture_for(spec.model_type).masks
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
     ) -> Tensor | tuple[Tensor, Tensor]:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.mask_rule is not None:
+            inputs["attention_mask"] = layer_masks(attention_mask, self.mask_rule, self.encoder.config)
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         token_embeddings = self.encoder(**inputs, return_dict=True).last_hidden_state
@@ -92,6 +132,8 @@ class EmbeddingModule(nn.Module):
         embedding = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=-1)
         for layer in self.dense:
             embedding = layer(embedding)
+        if self.spec.truncate_dim is not None:  # Matryoshka: the first N values, normalized below
+            embedding = embedding[:, : self.spec.truncate_dim]
         if self.normalize:
             embedding = nn.functional.normalize(embedding, p=2.0, dim=-1)
         if self.emit_token_embeddings:

@@ -260,8 +260,10 @@ def read_spec(
     source: ModelSource,
     pooling: str | None = None,
     trust_remote_code: bool = False,
+    truncate_dim: int | None = None,
 ) -> EmbeddingSpec:
-    """Read the model's sentence-transformers description (or fall back as sentence-transformers does)."""
+    """Read the model's sentence-transformers description (or fall back as sentence-transformers does);
+    `truncate_dim` cuts the vector to its first N values (Matryoshka), refused where the model says otherwise."""
     folder = source.folder
     config = _json_object(folder / "config.json")
     model_type = config.get("model_type", "")
@@ -299,6 +301,8 @@ def read_spec(
             )
         embedding_dim = layer.out_features
     normalize = any(m["kind"] == "normalize" for m in modules)
+    if truncate_dim is not None:
+        check_truncate_dim(truncate_dim, embedding_dim, folder)
 
     sbert = _json_object(folder / "sentence_bert_config.json", required=False)
     tokenizer_config = _json_object(folder / "tokenizer_config.json", required=False)
@@ -315,7 +319,8 @@ def read_spec(
         model_type=model_type,
         architecture=(config.get("architectures") or [model_type])[0],
         hidden_size=hidden,
-        embedding_dim=embedding_dim,
+        embedding_dim=truncate_dim or embedding_dim,
+        truncate_dim=truncate_dim,
         pooling_modes=pooling_modes,
         normalize=normalize,
         max_seq_length=_max_seq_length(sbert, tokenizer_config, config, folder),
@@ -327,9 +332,54 @@ def read_spec(
         default_prompt_name=st_config.get("default_prompt_name"),
         similarity_fn_name=st_config.get("similarity_fn_name"),
         pad_token=_token_text(tokenizer_config.get("pad_token")),
+        padding_side=_padding_side(tokenizer_config, folder),
         num_attention_heads=heads,
         pooling_source=pooling_source,
     )
+
+
+_MATRYOSHKA_DIMS = re.compile(r"matryoshka_dims[\"']?\s*[:=]\s*\[([\d,\s]+)\]", re.IGNORECASE)
+
+
+def matryoshka_dims(folder: Path) -> tuple[int, ...] | None:
+    """The dimensions the model card (README.md) says the model was trained to be cut to: sentence-transformers'
+    generated cards list MatryoshkaLoss's `matryoshka_dims`. None when the card names none."""
+    card = folder / "README.md"
+    if not card.is_file() or card.stat().st_size > 4_000_000:
+        return None
+    match = _MATRYOSHKA_DIMS.search(card.read_text(encoding="utf-8", errors="replace"))
+    return tuple(int(d) for d in match.group(1).replace(" ", "").split(",") if d) if match else None
+
+
+def check_truncate_dim(truncate_dim: int, dim: int, folder: Path) -> None:
+    """Refuse a cut the model cannot give: wider than its vector, or off the dimensions its card lists."""
+    if not 1 <= truncate_dim <= dim:
+        raise InputError(f"--truncate-dim {truncate_dim} is outside the model's {dim} dimensions; "
+                         f"give 1..{dim}, or drop --truncate-dim")
+    trained = matryoshka_dims(folder)
+    if trained and truncate_dim not in trained:
+        raise InputError(f"--truncate-dim {truncate_dim}: the model card says it was trained for "
+                         f"{', '.join(map(str, trained))} dimensions; pick one of those")
+
+
+def truncation_warning(spec: EmbeddingSpec, folder: Path) -> str | None:
+    """A warning when the model's files do not say it was trained for Matryoshka truncation."""
+    if spec.truncate_dim is None or matryoshka_dims(folder):
+        return None
+    card = folder / "README.md"
+    if card.is_file() and "matryoshka" in card.read_text(encoding="utf-8", errors="replace").lower():
+        return None
+    return (f"the model's files do not say it was trained for Matryoshka truncation: its first {spec.truncate_dim} "
+            "dimensions may rank much worse than the whole vector; check its model card, or measure with "
+            "'bge-export validate --retrieval'")
+
+
+def _padding_side(tokenizer_config: dict[str, Any], folder: Path) -> str:
+    side = tokenizer_config.get("padding_side", "right")
+    if side not in ("left", "right"):
+        raise InputError(f"{folder / 'tokenizer_config.json'}: padding_side must be 'left' or 'right', not {side!r}; "
+                         "fix the file or download the model again")
+    return str(side)
 
 
 def _token_text(token: Any) -> str | None:

@@ -37,6 +37,12 @@ class EmbeddingSpec:
     default_prompt_name: str | None = None
     similarity_fn_name: str | None = None
     pad_token: str | None = None
+    # The side the model's tokenizer pads (tokenizer_config.json): decoder embedders such as Qwen3-Embedding pad on
+    # the left, so that their last token sits in the last column as sentence-transformers feeds it.
+    padding_side: str = "right"
+    # Matryoshka: the first truncate_dim values of the model's vector, re-normalized (embedding_dim is then this);
+    # what SentenceTransformer(..., truncate_dim=N) computes, up to that normalization.
+    truncate_dim: int | None = None
     num_attention_heads: int = 0
     # Where the pooling came from: the model's 1_Pooling file, a fallback, or a user override.
     pooling_source: str = "1_Pooling/config.json"

@@ -1,5 +1,5 @@
 """Tokenization with the model's own fast tokenizer (tokenizer.json), the way sentence-transformers does it:
-truncate at the model's max_seq_length, pad each batch to its longest text, on the right.
+truncate at the model's max_seq_length, pad each batch to its longest text, on the tokenizer's padding side.
 
 Only the `tokenizers` package is needed at run time, so an ONNX deployment does not pull in transformers.
 """
@@ -72,13 +72,15 @@ class TextTokenizer:
         return [encoding.ids for encoding in self._backend.encode_batch(list(texts))]
 
     def pad(self, sequences: Sequence[Sequence[int]], width: int | None = None) -> dict[str, np.ndarray]:
-        """Right-pad to the longest sequence (or to `width`, for tools that need one fixed shape)."""
+        """Pad to the longest sequence (or to `width`, for tools that need one fixed shape) on the model's side."""
         width = width or max(len(ids) for ids in sequences)
         input_ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+        left = self.spec.padding_side == "left"
         for row, ids in enumerate(sequences):
-            input_ids[row, : len(ids)] = ids
-            attention_mask[row, : len(ids)] = 1
+            columns = slice(width - len(ids), width) if left else slice(0, len(ids))
+            input_ids[row, columns] = ids
+            attention_mask[row, columns] = 1
         features = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.spec.input_names:
             features["token_type_ids"] = np.zeros_like(input_ids)

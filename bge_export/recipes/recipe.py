@@ -4,7 +4,7 @@ Every key is the name of one API field, so a recipe, the Python API and the CLI 
 
     model: BAAI/bge-small-en-v1.5        ExportOptions.model and CoreMLOptions.model (a hub id)
     revision: "5c38ec7c..."              .revision: the hub commit to download
-    pooling, allow_pickle, trust_remote_code, prompts       the same fields of ExportOptions / CoreMLOptions
+    pooling, truncate_dim, allow_pickle, trust_remote_code, prompts    the same fields of ExportOptions / CoreMLOptions
     model_id: BAAI/bge-small-en-v1.5     .model_id: the id titles use for a local `model:` folder; `build
                                          --model FOLDER` sets it to the recipe's `model:`
     output: artifacts/bge-small-en-v1.5  .output (TensorRTOptions.folder, ValidateOptions.folder)
@@ -44,7 +44,8 @@ from bge_export.recipes.schema import (
 from bge_export.registry import Target, targets
 from bge_export.validate.options import ValidateOptions
 
-SOURCE_KEYS = ("revision", "model_id", "pooling", "allow_pickle", "trust_remote_code", "prompts")  # of targets built from the model
+# of targets built from the model
+SOURCE_KEYS = ("revision", "model_id", "pooling", "truncate_dim", "allow_pickle", "trust_remote_code", "prompts")
 
 
 def target_names() -> tuple[str, ...]:

@@ -36,7 +36,8 @@ from tokenizers import Tokenizer
 folder = "."  # this folder: a local copy, or huggingface_hub.snapshot_download("<user>/<repo>")
 tokenizer = Tokenizer.from_file(f"{{folder}}/tokenizer.json")
 tokenizer.enable_truncation(max_length={spec.max_seq_length})
-tokenizer.enable_padding(pad_id=tokenizer.token_to_id({json.dumps(pad)}), pad_token={json.dumps(pad)})
+tokenizer.enable_padding(pad_id=tokenizer.token_to_id({json.dumps(pad)}), pad_token={json.dumps(pad)},
+                         direction={json.dumps(spec.padding_side)})
 {load}
 
 

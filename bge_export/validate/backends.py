@@ -134,6 +134,8 @@ def baseline_reference(manifest: Manifest, model: str | None) -> tuple[str, dict
     kwargs: dict[str, Any] = {}
     if spec.pooling_source == "--pooling override":
         kwargs["pooling"] = spec.pooling  # the artifact pools as overridden; the baseline must too
+    if spec.truncate_dim is not None:
+        kwargs["truncate_dim"] = spec.truncate_dim  # the artifact's vector is cut (Matryoshka); the baseline's too
     if recorded.get("weights_format") == "pickle":
         kwargs["allow_pickle"] = True  # the user opted in when exporting
     return reference, kwargs

@@ -107,6 +107,8 @@ class _Int32Inputs(nn.Module):
 def traceable_module(module: EmbeddingModule) -> tuple[nn.Module, str]:
     """The module to trace, and its mask form: the additive-mask encoder where it computes the same embeddings."""
     spec = module.spec
+    if module.mask_rule is not None:  # the module already hands its layers finished 4-D masks (MaskRule)
+        return _Int32Inputs(module, spec.input_names).eval(), "4-D masks per layer type"
     shimmed = EmbeddingModule(_AdditiveMaskEncoder(module.encoder), spec, list(module.dense)).eval()
     inputs = _example_inputs(spec.input_names, 24, 2)
     inputs[1][1, 15:] = 0  # one padded row
@@ -133,6 +135,7 @@ def _example_inputs(names: tuple[str, ...], length: int, batch: int) -> list[Ten
 def convert(module: EmbeddingModule, shapes: ShapePlan, precision: str, target: str) -> Conversion:
     """Trace and convert; errors from the converter become one line naming the op and the coremltools version."""
     ct = import_coremltools()
+    fix_scalar_casts(ct)
     spec = module.spec
     wrapper, mask_form = traceable_module(module)
     example = _example_inputs(spec.input_names, min(shapes.example_length, 128), 1)
@@ -162,6 +165,43 @@ def convert(module: EmbeddingModule, shapes: ShapePlan, precision: str, target: 
         op_counts=op_counts(program),
         mask_form=mask_form,
     )
+
+
+_SCALAR_CASTS_FIXED = False
+
+
+def fix_scalar_casts(ct: Any) -> None:
+    """coremltools 9's torch frontend folds `int(t)`/`bool(t)` of a constant one-element tensor with Python's int(),
+    which NumPy 2 refuses for a shape-(1,) array ("only 0-dimensional arrays can be converted"): every rotary model
+    (ModernBERT, Qwen3, Gemma3: `x.shape[-1] // 2` in rotate_half) failed there. Same rule, with .item()."""
+    global _SCALAR_CASTS_FIXED
+    if _SCALAR_CASTS_FIXED:
+        return
+    import numpy as np
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+
+    def cast(context: Any, node: Any, dtype: type, dtype_name: str) -> None:
+        x = _get_inputs(context, node, expected=1)[0]
+        if len(x.shape) and not all(d == 1 for d in x.shape):
+            raise ValueError("input to cast must be either a scalar or a length 1 tensor")
+        if x.can_be_folded_to_const():
+            result = x if isinstance(x.val, dtype) else mb.const(val=dtype(np.asarray(x.val).item()), name=node.name)
+        else:
+            scalar = mb.squeeze(x=x, name=node.name + "_item") if len(x.shape) else x
+            result = mb.cast(x=scalar, dtype=dtype_name, name=node.name)
+        context.add(result, node.name)
+
+    def _int(context: Any, node: Any) -> None:  # the names coremltools registered them under
+        cast(context, node, int, "int32")
+
+    def _bool(context: Any, node: Any) -> None:
+        cast(context, node, bool, "bool")
+
+    register_torch_op(_int, torch_alias=["int"], override=True)
+    register_torch_op(_bool, torch_alias=["bool"], override=True)
+    _SCALAR_CASTS_FIXED = True
 
 
 def converter_failure(exc: BaseException, version: str) -> str:

@@ -23,7 +23,7 @@ from bge_export.folder.result import TargetResult
 from bge_export.folder.staging import check_writable_output
 from bge_export.folder.target_folder import open_model_folder
 from bge_export.model.corpus import builtin_check_texts
-from bge_export.model.source import read_spec, resolve_model
+from bge_export.model.source import read_spec, resolve_model, truncation_warning
 from bge_export.model.spec import with_prompts
 from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model
 from bge_export.progress import Progress
@@ -90,7 +90,8 @@ def export_coreml(options: CoreMLOptions) -> TargetResult:
     progress = Progress(options.quiet)
     source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle,
                            model_id=options.model_id)
-    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
+    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code,
+                                  truncate_dim=options.truncate_dim),
                         options.prompts)
     shapes, target = plan_shapes(options, spec.max_seq_length)
     meter = CostMeter(options.max_memory)
@@ -98,6 +99,8 @@ def export_coreml(options: CoreMLOptions) -> TargetResult:
     progress.step(f"{spec.architecture}: {spec.pooling} pooling, normalize={spec.normalize}, "
                   f"max_seq_length={spec.max_seq_length}; Core ML {options.precision}, target {target}, "
                   f"{_describe_shapes(shapes)}")
+    if warning := truncation_warning(spec, source.folder):
+        progress.step(f"warning: {warning}")
     source_tokenizer = TextTokenizer.from_model(source.folder, spec)
     with meter.step("load"):
         module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)

@@ -22,7 +22,7 @@ from bge_export.graph.int8 import preset_for
 from bge_export.graph.nncf_int8 import import_nncf, quantize_openvino_accuracy_aware
 from bge_export.heap import release_freed_memory
 from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts, builtin_texts, read_corpus_file
-from bge_export.model.source import read_spec, resolve_model
+from bge_export.model.source import read_spec, resolve_model, truncation_warning
 from bge_export.model.spec import with_prompts
 from bge_export.model.st_files import write_st_files
 from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model, save_tokenizer_files
@@ -57,14 +57,18 @@ def export(options: ExportOptions) -> TargetResult:
     source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle,
                            model_id=options.model_id)
     plan = plan_output(options.output_path(), options.force, [source.folder])
-    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code),
+    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code,
+                                  truncate_dim=options.truncate_dim),
                         options.prompts)
     meter = CostMeter(options.max_memory)
     meter.check(planned_steps(options), fp32_weight_bytes(source.weights_files))  # before any work
     progress.step(
         f"{spec.architecture}: {spec.pooling} pooling ({spec.pooling_source}), normalize={spec.normalize}, "
         f"max_seq_length={spec.max_seq_length}, dim={spec.embedding_dim}"
+        + (f" (the first {spec.truncate_dim}, Matryoshka)" if spec.truncate_dim else "")
     )
+    if warning := truncation_warning(spec, source.folder):
+        progress.step(f"warning: {warning}")
     source_tokenizer = TextTokenizer.from_model(source.folder, spec)
     with meter.step("load"):
         module = load_embedding_module(source, spec, trust_remote_code=options.trust_remote_code)

@@ -79,7 +79,10 @@ def _dummy_inputs(input_names: list[str], module: EmbeddingModule) -> dict[str, 
     vocab = int(getattr(module.encoder.config, "vocab_size", 1000))
     input_ids = torch.randint(5, max(vocab - 1, 6), (batch, seq), dtype=torch.int64)
     attention_mask = torch.ones(batch, seq, dtype=torch.int64)
-    attention_mask[1, seq // 2 :] = 0  # a padded row, so the mask is never constant-folded away
+    if module.spec.padding_side == "left":  # a padded row, so the mask is never constant-folded away
+        attention_mask[1, : seq // 2] = 0
+    else:
+        attention_mask[1, seq // 2 :] = 0
     tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": torch.zeros_like(input_ids)}
     return {name: tensors[name] for name in input_names}
 
@@ -93,7 +96,8 @@ def _set_metadata(model: "object", module: EmbeddingModule, extra: dict[str, str
         "bge_export.max_seq_length": str(spec.max_seq_length),
         "bge_export.embedding_dim": str(spec.embedding_dim),
         "bge_export.prompts": json.dumps(spec.prompts, ensure_ascii=False),
-        "bge_export.padding_side": "right",
+        "bge_export.padding_side": spec.padding_side,
+        **({"bge_export.truncate_dim": str(spec.truncate_dim)} if spec.truncate_dim else {}),
         **extra,
     }
     del model.metadata_props[:]

@@ -61,7 +61,8 @@ def fuse(source: str | Path, target: str | Path, spec: EmbeddingSpec) -> FusionR
 
     arch = architecture_for(spec.model_type)
     if arch.ort_optimizer_type is None:
-        raise UnsupportedModelError(f"onnxruntime has no fusions for '{spec.model_type}'; export without --optimize")
+        raise UnsupportedModelError(f"onnxruntime has no fusions for '{spec.model_type}' layers that measured faster "
+                                    "than the plain graph; export without --optimize (model.onnx is the fast one)")
     options = FusionOptions(arch.ort_optimizer_type)
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
     options.enable_skip_layer_norm = False
