@@ -14,7 +14,7 @@ _LAZY_MODULES = {  # module -> the public names it defines (as imported under TY
     "bge_export.errors": ("BgeExportError", "IntegrityError"),
     "bge_export.folder.signing": ("sign_folder", "verify_signature"),
     "bge_export.folder.verify": ("verify_folder",),
-    "bge_export.folder.loading": ("load_encoder",),
+    "bge_export.folder.loading": ("load_encoder", "load_reranker"),
     "bge_export.folder.manifest": ("read_manifest",),
     "bge_export.model.source": ("ModelSource", "resolve_model"),
     "bge_export.model.spec": ("EmbeddingSpec",),
@@ -27,14 +27,14 @@ _LAZY_MODULES = {  # module -> the public names it defines (as imported under TY
 _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
 __all__ = [  # = ["__version__", *_LAZY], written out so linters and type checkers read it
-    "__version__", "export", "ExportOptions", "ExportResult", "load_encoder", "ModelSource", "resolve_model",
+    "__version__", "export", "ExportOptions", "ExportResult", "load_encoder", "load_reranker", "ModelSource", "resolve_model",
     "EmbeddingSpec", "read_manifest", "BgeExportError", "IntegrityError", "validate", "ValidateOptions", "bench",
     "BenchOptions", "verify_folder", "sign_folder", "verify_signature",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from bge_export.errors import BgeExportError, IntegrityError
-    from bge_export.folder.loading import load_encoder
+    from bge_export.folder.loading import load_encoder, load_reranker
     from bge_export.folder.manifest import read_manifest
     from bge_export.folder.signing import sign_folder, verify_signature
     from bge_export.folder.verify import verify_folder

@@ -14,6 +14,7 @@ from bge_export.report.tables import fastest_pair_lines, machine_line, speed_war
 from bge_export.validate.bench import bench
 from bge_export.validate.harness import validate
 from bge_export.validate.options import BenchOptions, ValidateOptions
+from bge_export.validate.rerank import RerankValidation
 
 
 @click.command("validate")
@@ -37,6 +38,17 @@ def validate_command(as_json: bool, **values: Any) -> None:
     options = ValidateOptions(**values)
     report = validate(options)
     data = report.to_dict()
+    if isinstance(report, RerankValidation):  # a cross-encoder's folder: its own rows, the same exit codes
+        if as_json:
+            click.echo(dumps(data))
+        for row in report.rows:
+            click.echo(f"{row.status.upper():11s} {row.path}  ({row.reason})")
+        if not options.quiet and not as_json:
+            click.echo("report: " + ", ".join(report.files))
+        if report.failed:
+            raise CheckFailedError(f"{len(report.failed)} artifact(s) failed validation: "
+                                   f"{', '.join(r.path for r in report.failed)}; see {report.files[-1]}")
+        return
     if as_json:
         click.echo(dumps(data))
     else:

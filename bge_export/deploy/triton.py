@@ -35,7 +35,7 @@ from bge_export.deploy.triton_config import (
 from bge_export.errors import InputError
 from bge_export.files import json_or_none
 from bge_export.folder.integrity import artifact_files, verify_folder
-from bge_export.folder.manifest import hash_files, read_manifest
+from bge_export.folder.manifest import hash_files, read_manifest, refuse_reranker
 from bge_export.folder.reasons import first_clause
 from bge_export.folder.recommend import choose_for_machine
 from bge_export.folder.staging import OutputPlan, output_folder_path, parents_to_create, staged_folder
@@ -117,6 +117,7 @@ def make_triton_repository(options: TritonOptions) -> TritonRepository:
     """`write_triton_repository` with the full result: models written, the artifact and why, notes."""
     folder = Path(options.folder).expanduser()
     manifest = read_manifest(folder)
+    refuse_reranker(manifest, folder, "the Triton layout")
     plan_out = _plan_output(options.output, options.force, folder)  # refused before any work
     entry, selection, notes = _choose_onnx(manifest, options)
     plans = _choose_plans(manifest, folder, options.instance_kind, notes)

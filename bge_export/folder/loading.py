@@ -16,8 +16,9 @@ from bge_export.model.source import read_spec, resolve_model
 from bge_export.model.tokenization import TextTokenizer
 from bge_export.registry import RUNTIMES, open_encoder
 from bge_export.runtime.encoder import Encoder
+from bge_export.runtime.reranker import Reranker
 
-__all__ = ["Encoder", "load_encoder", "load_baseline"]
+__all__ = ["Encoder", "load_encoder", "load_baseline", "load_reranker"]
 
 logger = logging.getLogger("bge_export")
 
@@ -106,6 +107,13 @@ def load_encoder(
     log = logger.info if entry.status == "pass" or artifact else logger.warning
     log("load_encoder: %s (%s): %s", entry.path, entry.status, selection)
     return encoder
+
+
+def load_reranker(path: str | Path, artifact: str | None = None, threads: int | None = None,
+                  providers: list[str] | None = None) -> Reranker:
+    """A cross-encoder folder's scorer: `load_reranker(folder).predict([(query, document), ...])` returns what
+    CrossEncoder.predict returns. The artifact is chosen, verified and opened as load_encoder does."""
+    return Reranker(load_encoder(path, artifact=artifact, threads=threads, providers=providers))
 
 
 def _check_threads(threads: object) -> None:

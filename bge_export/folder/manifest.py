@@ -174,6 +174,13 @@ def manifest_data_or_none(folder: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def refuse_reranker(manifest: Manifest, folder: str | Path, command: str) -> None:
+    """The commands that take embedding models only refuse a cross-encoder's folder in one line, before any work."""
+    if manifest.spec.is_reranker:
+        raise InputError(f"'{folder}' holds a cross-encoder (a reranker), which {command} does not take yet; serve "
+                         "its onnx/model.onnx with onnxruntime (bge_export.load_reranker(folder).predict(pairs))")
+
+
 def read_manifest(folder: str | Path) -> Manifest:
     """The folder's manifest, typed, its seal checked (`check_seal`) and every path it names inside the folder;
     an older schema is migrated (`_migrate`). Any problem is one InputError line."""

@@ -74,6 +74,11 @@ class CheckRecord(Record):
     worst_texts: list[str] | None = None
     backend: str | None = None
     numerics_check: str | None = None  # what computed the numbers
+    # cross-encoders (quality/rerank.py): scores against the baseline's, and each query's candidate order
+    pairs: int | None = None
+    max_score_error: float | None = None
+    kendall_tau_mean: float | None = None
+    kendall_tau_min: float | None = None
 
 
 class ValidateRecord(CheckRecord):

@@ -40,6 +40,8 @@ _SPEC_FIELDS = (
     ("max_seq_length", "sentence_bert_config.json"), ("do_lower_case", "sentence_bert_config.json"),
     ("prompts", "config_sentence_transformers.json"), ("default_prompt_name", "config_sentence_transformers.json"),
     ("similarity_fn_name", "config_sentence_transformers.json"), ("pad_token", "tokenizer_config.json"),
+    ("padding_side", "tokenizer_config.json"), ("task", "config.json / config_sentence_transformers.json"),
+    ("score_activation", "config_sentence_transformers.json / config.json"),
 )
 SAMPLE_TEXT = "bge-export verify: one short sentence to run each graph once."
 CARD_SEAL = re.compile(r"<!-- bge-export model card: generated from manifest\.json manifest_sha256 ([0-9a-f]{64})")
@@ -190,7 +192,7 @@ def _check_vocab_file(folder: Path, tokenizer_path: Path, result: VerifyResult) 
 
 def _output_width(entry: ArtifactEntry) -> int | None:
     for tensor in entry.outputs:
-        if tensor.name == "sentence_embedding" and tensor.shape and isinstance(tensor.shape[-1], int):
+        if tensor.name in ("sentence_embedding", "scores") and tensor.shape and isinstance(tensor.shape[-1], int):
             return tensor.shape[-1]
     return None
 
@@ -263,9 +265,12 @@ def check_onnx_graph(folder: Path, manifest: Manifest, relative: str, result: Ve
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         feed = sample_feed(features, [(given.name, given.type == "tensor(int32)") for given in session.get_inputs()])
         names = [o.name for o in session.get_outputs()]
-        if "sentence_embedding" not in names:
-            raise ValueError(f"it has no 'sentence_embedding' output (outputs: {', '.join(names)})")
-        (out,) = session.run(["sentence_embedding"], feed)
+        output = manifest.spec.output_name
+        if output not in names:
+            raise ValueError(f"it has no '{output}' output (outputs: {', '.join(names)})")
+        (out,) = session.run([output], feed)
+        if manifest.spec.is_reranker and manifest.spec.embedding_dim == 1:
+            out = out.reshape(-1, 1)  # one score per pair: [batch]
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
         result.problems.append(f"{relative}: onnxruntime cannot run it ({first_line(exc)}); {fix}")
         return

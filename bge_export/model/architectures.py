@@ -55,8 +55,9 @@ ARCHITECTURES: dict[str, ArchitectureInfo] = {
         # (graph/attention.py) takes it in as attention_bias.
         ArchitectureInfo("mpnet", False, "bert", ("MultiHeadAttention", "BiasGelu")),
         # The new generation: rotary positions, RMSNorm/GeGLU, sliding-window layers, grouped-query attention.
-        # onnxruntime's BERT fusions know none of these layers: run as "bert" they fuse RMSNorm alone and measured
-        # 0.97-1.02x the plain graph (benchmarks/new_families.py), so --optimize is refused for them, in one line.
+        # onnxruntime's BERT fusions know none of these layers: run as "bert" they fuse norms and GELU only and
+        # measured 0.93-1.06x the plain graph (benchmarks/new_families.py; with our fusion settings 0.97-1.02x),
+        # so --optimize is refused for them, in one line.
         # alternating local (sliding-window) and global attention, GeGLU
         ArchitectureInfo("modernbert", False, None, (), MaskRule(causal=False, window_inclusive=True)),
         # EmbeddingGemma: Gemma3 with use_bidirectional_attention, two Dense layers after pooling

@@ -141,11 +141,37 @@ class EmbeddingModule(nn.Module):
         return embedding
 
 
+_SCORE_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "identity": nn.Identity, "tanh": nn.Tanh}
+
+
+class RerankerModule(nn.Module):
+    """A cross-encoder: pair-tokenized input_ids, attention_mask[, token_type_ids] -> scores, as
+    CrossEncoder.predict computes them: the classifier's logits through its activation, one score per pair when
+    the model has one label ([batch]), else [batch, labels]."""
+
+    emit_token_embeddings = False
+    mask_rule = None
+
+    def __init__(self, classifier: nn.Module, spec: EmbeddingSpec) -> None:
+        super().__init__()
+        self.encoder = classifier
+        self.spec = spec
+        self.activation = _SCORE_ACTIVATIONS[spec.score_activation or "identity"]()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        scores = self.activation(self.encoder(**inputs, return_dict=True).logits)
+        return scores[:, 0] if self.spec.embedding_dim == 1 else scores
+
+
 def load_embedding_module(
     source: ModelSource, spec: EmbeddingSpec, trust_remote_code: bool = False
 ) -> EmbeddingModule:
-    """Load the encoder in fp32 with eager attention (the form every exporter traces cleanly)."""
-    from transformers import AutoModel
+    """Load the encoder in fp32 with eager attention (the form every exporter traces cleanly); for a cross-encoder
+    spec, the classifier as a RerankerModule (it stands in for EmbeddingModule wherever a module is traced)."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -157,6 +183,9 @@ def load_embedding_module(
         dtype=torch.float32,
     )
     try:
+        if spec.is_reranker:
+            classifier = AutoModelForSequenceClassification.from_pretrained(str(source.folder), **kwargs)
+            return RerankerModule(classifier, spec).eval()  # type: ignore[return-value]
         try:  # the pooler head is never used for sentence embeddings: skip it where the class allows
             encoder = AutoModel.from_pretrained(str(source.folder), add_pooling_layer=False, **kwargs)
         except TypeError:

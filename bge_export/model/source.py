@@ -10,11 +10,22 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bge_export.errors import InputError, UnsupportedModelError, shown_value
-from bge_export.files import contents_sha256, read_json
+from bge_export.files import contents_sha256
 from bge_export.model.architectures import architecture_for
+from bge_export.model.config_files import (
+    config_int,
+    json_kind,
+    json_object,
+    max_seq_length,
+    optional_json,
+    padding_side,
+    read_json_file,
+    token_text,
+)
+from bge_export.model.cross_encoder import is_cross_encoder, read_reranker_spec
+from bge_export.model.matryoshka import check_truncate_dim
 from bge_export.model.spec import DENSE_ACTIVATIONS, POOLING_MODES, DenseSpec, EmbeddingSpec
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -176,7 +187,7 @@ def _expand_index(folder: Path, name: str) -> tuple[Path, ...]:
     if not name.endswith(".index.json"):
         files: tuple[Path, ...] = (folder / name,)
     else:
-        index = _read_json(folder / name)
+        index = read_json_file(folder / name)
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
             raise InputError(f"{folder / name} has no 'weight_map' of tensor names to shard files; download the model again")
@@ -219,43 +230,6 @@ def check_safetensors_file(path: Path) -> None:
         raise InputError(f"{problem} (the header needs {expected} bytes, the file has {size}); {fix}")
 
 
-def _read_json(path: Path) -> Any:
-    return read_json(path, "the model folder looks damaged, download it again")
-
-
-def _optional_json(path: Path) -> Any:
-    return _read_json(path) if path.is_file() else None
-
-
-def _json_object(path: Path, required: bool = True) -> dict[str, Any]:
-    """A JSON file that must hold an object (config files); {} when optional and absent."""
-    if not path.is_file():
-        if required:
-            raise InputError(f"{path} is missing; the model folder is incomplete, download it again")
-        return {}
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise InputError(f"{path} holds a JSON {_json_kind(data)}, not an object; the model folder looks damaged, download it again")
-    return data
-
-
-def _json_kind(data: Any) -> str:
-    kinds = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean",
-             type(None): "null"}
-    return kinds.get(type(data), "value")
-
-
-def _config_int(config: dict[str, Any], key: str, where: Path, default: int | None = None, minimum: int = 1) -> int:
-    """An integer setting, refusing "big", 3.5, true and the like with the file and key named."""
-    value = config.get(key, default)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InputError(f"{where}: '{key}' must be a whole number >= {minimum}, got {shown_value(value)}; fix the file "
-                         "or download the model again")
-    return value
-
-
 def read_spec(
     source: ModelSource,
     pooling: str | None = None,
@@ -265,7 +239,7 @@ def read_spec(
     """Read the model's sentence-transformers description (or fall back as sentence-transformers does);
     `truncate_dim` cuts the vector to its first N values (Matryoshka), refused where the model says otherwise."""
     folder = source.folder
-    config = _json_object(folder / "config.json")
+    config = json_object(folder / "config.json")
     model_type = config.get("model_type", "")
     if not isinstance(model_type, str):
         raise InputError(f"{folder / 'config.json'}: 'model_type' must be a string, got {shown_value(model_type)}")
@@ -279,12 +253,17 @@ def read_spec(
     if architectures is not None and (not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures)):
         raise InputError(f"{folder / 'config.json'}: 'architectures' must be a list of class names, got {shown_value(architectures)}")
     hidden_key = "hidden_size" if "hidden_size" in config or "dim" not in config else "dim"
-    hidden = _config_int(config, hidden_key, folder / "config.json")
+    hidden = config_int(config, hidden_key, folder / "config.json")
     heads_key = "num_attention_heads" if "num_attention_heads" in config or "n_heads" not in config else "n_heads"
-    heads = _config_int(config, heads_key, folder / "config.json")
+    heads = config_int(config, heads_key, folder / "config.json")
     if hidden % heads:
         raise InputError(f"{folder / 'config.json'}: hidden size {hidden} is not a multiple of {heads} attention heads; "
                          "the config is damaged, download the model again")
+    if is_cross_encoder(folder, config):
+        if pooling is not None or truncate_dim is not None:
+            raise InputError(f"'{source.reference}' is a cross-encoder (a reranker: it scores pairs, it has no "
+                             "embedding to pool or cut); drop --pooling and --truncate-dim")
+        return read_reranker_spec(folder, config, model_type, hidden, heads)
     modules = _read_modules(folder)
 
     pooling_modes, pooling_source, embedding_dim = _read_pooling(folder, modules, hidden)
@@ -304,9 +283,9 @@ def read_spec(
     if truncate_dim is not None:
         check_truncate_dim(truncate_dim, embedding_dim, folder)
 
-    sbert = _json_object(folder / "sentence_bert_config.json", required=False)
-    tokenizer_config = _json_object(folder / "tokenizer_config.json", required=False)
-    st_config = _json_object(folder / "config_sentence_transformers.json", required=False)
+    sbert = json_object(folder / "sentence_bert_config.json", required=False)
+    tokenizer_config = json_object(folder / "tokenizer_config.json", required=False)
+    st_config = json_object(folder / "config_sentence_transformers.json", required=False)
     raw_prompts = st_config.get("prompts") or {}
     if not isinstance(raw_prompts, dict):
         raise InputError(f"{folder / 'config_sentence_transformers.json'}: 'prompts' must be an object of name -> text")
@@ -323,7 +302,7 @@ def read_spec(
         truncate_dim=truncate_dim,
         pooling_modes=pooling_modes,
         normalize=normalize,
-        max_seq_length=_max_seq_length(sbert, tokenizer_config, config, folder),
+        max_seq_length=max_seq_length(sbert, tokenizer_config, config, folder),
         input_names=("input_ids", "attention_mask", "token_type_ids") if arch.uses_token_type_ids
         else ("input_ids", "attention_mask"),
         do_lower_case=bool(sbert.get("do_lower_case", False)),
@@ -331,71 +310,21 @@ def read_spec(
         prompts=prompts,
         default_prompt_name=st_config.get("default_prompt_name"),
         similarity_fn_name=st_config.get("similarity_fn_name"),
-        pad_token=_token_text(tokenizer_config.get("pad_token")),
-        padding_side=_padding_side(tokenizer_config, folder),
+        pad_token=token_text(tokenizer_config.get("pad_token")),
+        padding_side=padding_side(tokenizer_config, folder),
         num_attention_heads=heads,
         pooling_source=pooling_source,
     )
 
 
-_MATRYOSHKA_DIMS = re.compile(r"matryoshka_dims[\"']?\s*[:=]\s*\[([\d,\s]+)\]", re.IGNORECASE)
-
-
-def matryoshka_dims(folder: Path) -> tuple[int, ...] | None:
-    """The dimensions the model card (README.md) says the model was trained to be cut to: sentence-transformers'
-    generated cards list MatryoshkaLoss's `matryoshka_dims`. None when the card names none."""
-    card = folder / "README.md"
-    if not card.is_file() or card.stat().st_size > 4_000_000:
-        return None
-    match = _MATRYOSHKA_DIMS.search(card.read_text(encoding="utf-8", errors="replace"))
-    return tuple(int(d) for d in match.group(1).replace(" ", "").split(",") if d) if match else None
-
-
-def check_truncate_dim(truncate_dim: int, dim: int, folder: Path) -> None:
-    """Refuse a cut the model cannot give: wider than its vector, or off the dimensions its card lists."""
-    if not 1 <= truncate_dim <= dim:
-        raise InputError(f"--truncate-dim {truncate_dim} is outside the model's {dim} dimensions; "
-                         f"give 1..{dim}, or drop --truncate-dim")
-    trained = matryoshka_dims(folder)
-    if trained and truncate_dim not in trained:
-        raise InputError(f"--truncate-dim {truncate_dim}: the model card says it was trained for "
-                         f"{', '.join(map(str, trained))} dimensions; pick one of those")
-
-
-def truncation_warning(spec: EmbeddingSpec, folder: Path) -> str | None:
-    """A warning when the model's files do not say it was trained for Matryoshka truncation."""
-    if spec.truncate_dim is None or matryoshka_dims(folder):
-        return None
-    card = folder / "README.md"
-    if card.is_file() and "matryoshka" in card.read_text(encoding="utf-8", errors="replace").lower():
-        return None
-    return (f"the model's files do not say it was trained for Matryoshka truncation: its first {spec.truncate_dim} "
-            "dimensions may rank much worse than the whole vector; check its model card, or measure with "
-            "'bge-export validate --retrieval'")
-
-
-def _padding_side(tokenizer_config: dict[str, Any], folder: Path) -> str:
-    side = tokenizer_config.get("padding_side", "right")
-    if side not in ("left", "right"):
-        raise InputError(f"{folder / 'tokenizer_config.json'}: padding_side must be 'left' or 'right', not {side!r}; "
-                         "fix the file or download the model again")
-    return str(side)
-
-
-def _token_text(token: Any) -> str | None:
-    if isinstance(token, dict):  # older tokenizer_config files store AddedToken dicts
-        return token.get("content")
-    return token
-
-
 def _read_modules(folder: Path) -> list[dict[str, str]]:
     """modules.json as a list of {kind, path}; a plain transformers folder acts as Transformer + Pooling."""
-    raw = _optional_json(folder / "modules.json")
+    raw = optional_json(folder / "modules.json")
     if raw is None:
         return [{"kind": "transformer", "path": ""}, {"kind": "pooling", "path": ""}]
     if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
         raise InputError(f"{folder / 'modules.json'} must hold a JSON list of modules (objects with 'type' and 'path'); "
-                         f"it holds a {_json_kind(raw) if not isinstance(raw, list) else 'list with non-objects'}")
+                         f"it holds a {json_kind(raw) if not isinstance(raw, list) else 'list with non-objects'}")
     modules = []
     for entry in raw:
         path = entry.get("path", "")
@@ -423,7 +352,7 @@ def _read_pooling(folder: Path, modules: list[dict[str, str]], hidden: int) -> t
     if config_path is None or not config_path.is_file():
         # sentence-transformers builds mean pooling for a plain transformers folder.
         return ("mean",), "fallback: no sentence-transformers pooling config (mean, as sentence-transformers does)", hidden
-    config = _json_object(config_path)
+    config = json_object(config_path)
     relative = config_path.relative_to(folder).as_posix()
     if "pooling_mode" in config:
         raw = config["pooling_mode"]
@@ -441,7 +370,7 @@ def _read_pooling(folder: Path, modules: list[dict[str, str]], hidden: int) -> t
             "reproduce; export with --pooling to pool over all tokens if that is acceptable"
         )
     width_key = "embedding_dimension" if "embedding_dimension" in config else "word_embedding_dimension"
-    width = _config_int(config, width_key, config_path, default=hidden)
+    width = config_int(config, width_key, config_path, default=hidden)
     if width != hidden:
         raise UnsupportedModelError(f"{relative} says the token width is {width} but config.json says {hidden}")
     return modes, relative, hidden * len(modes)
@@ -457,7 +386,7 @@ def parse_pooling_override(pooling: str) -> tuple[str, ...]:
 
 def _read_dense(folder: Path, relative: str) -> DenseSpec:
     path = folder / relative / "config.json"
-    config = _json_object(path)
+    config = json_object(path)
     activation_name = str(config.get("activation_function") or "torch.nn.modules.linear.Identity")
     activation = activation_name.rsplit(".", 1)[-1].lower()
     if activation not in DENSE_ACTIVATIONS:
@@ -467,30 +396,12 @@ def _read_dense(folder: Path, relative: str) -> DenseSpec:
         )
     return DenseSpec(
         folder=relative,
-        in_features=_config_int(config, "in_features", path),
-        out_features=_config_int(config, "out_features", path),
+        in_features=config_int(config, "in_features", path),
+        out_features=config_int(config, "out_features", path),
         bias=bool(config.get("bias", True)),
         activation=activation,
         use_residual=bool(config.get("use_residual", False)),
     )
-
-
-def _max_seq_length(sbert: dict[str, Any], tokenizer_config: dict[str, Any], config: dict[str, Any], folder: Path) -> int:
-    """sentence_bert_config's max_seq_length wins; else the tokenizer's limit; both capped like ST does."""
-    value = sbert.get("max_seq_length")
-    if value is not None:
-        value = _config_int(sbert, "max_seq_length", folder / "sentence_bert_config.json", minimum=2)
-    if config.get("max_position_embeddings") is not None:
-        _config_int(config, "max_position_embeddings", folder / "config.json", minimum=2)
-    if value is None:
-        tok_limit = tokenizer_config.get("model_max_length")
-        value = tok_limit if isinstance(tok_limit, int) and tok_limit < 1_000_000 else None
-    positions = config.get("max_position_embeddings")
-    if value is None:
-        value = positions or 512
-    if positions:
-        value = min(int(value), int(positions))
-    return int(value)
 
 
 def _known_query_prompt(reference: str) -> str | None:

@@ -46,6 +46,19 @@ class EmbeddingSpec:
     num_attention_heads: int = 0
     # Where the pooling came from: the model's 1_Pooling file, a fallback, or a user override.
     pooling_source: str = "1_Pooling/config.json"
+    # "embedding" (sentence_embedding out) or "reranker": a cross-encoder, pair-tokenized ids in, `scores` out
+    # (embedding_dim is then the number of labels), with the activation CrossEncoder.predict applies.
+    task: str = "embedding"
+    score_activation: str | None = None  # "sigmoid", "identity" or "tanh", rerankers only
+
+    @property
+    def is_reranker(self) -> bool:
+        return self.task == "reranker"
+
+    @property
+    def output_name(self) -> str:
+        """The graph's output: what every runtime reads."""
+        return "scores" if self.is_reranker else "sentence_embedding"
 
     @property
     def pooling(self) -> str:

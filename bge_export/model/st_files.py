@@ -17,7 +17,8 @@ from bge_export.model.spec import EmbeddingSpec
 def write_st_files(output: Path, source: ModelSource, spec: EmbeddingSpec) -> list[str]:
     """Returns the relative paths written."""
     written: list[str] = []
-    faithful_files = spec.pooling_source.endswith("config.json")  # pooling read from the model itself
+    # pooling read from the model itself (or a cross-encoder's files, which have none): copied as they are
+    faithful_files = spec.is_reranker or spec.pooling_source.endswith("config.json")
     for relative in DESCRIPTION_FILES:
         if relative in ("modules.json", "1_Pooling/config.json") and not faithful_files:
             continue

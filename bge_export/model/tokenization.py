@@ -71,19 +71,32 @@ class TextTokenizer:
             texts = [text.lower() for text in texts]
         return [encoding.ids for encoding in self._backend.encode_batch(list(texts))]
 
-    def pad(self, sequences: Sequence[Sequence[int]], width: int | None = None) -> dict[str, np.ndarray]:
-        """Pad to the longest sequence (or to `width`, for tools that need one fixed shape) on the model's side."""
+    def tokenize_pairs(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]]]:
+        """Query-document pairs as a cross-encoder reads them: one sequence each (truncated longest first, as
+        CrossEncoder does), and its token types (0 for the query's tokens, 1 for the document's, where used)."""
+        if self.spec.do_lower_case:
+            pairs = [(query.lower(), document.lower()) for query, document in pairs]
+        encodings = self._backend.encode_batch([(query, document) for query, document in pairs])
+        return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+    def pad(self, sequences: Sequence[Sequence[int]], width: int | None = None,
+            type_ids: Sequence[Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+        """Pad to the longest sequence (or to `width`, for tools that need one fixed shape) on the model's side;
+        `type_ids` are the pairs' token types (zeros otherwise)."""
         width = width or max(len(ids) for ids in sequences)
         input_ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+        token_types = np.zeros_like(input_ids)
         left = self.spec.padding_side == "left"
         for row, ids in enumerate(sequences):
             columns = slice(width - len(ids), width) if left else slice(0, len(ids))
             input_ids[row, columns] = ids
             attention_mask[row, columns] = 1
+            if type_ids is not None:
+                token_types[row, columns] = type_ids[row]
         features = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.spec.input_names:
-            features["token_type_ids"] = np.zeros_like(input_ids)
+            features["token_type_ids"] = token_types
         return features
 
     def fixed_width_batches(self, texts: Sequence[str], batch_size: int, width: int) -> list[dict[str, np.ndarray]]:

@@ -52,6 +52,25 @@ FLOORS: dict[str, Floors] = {
 PRECISION_CLASSES = tuple(FLOORS)
 
 
+@dataclass(frozen=True)
+class RerankFloors:
+    """What a cross-encoder artifact must keep against the PyTorch fp32 baseline (CrossEncoder.predict)."""
+
+    max_score_error: float  # |score - baseline score|, largest over pairs
+    min_kendall_tau: float  # rank agreement of each query's candidates (Kendall tau-b), the worst query
+    min_top10_overlap: float  # each query's 10 best candidates shared with the baseline's, mean over queries
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+# fp32 only: rerankers are exported in fp32 so far. A faithful graph differs from PyTorch by float rounding
+# (onnxruntime against torch: about 1e-7 on sigmoid scores), and orders every query's candidates as it does.
+RERANK_FLOORS: dict[str, RerankFloors] = {
+    "fp32": RerankFloors(max_score_error=1e-4, min_kendall_tau=0.99, min_top10_overlap=0.99),
+}
+
+
 def precision_class(precision: str) -> str:
     """int8-dynamic, int8-static, palettized weights ... -> int8; fp16 -> fp16; anything else is held to fp32's
     standard. Weight-compressed packages (palettize4/6/8: k-means lookup tables) lose as much as INT8 or more, so

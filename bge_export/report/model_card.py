@@ -37,6 +37,7 @@ from bge_export.registry import targets
 from bge_export.report.manifest_view import number_text, recommendation_of, size_text
 from bge_export.report.model_card_usage import usage_sections
 from bge_export.report.recommendation import render_markdown
+from bge_export.report.reranker_card import reranker_card_parts
 
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Digits for every number the card shows: the same as `bge-export inspect` and the recommendation's reasons.
@@ -69,6 +70,12 @@ def render_model_card(folder: str | Path, signed: bool | None = None) -> str:
     signed = (folder / SIGNATURE_NAME).is_file() if signed is None else signed
     manifest = read_manifest(folder)
     seal = seal_state(json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")))[2]
+    if manifest.spec.is_reranker:
+        body = reranker_card_parts(manifest, front_matter(folder, manifest), _verify_section(signed),
+                                   hub_reference(manifest))
+        body.insert(1, f"<!-- bge-export model card: generated from manifest.json manifest_sha256 {seal}; regenerate "
+                       "it with bge_export.report.model_card.write_model_card after the folder changes -->\n")
+        return "\n".join(body).rstrip() + "\n"
     parts = [front_matter(folder, manifest),
              f"<!-- bge-export model card: generated from manifest.json manifest_sha256 {seal}; regenerate it with "
              "bge_export.report.model_card.write_model_card after the folder changes -->", "",
@@ -93,14 +100,16 @@ def front_matter(folder: Path, manifest: Manifest) -> str:
         name = Path(str(model["reference"])).name
         comments.append(f"# base_model: not set: the model was exported from a local folder ('{name}'), not from a "
                         "Hub id; add the id it came from")
-    meta["pipeline_tag"] = "feature-extraction"
+    meta["pipeline_tag"] = "text-ranking" if manifest.spec.is_reranker else "feature-extraction"
     meta["tags"] = tags(manifest)
     license_fields = source_license(manifest)
     if license_fields:
         meta.update(license_fields)
     else:
         comments.append("# license: not set: the source model's card gives none; add the source model's license")
-    comments.append("# library_name: not set: sentence-transformers cannot load these graphs (they pool and "
+    comments.append("# library_name: not set: sentence-transformers' CrossEncoder cannot load these graphs (it would "
+                    "apply the activation inside them again); see Usage" if manifest.spec.is_reranker else
+                    "# library_name: not set: sentence-transformers cannot load these graphs (they pool and "
                     "normalize inside); see Usage")
     body = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     return "---\n" + body + "\n".join(comments) + "\n---\n"
@@ -118,7 +127,7 @@ def hub_reference(manifest: Manifest) -> str | None:
 
 
 def tags(manifest: Manifest) -> list[str]:
-    found = ["bge-export", "sentence-embeddings"]
+    found = ["bge-export", "reranker" if manifest.spec.is_reranker else "sentence-embeddings"]
     formats = {e.format for e in manifest.artifacts}
     found += [t.format for t in targets().values() if t.format in formats]
     precisions = {e.precision for e in manifest.artifacts}

@@ -76,6 +76,9 @@ class Encoder(ABC):
         `sentence_transformers.quantization.quantize_embeddings`' job. One difference, deliberately: no texts
         give shape (0, dim), not sentence-transformers' (0,), so stacking and `.shape[1]` keep working.
         """
+        if self.spec.is_reranker:
+            raise InputError("this artifact is a cross-encoder (a reranker): it scores pairs, it embeds no text; use "
+                             "bge_export.load_reranker(folder).predict(pairs)")
         single = isinstance(texts, str)
         texts = checked_texts(texts)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

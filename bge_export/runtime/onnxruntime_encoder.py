@@ -15,8 +15,6 @@ from bge_export.model.spec import EmbeddingSpec
 from bge_export.model.tokenization import TextTokenizer
 from bge_export.runtime.encoder import Encoder
 
-OUTPUT_NAME = "sentence_embedding"
-
 
 @functools.cache
 def warn_if_both_wheels() -> None:
@@ -73,8 +71,9 @@ class OnnxEncoder(Encoder):
         self._input_dtypes = {i.name: np.int32 if i.type == "tensor(int32)" else np.int64
                               for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
-        if OUTPUT_NAME not in outputs:
-            raise InputError(f"'{path}' has no '{OUTPUT_NAME}' output (it has {outputs}); it was not made by bge-export")
+        if spec.output_name not in outputs:
+            raise InputError(f"'{path}' has no '{spec.output_name}' output (it has {outputs}); it was not made by "
+                             "bge-export")
 
     @property
     def providers(self) -> list[str]:
@@ -82,5 +81,5 @@ class OnnxEncoder(Encoder):
 
     def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
         feeds = {name: features[name].astype(self._input_dtypes[name], copy=False) for name in self._graph_inputs}
-        (embedding,) = self.session.run([OUTPUT_NAME], feeds)
+        (embedding,) = self.session.run([self.spec.output_name], feeds)
         return np.asarray(embedding, dtype=np.float32)

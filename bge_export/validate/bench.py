@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bge_export.folder.integrity import verify_folder
-from bge_export.folder.manifest import read_manifest
+from bge_export.folder.manifest import read_manifest, refuse_reranker
 from bge_export.model.corpus import builtin_texts, read_corpus_file
 from bge_export.progress import Progress
 from bge_export.registry import runtime_choices
@@ -50,6 +50,7 @@ def bench(options: BenchOptions) -> BenchReport:
     progress = Progress(options.quiet)
     folder = Path(options.folder)
     manifest = read_manifest(folder)
+    refuse_reranker(manifest, folder, "bench")
     entries = backends.select_entries(manifest, options.artifacts)
     settings = SpeedSettings(tuple(options.batch_sizes), tuple(options.seq_lens), options.repeats,
                              threads=options.threads).checked()

@@ -44,6 +44,7 @@ from bge_export.validate.comparison import (
 )
 from bge_export.validate.datasets import read_beir_folder, read_sts_tsv
 from bge_export.validate.options import ValidateOptions, parse_threshold_overrides
+from bge_export.validate.rerank import RerankValidation, validate_reranker
 from bge_export.validate.results import (
     REPORT_SCHEMA,
     REPORT_SCHEMA_VERSION,
@@ -96,11 +97,14 @@ def read_inputs(options: ValidateOptions) -> ValidationInputs:
 # --------------------------------------------------------------------------- the run
 
 
-def validate(options: ValidateOptions) -> ValidationReport:
-    """Validate the folder's artifacts, write report.json/.md/.html and record the verdicts in the manifest."""
+def validate(options: ValidateOptions) -> ValidationReport | RerankValidation:
+    """Validate the folder's artifacts, write report.json/.md/.html and record the verdicts in the manifest
+    (a cross-encoder's folder: by score error and candidate order, validate/rerank.py)."""
     progress = Progress(options.quiet)
     folder = Path(options.folder)
     manifest = read_manifest(folder)
+    if manifest.spec.is_reranker:
+        return validate_reranker(options, manifest)
     entries = backends.select_entries(manifest, options.artifacts)
     choices = runtime_choices(options.runtimes)
     plans = backends.plan_runs(entries, choices)

@@ -76,3 +76,17 @@ def test_embeddinggemma_dense_stack_and_prompts(family_exports):
     documents = _SENTENCES[6:12]
     reference = st_encode(model, documents, prompt_name="document")
     assert row_cosine(encoder.encode(documents, prompt_name="document"), reference).min() >= 0.99999
+
+
+@pytest.mark.parametrize("family", ["modernbert", "gemma3_text", "mistral"])
+def test_windowed_layers_agree_up_to_the_models_maximum_length(tmp_path, family):
+    """Every length up to max_seq_length 512 (32 windows of 16): one text per length band, cut where it ends."""
+    model = build_family_model(tmp_path / family, family, max_seq_length=512)
+    exported = export_folder(model, tmp_path / "out")
+    words = (DATA_DIR / "heldout" / "wordnet_examples.txt").read_text(encoding="utf-8").split()
+    texts = [" ".join(words[:n]) for n in (5, 15, 17, 31, 33, 100, 250, 380, 470, 2000)]
+    encoder = load_encoder(exported)
+    lengths = [len(ids) for ids in encoder.tokenizer.tokenize(texts)]
+    assert max(lengths) == 512 and min(lengths) < 16
+    reference = st_encode(model, texts, batch_size=4)
+    assert row_cosine(encoder.encode(texts, batch_size=3), reference).min() >= 0.99999

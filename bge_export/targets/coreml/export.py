@@ -23,7 +23,8 @@ from bge_export.folder.result import TargetResult
 from bge_export.folder.staging import check_writable_output
 from bge_export.folder.target_folder import open_model_folder
 from bge_export.model.corpus import builtin_check_texts
-from bge_export.model.source import read_spec, resolve_model, truncation_warning
+from bge_export.model.matryoshka import truncation_warning
+from bge_export.model.source import read_spec, resolve_model
 from bge_export.model.spec import with_prompts
 from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model
 from bge_export.progress import Progress
@@ -93,6 +94,9 @@ def export_coreml(options: CoreMLOptions) -> TargetResult:
     spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code,
                                   truncate_dim=options.truncate_dim),
                         options.prompts)
+    if spec.is_reranker:
+        raise InputError(f"'{source.reference}' is a cross-encoder (a reranker), which Core ML does not take yet; "
+                         "export it with 'bge-export onnx'")
     shapes, target = plan_shapes(options, spec.max_seq_length)
     meter = CostMeter(options.max_memory)
     meter.check(["coreml"], fp32_weight_bytes(source.weights_files))  # before any work

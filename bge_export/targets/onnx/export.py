@@ -22,7 +22,8 @@ from bge_export.graph.int8 import preset_for
 from bge_export.graph.nncf_int8 import import_nncf, quantize_openvino_accuracy_aware
 from bge_export.heap import release_freed_memory
 from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts, builtin_texts, read_corpus_file
-from bge_export.model.source import read_spec, resolve_model, truncation_warning
+from bge_export.model.matryoshka import truncation_warning
+from bge_export.model.source import read_spec, resolve_model
 from bge_export.model.spec import with_prompts
 from bge_export.model.st_files import write_st_files
 from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches_model, save_tokenizer_files
@@ -60,6 +61,10 @@ def export(options: ExportOptions) -> TargetResult:
     spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code,
                                   truncate_dim=options.truncate_dim),
                         options.prompts)
+    if spec.is_reranker:
+        from bge_export.targets.onnx.rerank_export import export_reranker
+
+        return export_reranker(options, source, spec, plan, progress, started)
     meter = CostMeter(options.max_memory)
     meter.check(planned_steps(options), fp32_weight_bytes(source.weights_files))  # before any work
     progress.step(
@@ -89,7 +94,7 @@ def export(options: ExportOptions) -> TargetResult:
         save_tokenizer_files(source.folder, stage)
         write_st_files(stage, source, spec)
         checker = _Checker(options, module, source_tokenizer, TextTokenizer.from_artifact_folder(stage, spec), progress)
-        entry = _artifact_entry(stage, ONNX_FP32_PATH, "fp32", {"with_token_embeddings": options.with_token_embeddings})
+        entry = artifact_entry(stage, ONNX_FP32_PATH, "fp32", {"with_token_embeddings": options.with_token_embeddings})
         with meter.step("check"):
             manifest.add(checker.check(stage, entry))
         entry.add_cost(meter.take())  # load, export, check
@@ -110,7 +115,7 @@ def export(options: ExportOptions) -> TargetResult:
     return TargetResult(output, manifest, list(manifest.artifacts), seconds)
 
 
-def _artifact_entry(stage: Path, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
+def artifact_entry(stage: Path, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
     path = stage / relative
     graph = describe_graph(path)
     files = [path] + ([path.with_name(path.name + ".data")] if graph.external_data else [])
@@ -242,14 +247,14 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         for warning in fusion_report.warnings:
             progress.step(f"warning: {warning}")
         if options.optimize:
-            entries.append(_artifact_entry(stage, OPTIMIZED_PATH, "fp32-optimized", {"fusion": fusion_report.to_dict()}))
+            entries.append(artifact_entry(stage, OPTIMIZED_PATH, "fp32-optimized", {"fusion": fusion_report.to_dict()}))
             entries[-1].add_cost(meter.take())
     if options.fp16:
         source = fused if options.optimize else plain
         progress.step(f"converting {source.name} to FP16 (attention cores, LayerNorm, pooling and normalize kept in fp32)")
         with meter.step("fp16"):
             report = convert_fp16(source, stage / FP16_PATH)
-        entries.append(_artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
+        entries.append(artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
         entries[-1].add_cost(meter.take())
     methods = options.quantize
     if "int8" in methods:
@@ -261,7 +266,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
                 validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
                 min_cosine=options.min_cosine, progress=progress, pool=texts.pool,
             )
-        entries.append(_artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
+        entries.append(artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
         entries[-1].add_cost(meter.take())
     if "int8-static" in methods:
         with meter.step("int8-static"):
@@ -271,7 +276,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
                 validation_baseline=checker.selection_baseline, min_cosine=options.min_cosine, progress=progress,
                 pool=texts.pool,
             )
-        entries.append(_artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
+        entries.append(artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
         entries[-1].add_cost(meter.take())
     if "int8-openvino" in methods:
         with meter.step("int8-openvino"):
@@ -280,7 +285,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
                 validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
                 min_cosine=options.min_cosine, progress=progress, pool=texts.pool,
             )
-        entries.append(_artifact_entry(stage, OPENVINO_INT8_PATH, "int8-openvino",
+        entries.append(artifact_entry(stage, OPENVINO_INT8_PATH, "int8-openvino",
                                        {"runtime": "openvino", **plan.to_dict()}))
         entries[-1].add_cost(meter.take())
     return entries

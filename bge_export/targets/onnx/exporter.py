@@ -36,10 +36,10 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = module.spec
     input_names = list(spec.input_names)
-    output_names = ["sentence_embedding"] + (["token_embeddings"] if with_token_embeddings else [])
+    output_names = [spec.output_name] + (["token_embeddings"] if with_token_embeddings else [])
     dummy = _dummy_inputs(input_names, module)
     dynamic_axes = {name: _AXES for name in input_names}
-    dynamic_axes["sentence_embedding"] = {0: "batch"}
+    dynamic_axes[spec.output_name] = {0: "batch"}
     if with_token_embeddings:
         dynamic_axes["token_embeddings"] = _AXES
 
@@ -91,6 +91,8 @@ def _set_metadata(model: "object", module: EmbeddingModule, extra: dict[str, str
     spec = module.spec
     values = {
         "bge_export.version": __version__,
+        **({"bge_export.task": "reranker", "bge_export.score_activation": str(spec.score_activation)}
+           if spec.is_reranker else {}),
         "bge_export.pooling": spec.pooling,
         "bge_export.normalize": str(spec.normalize).lower(),
         "bge_export.max_seq_length": str(spec.max_seq_length),

@@ -33,7 +33,15 @@ from typing import Any
 
 from bge_export.cost import CostMeter
 from bge_export.errors import InputError
-from bge_export.folder.manifest import ArtifactEntry, Manifest, TensorInfo, file_sha256, read_manifest, tool_versions
+from bge_export.folder.manifest import (
+    ArtifactEntry,
+    Manifest,
+    TensorInfo,
+    file_sha256,
+    read_manifest,
+    refuse_reranker,
+    tool_versions,
+)
 from bge_export.folder.result import TargetResult
 from bge_export.folder.target_folder import open_target_folder
 from bge_export.graph.nncf_int8 import import_nncf, quantize_openvino_accuracy_aware
@@ -69,6 +77,7 @@ def build_openvino(options: OpenVINOOptions) -> TargetResult:
     started = time.perf_counter()
     folder = Path(options.folder).expanduser()
     manifest = read_manifest(folder)  # a missing folder or manifest: one line, exit 2, before anything else
+    refuse_reranker(manifest, folder, "OpenVINO")
     plain = next((e for e in manifest.artifacts if e.path == SOURCE_ONNX), None)
     if plain is None or not (folder / SOURCE_ONNX).is_file():
         raise InputError(f"'{folder}' has no {SOURCE_ONNX} (the plain export OpenVINO converts); run "

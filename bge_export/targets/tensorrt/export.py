@@ -21,7 +21,7 @@ from bge_export.errors import BgeExportError, InputError
 from bge_export.files import file_sha256
 from bge_export.folder.graph_info import describe_graph
 from bge_export.folder.loading import load_baseline
-from bge_export.folder.manifest import ArtifactEntry, Manifest, read_manifest, tool_versions
+from bge_export.folder.manifest import ArtifactEntry, Manifest, read_manifest, refuse_reranker, tool_versions
 from bge_export.folder.records import CheckRecord, Validation
 from bge_export.folder.result import TargetResult
 from bge_export.folder.target_folder import open_target_folder
@@ -81,6 +81,7 @@ def build_tensorrt(options: TensorRTOptions) -> TargetResult:
     precisions = options.precisions
     folder = Path(options.folder).expanduser()
     manifest = read_manifest(folder)
+    refuse_reranker(manifest, folder, "TensorRT")
     profiles = _profiles(options, manifest)
     plain = next((e for e in manifest.artifacts if e.path == "onnx/model.onnx"), None)
     if plain is None or not (folder / plain.path).is_file():

@@ -1,0 +1,68 @@
+"""README.md for a cross-encoder folder: what the graph computes (pairs in, CrossEncoder.predict's scores out),
+how it was checked (score error, each query's candidate order), and how to use and serve it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bge_export.folder.manifest import Manifest
+from bge_export.folder.target_folder import recorded_title
+
+
+def reranker_card_parts(manifest: Manifest, front: str, verify: list[str], hub_id: str | None) -> list[str]:
+    """The card's sections; `front` and `verify` are the shared front matter and verify section, `hub_id` the
+    source model's hub id when it came from the hub."""
+    spec = manifest.spec
+    title = recorded_title(manifest.model)
+    inputs = ", ".join(spec.input_names)
+    shape = "[batch]" if spec.embedding_dim == 1 else f"[batch, {spec.embedding_dim}]"
+    lines = [front, f"# {title}: a deployable cross-encoder (reranker)", "",
+             f"Exports of `{title}` made by bge-export. The graph takes a query and a document tokenized as one pair "
+             f"({inputs}, up to {spec.max_seq_length} tokens, truncated longest first) and returns `scores` "
+             f"{shape}: the classifier's logits through {spec.score_activation}, what `CrossEncoder.predict` "
+             "returns with its default activation.", "",
+             "| file | precision | size MB | status | max score error | worst query's Kendall tau |", "|---|---|---|---|---|---|"]
+    for entry in manifest.artifacts:
+        check = entry.validation.builtin_check
+        error = f"{check.max_score_error:.2e}" if check and check.max_score_error is not None else "-"
+        tau = f"{check.kendall_tau_min:.4f}" if check and check.kendall_tau_min is not None else "-"
+        lines.append(f"| `{entry.path}` | {entry.precision} | {entry.size_bytes / 1e6:.1f} | {entry.status} | {error} "
+                     f"| {tau} |")
+    lines += ["", "Checked against the model in PyTorch fp32 on query-candidate pairs of the built-in corpus: every "
+              "score's error, and how each query's candidates are ordered (Kendall tau-b).", ""]
+    return lines + _usage(spec, manifest, hub_id) + verify
+
+
+def _usage(spec: Any, manifest: Manifest, hub_id: str | None) -> list[str]:
+    types = ('    feed["token_type_ids"] = np.array([e.type_ids for e in batch], dtype=np.int64)\n'
+             if "token_type_ids" in spec.input_names else "")
+    reference = hub_id or "<the source model's hub id>"
+    revision = manifest.model.get("revision") if hub_id else None
+    return [
+        "## Usage", "", "### bge-export's loader", "", "```python", "from bge_export import load_reranker", "",
+        'scores = load_reranker(".").predict([("how do magnets work?", "Magnets attract iron."),',
+        '                                     ("how do magnets work?", "Paris is in France.")])', "```", "",
+        "### onnxruntime (`onnx/model.onnx`)", "", "```python", "import numpy as np", "import onnxruntime as ort",
+        "from tokenizers import Tokenizer", "",
+        'tokenizer = Tokenizer.from_file("tokenizer.json")',
+        f"tokenizer.enable_truncation(max_length={spec.max_seq_length})",
+        f'tokenizer.enable_padding(pad_id=tokenizer.token_to_id("{spec.pad_token or "[PAD]"}"), '
+        f'pad_token="{spec.pad_token or "[PAD]"}", direction="{spec.padding_side}")',
+        'session = ort.InferenceSession("onnx/model.onnx", providers=["CPUExecutionProvider"])', "",
+        "def score(query, documents):",
+        "    batch = tokenizer.encode_batch([(query, document) for document in documents])",
+        "    feed = {\"input_ids\": np.array([e.ids for e in batch], dtype=np.int64),",
+        "            \"attention_mask\": np.array([e.attention_mask for e in batch], dtype=np.int64)}",
+        types + '    return session.run(["scores"], feed)[0]', "```", "",
+        "### Text Embeddings Inference", "",
+        "TEI serves the source cross-encoder itself (its safetensors from the hub, not this ONNX file) on its "
+        "`/rerank` route:", "", "```bash",
+        f"text-embeddings-router --model-id {reference}" + (f" --revision {revision}" if revision else ""),
+        "curl localhost:8080/rerank -H 'content-type: application/json' "
+        "-d '{\"query\": \"how do magnets work?\", \"texts\": [\"Magnets attract iron.\", \"Paris is in France.\"]}'",
+        "```", "",
+        "### Triton Inference Server", "",
+        "`bge-export triton` lays out embedding models only so far. `onnx/model.onnx` runs on Triton's onnxruntime "
+        f"backend as it is: inputs {', '.join(f'`{n}` INT64 [-1, -1]' for n in spec.input_names)}, output "
+        f"`scores` FP32 {'[-1]' if spec.embedding_dim == 1 else f'[-1, {spec.embedding_dim}]'}; tokenize the pairs "
+        "in the client as above.", ""]

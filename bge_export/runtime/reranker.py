@@ -1,0 +1,55 @@
+"""CrossEncoder.predict for an exported reranker: query-document pairs in, scores out, on any Encoder's runtime."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from bge_export.errors import InputError
+from bge_export.runtime.encoder import Encoder
+
+
+class Reranker:
+    """Scores pairs with one artifact of a reranker folder (its Encoder runs the graph), in the caller's order."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        if not encoder.spec.is_reranker:
+            raise InputError("this folder holds an embedding model, not a cross-encoder; use load_encoder(folder)"
+                             ".encode(texts)")
+        self.encoder = encoder
+        self.spec = encoder.spec
+
+    @property
+    def artifact(self) -> str | None:
+        return getattr(self.encoder, "artifact", None)
+
+    def predict(self, pairs: Sequence[Sequence[str]], batch_size: int = 32) -> np.ndarray:
+        """[n] scores (or [n, labels] for a model with several labels), as CrossEncoder.predict returns them with
+        its default activation. Pairs are (query, document); one pair alone gives one score."""
+        single = _is_pair(pairs)
+        checked = _checked_pairs([pairs] if single else pairs)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+        width = () if self.spec.embedding_dim == 1 else (self.spec.embedding_dim,)
+        scores = np.zeros((len(checked), *width), dtype=np.float32)
+        ids, types = self.encoder.tokenizer.tokenize_pairs(checked)
+        order = np.argsort([-len(row) for row in ids], kind="stable")  # similar lengths together: less padding
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            features = self.encoder.tokenizer.pad([ids[i] for i in chosen], type_ids=[types[i] for i in chosen])
+            scores[chosen] = self.encoder.run(features)
+        return scores[0] if single else scores
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, str) for v in value)
+
+
+def _checked_pairs(pairs: Any) -> list[tuple[str, str]]:
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
+        raise InputError(f"pairs must be a list of (query, document) string pairs, got {type(pairs).__name__}")
+    for index, pair in enumerate(pairs):
+        if not _is_pair(pair):
+            raise InputError(f"pairs[{index}] must be a (query, document) pair of strings, got {pair!r:.80}")
+    return [(query, document) for query, document in pairs]
