@@ -8,9 +8,7 @@ from typing import Any, NamedTuple
 
 from bge_export.cost import CostMeter, fp32_weight_bytes
 from bge_export.errors import InputError
-from bge_export.files import file_sha256
-from bge_export.folder.graph_info import describe_graph
-from bge_export.folder.manifest import ArtifactEntry, Manifest, hash_files, tool_versions
+from bge_export.folder.manifest import ArtifactEntry, Manifest, hash_files
 from bge_export.folder.recommend import recommend
 from bge_export.folder.records import CheckRecord, RecordedFloors
 from bge_export.folder.result import TargetResult
@@ -31,6 +29,7 @@ from bge_export.progress import Progress
 from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+from bge_export.targets.onnx.artifact import artifact_entry
 from bge_export.targets.onnx.fusion import fuse
 from bge_export.targets.onnx.options import MIN_POOL_TEXTS, ExportOptions
 
@@ -113,24 +112,6 @@ def export(options: ExportOptions) -> TargetResult:
     output = Path(options.output_path())
     progress.step(f"wrote {output} in {seconds:.1f}s")
     return TargetResult(output, manifest, list(manifest.artifacts), seconds)
-
-
-def artifact_entry(stage: Path, relative: str, precision: str, options: dict[str, Any]) -> ArtifactEntry:
-    path = stage / relative
-    graph = describe_graph(path)
-    files = [path] + ([path.with_name(path.name + ".data")] if graph.external_data else [])
-    return ArtifactEntry(
-        path=relative,
-        format="onnx",
-        precision=precision,
-        sha256=file_sha256(path),
-        size_bytes=sum(f.stat().st_size for f in files if f.exists()),
-        opset=graph.opset,
-        inputs=graph.inputs,
-        outputs=graph.outputs,
-        options=options,
-        versions=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
-    )
 
 
 class _Checker:

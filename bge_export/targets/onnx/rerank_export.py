@@ -23,6 +23,7 @@ from bge_export.progress import Progress
 from bge_export.quality.floors import RERANK_FLOORS
 from bge_export.quality.rerank import builtin_rerank_pairs, check_scores
 from bge_export.runtime.reranker import Reranker
+from bge_export.targets.onnx.artifact import artifact_entry
 from bge_export.targets.onnx.options import ExportOptions
 
 ONNX_FP32_PATH = "onnx/model.onnx"
@@ -47,7 +48,6 @@ def export_reranker(options: ExportOptions, source: Any, spec: EmbeddingSpec, pl
     from bge_export.model.modeling import load_embedding_module  # heavy: torch
     from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
     from bge_export.runtime.torch_encoder import TorchEncoder  # heavy: torch
-    from bge_export.targets.onnx.export import artifact_entry
     from bge_export.targets.onnx.exporter import export_onnx  # heavy: torch
 
     check_reranker_options(options)
