@@ -39,6 +39,9 @@ def read_reranker_spec(folder: Path, config: dict[str, Any], model_type: str, hi
     arch = architecture_for(model_type)
     where = folder / "config.json"
     labels = config.get("id2label")
+    if labels is not None and not isinstance(labels, dict):
+        raise InputError(f"{where}: 'id2label' must be an object of label id -> name, got {labels!r:.60}; fix the file "
+                         "or download the model again")
     num_labels = config_int(config, "num_labels", where) if "num_labels" in config else (
         len(labels) if isinstance(labels, dict) and labels else 2)
     st_config = json_object(folder / "config_sentence_transformers.json", required=False)
@@ -76,5 +79,6 @@ def _activation(folder: Path, config: dict[str, Any], st_config: dict[str, Any],
     if named not in SCORE_ACTIVATIONS:
         supported = ", ".join(sorted({k for k in SCORE_ACTIVATIONS if k.count(".") > 2}))
         raise UnsupportedModelError(f"the cross-encoder's activation {named} is not one bge-export puts in the graph "
-                                    f"({supported}); export the logits with a supported activation")
+                                    f"({supported}); set activation_fn in config_sentence_transformers.json to one "
+                                    "of those if the model was trained with it")
     return SCORE_ACTIVATIONS[named]

@@ -136,6 +136,8 @@ class EmbeddingModule(nn.Module):
             embedding = embedding[:, : self.spec.truncate_dim]
         if self.normalize:
             embedding = nn.functional.normalize(embedding, p=2.0, dim=-1)
+        # the width as a constant: shape inference could not follow it through the decoders' last-token gather
+        embedding = embedding.reshape(-1, self.spec.embedding_dim)
         if self.emit_token_embeddings:
             return embedding, token_embeddings
         return embedding
@@ -191,6 +193,10 @@ def load_embedding_module(
         except TypeError:
             encoder = AutoModel.from_pretrained(str(source.folder), **kwargs)
     except Exception as exc:  # transformers and safetensors raise many types for damaged files
+        if spec.is_reranker and "mismatched" in str(exc):
+            raise InputError(f"the classifier weights of '{source.reference}' have another number of labels than "
+                             f"config.json's num_labels / id2label ({spec.embedding_dim}); fix config.json or "
+                             "download the model again") from None
         first = (str(exc).splitlines() or [""])[0][:200]
         raise InputError(f"cannot load the encoder of '{source.reference}' ({type(exc).__name__}: {first}); "
                          "the model's files look damaged or inconsistent, download them again") from None

@@ -62,8 +62,9 @@ class ModelOptions(OptionsModel):
                                                  "--prompt query='query: ' for E5.")
     truncate_dim: int | None = option(None, ge=1, metavar="N", allowed="a whole number of dimensions, at least 1",
                                       help="Matryoshka: keep the first N dimensions of the vector, re-normalized, "
-                                           "in the graph itself (sentence-transformers' truncate_dim). Refused past "
-                                           "the model's dimension or off the dimensions its model card lists.")
+                                           "in the graph itself (sentence-transformers' truncate_dim, then "
+                                           "normalized). Refused past the model's dimension or off the dimensions "
+                                           "its model card lists.")
     allow_pickle: bool = option(False, help="Allow loading pickle (.bin) weights. Only for sources you trust.")
     trust_remote_code: bool = option(False, help="Run custom model code from the model's repository.")
 

@@ -282,6 +282,7 @@ def read_spec(
     normalize = any(m["kind"] == "normalize" for m in modules)
     if truncate_dim is not None:
         check_truncate_dim(truncate_dim, embedding_dim, folder)
+        truncate_dim = None if truncate_dim == embedding_dim else truncate_dim  # the whole vector: nothing to cut
 
     sbert = json_object(folder / "sentence_bert_config.json", required=False)
     tokenizer_config = json_object(folder / "tokenizer_config.json", required=False)

@@ -24,9 +24,13 @@ class Reranker:
     def artifact(self) -> str | None:
         return getattr(self.encoder, "artifact", None)
 
-    def predict(self, pairs: Sequence[Sequence[str]], batch_size: int = 32) -> np.ndarray:
+    def predict(self, pairs: Sequence[Sequence[str]], batch_size: int = 32, **unsupported: object) -> np.ndarray:
         """[n] scores (or [n, labels] for a model with several labels), as CrossEncoder.predict returns them with
         its default activation. Pairs are (query, document); one pair alone gives one score."""
+        if unsupported:
+            raise InputError(f"predict() takes pairs and batch_size; {', '.join(sorted(unsupported))} of "
+                             f"CrossEncoder.predict {'is' if len(unsupported) == 1 else 'are'} not supported: the "
+                             "activation is inside the graph, and scores come back as float32 numpy")
         single = _is_pair(pairs)
         checked = _checked_pairs([pairs] if single else pairs)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -4,7 +4,7 @@ quality/floors.py's RERANK_FLOORS). Writes report.json and report.md and records
 
 Pairs: with --retrieval (a BEIR folder), up to 20 of its queries against 100 candidates each (its judged documents
 first, then others in corpus order); else 20 texts of the built-in corpus's report part against 100 others of it.
-Speed is not measured for rerankers yet."""
+Speed is not measured for rerankers yet; options that apply to embeddings only are refused in one line."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bge_export.errors import InputError
 from bge_export.files import write_atomic
 from bge_export.folder.integrity import verify_folder
 from bge_export.folder.loading import load_baseline, load_reranker
@@ -64,7 +65,23 @@ class RerankValidation:
                 "notes": ["speed is not measured for rerankers yet"]}
 
 
+def check_reranker_options(options: ValidateOptions) -> None:
+    """Refuse, in one line, what `validate` takes for embeddings but cannot apply to a cross-encoder."""
+    defaults = ValidateOptions(folder=options.folder)
+    flags = {"corpus": "--corpus", "max_texts": "--max-texts", "sts": "--sts", "min_cosine": "--min-cosine",
+             "min_mean_cosine": "--min-mean-cosine", "min_overlap": "--min-overlap",
+             "min_cross_overlap": "--min-cross-overlap", "runtimes": "--runtime", "batch_sizes": "--batch-sizes",
+             "seq_lens": "--seq-lens", "repeats": "--repeats"}
+    asked = [flag for name, flag in flags.items() if getattr(options, name) != getattr(defaults, name)]
+    if asked:
+        raise InputError(f"the folder holds a cross-encoder (a reranker): {', '.join(asked)} "
+                         f"{'applies' if len(asked) == 1 else 'apply'} to embedding models only; rerankers are judged "
+                         "on query-candidate pairs (the built-in corpus, or --retrieval FOLDER) in fp32, speed not "
+                         "measured yet")
+
+
 def validate_reranker(options: ValidateOptions, manifest: Manifest) -> RerankValidation:
+    check_reranker_options(options)
     progress = Progress(options.quiet)
     folder = Path(options.folder)
     entries = backends.select_entries(manifest, options.artifacts)
@@ -107,7 +124,7 @@ def _pairs(options: ValidateOptions) -> tuple[list[tuple[str, str]], list[int], 
             for doc_id in (judged + others)[:CANDIDATES]:
                 pairs.append((query, documents[doc_id]))
                 groups.append(number)
-        return pairs, groups, f"{Path(options.retrieval).name}, {len(set(groups))} queries"
+        return pairs, groups, Path(options.retrieval).name
     texts = builtin_texts("report", QUERIES + CANDIDATES)
     pairs = [(texts[q], texts[QUERIES + c]) for q in range(QUERIES) for c in range(CANDIDATES)]
     return pairs, [q for q in range(QUERIES) for _ in range(CANDIDATES)], "the built-in corpus's report part"
@@ -140,6 +157,7 @@ def _record(folder: Path, rows: list[RerankRow], corpus: str, report: str) -> No
         check: RerankCheck = RerankCheck(**row.check)
         entry.validation.validate_run = ValidateRecord(
             status=row.status, reason=row.reason, when=when, corpus=corpus, report=report, pairs=check.pairs,
+            texts=check.pairs,
             max_score_error=check.max_score_error, kendall_tau_mean=check.kendall_tau_mean,
             kendall_tau_min=check.kendall_tau_min, top10_overlap=check.top10_overlap)
         entry.set_status(row.status, row.reason)

@@ -90,3 +90,12 @@ def test_windowed_layers_agree_up_to_the_models_maximum_length(tmp_path, family)
     assert max(lengths) == 512 and min(lengths) < 16
     reference = st_encode(model, texts, batch_size=4)
     assert row_cosine(encoder.encode(texts, batch_size=3), reference).min() >= 0.99999
+
+
+def test_every_graph_declares_its_output_width(family_exports):
+    """Tools that read the width from the graph (Triton, TEI, ...) see a number, not a symbolic name."""
+    import onnx
+
+    for family, (_, exported) in family_exports.items():
+        graph = onnx.load(str(exported / "onnx" / "model.onnx"), load_external_data=False).graph
+        assert graph.output[0].type.tensor_type.shape.dim[1].dim_value == 32, family

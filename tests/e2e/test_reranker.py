@@ -168,3 +168,33 @@ def test_validate_fails_a_reranker_whose_graph_scores_differently(tmp_path, caps
     code, _, err = run_cli(capsys, "validate", str(out), "--model", str(other), "--no-manifest-update")
     assert code == 1
     assert "failed validation" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", [["--sts", "/nonexistent.tsv"], ["--max-texts", "16"], ["--min-cosine", "0.5"],
+                                  ["--runtime", "openvino-f32"]], ids=lambda f: f[0])
+def test_validate_refuses_embedding_only_options_on_a_reranker(tmp_path, capsys, flag):
+    out = export_folder(build_cross_encoder(tmp_path / "ce"), tmp_path / "out")
+    code, _, err = run_cli(capsys, "validate", str(out), *flag)
+    assert code == 2
+    assert_one_line_error(err, "cross-encoder", flag[0])
+    assert not (out / "report.json").exists()
+
+
+def test_damaged_cross_encoder_configs_are_named(tmp_path, capsys):
+    model = build_cross_encoder(tmp_path / "ce")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "id2label": "x"}))
+    code, _, err = run_cli(capsys, "onnx", "-m", str(model), "-o", str(tmp_path / "out"))
+    assert code == 2
+    assert_one_line_error(err, "config.json", "id2label")
+    (model / "config.json").write_text(json.dumps({**config, "num_labels": 3, "id2label": {"0": "a", "1": "b", "2": "c"}}))
+    code, _, err = run_cli(capsys, "onnx", "-m", str(model), "-o", str(tmp_path / "out"), "--quiet")
+    assert code == 2
+    assert_one_line_error(err, "num_labels")
+    assert_nothing_written(tmp_path, "out")
+
+
+def test_predict_names_crossencoder_options_it_does_not_take(tmp_path):
+    reranker = load_reranker(export_folder(build_cross_encoder(tmp_path / "ce"), tmp_path / "out"))
+    with pytest.raises(InputError, match="activation_fn"):
+        reranker.predict(PAIRS[:2], activation_fn=None)

@@ -72,3 +72,9 @@ def test_a_model_that_never_mentions_matryoshka_is_cut_with_a_warning(tiny_model
     code, out, err = run_cli(capsys, "onnx", "-m", str(model), "-o", str(tmp_path / "out"), "--truncate-dim", "16")
     assert code == 0
     assert "not say it was trained for Matryoshka truncation" in out + err
+
+
+def test_a_cut_to_the_whole_vector_is_no_cut(minilm_dir, capsys, tmp_path):
+    code, out, err = run_cli(capsys, "onnx", "-m", str(minilm_dir), "-o", str(tmp_path / "out"), "--truncate-dim", "384")
+    assert code == 0 and "Matryoshka" not in out + err
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["model"]["spec"]["truncate_dim"] is None

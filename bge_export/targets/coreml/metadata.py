@@ -43,8 +43,8 @@ def metadata_values(source: Any, spec: Any, stage: Path, shapes: Any, precision:
     sequence = f"int32 [{batch}, sequence], sequence one of {lengths}" if shapes.enumerated \
         else f"int32 [{batch}, sequence], sequence {lengths}"
     inputs = {
-        "input_ids": f"Token ids from tokenizer.json (truncated at {spec.max_seq_length} tokens), right-padded "
-                     f"with the pad token id to an allowed length; {sequence}.",
+        "input_ids": f"Token ids from tokenizer.json (truncated at {spec.max_seq_length} tokens), padded on the "
+                     f"{spec.padding_side} with the pad token id to an allowed length; {sequence}.",
         "attention_mask": f"1 for each real token, 0 for padding; {sequence}.",
         "token_type_ids": f"All zeros (one segment); {sequence}.",
     }

@@ -30,7 +30,7 @@ from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 from bge_export.targets.onnx.artifact import artifact_entry
-from bge_export.targets.onnx.fusion import fuse
+from bge_export.targets.onnx.fusion import check_fusable, fuse
 from bge_export.targets.onnx.options import MIN_POOL_TEXTS, ExportOptions
 
 ONNX_FP32_PATH = "onnx/model.onnx"
@@ -60,6 +60,8 @@ def export(options: ExportOptions) -> TargetResult:
     spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code,
                                   truncate_dim=options.truncate_dim),
                         options.prompts)
+    if options.optimize and not spec.is_reranker:
+        check_fusable(spec)  # before the model loads
     if spec.is_reranker:
         from bge_export.targets.onnx.rerank_export import export_reranker
 

@@ -53,16 +53,21 @@ def count_ops(path: str | Path) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
+def check_fusable(spec: EmbeddingSpec) -> None:
+    """--optimize on a family whose layers onnxruntime's fusions do not know: one line, before any work."""
+    if architecture_for(spec.model_type).ort_optimizer_type is None:
+        raise UnsupportedModelError(f"onnxruntime has no fusions for '{spec.model_type}' layers that measured faster "
+                                    "than the plain graph; export without --optimize (model.onnx is the fast one)")
+
+
 def fuse(source: str | Path, target: str | Path, spec: EmbeddingSpec) -> FusionReport:
     """Write the fused, token-packed graph to `target` and report which fusions happened."""
     import onnx
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    check_fusable(spec)
     arch = architecture_for(spec.model_type)
-    if arch.ort_optimizer_type is None:
-        raise UnsupportedModelError(f"onnxruntime has no fusions for '{spec.model_type}' layers that measured faster "
-                                    "than the plain graph; export without --optimize (model.onnx is the fast one)")
     options = FusionOptions(arch.ort_optimizer_type)
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
     options.enable_skip_layer_norm = False

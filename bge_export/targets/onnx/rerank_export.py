@@ -73,7 +73,8 @@ def export_reranker(options: ExportOptions, source: Any, spec: EmbeddingSpec, pl
             scores = Reranker(OnnxEncoder(stage / ONNX_FP32_PATH, spec, artifact_tokenizer)).predict(pairs)
             result = check_scores(baseline, scores, query_of_pair, RERANK_FLOORS["fp32"])
             entry.validation.builtin_check = CheckRecord(
-                passed=result.passed, reason=result.reason, pairs=result.pairs, max_score_error=result.max_score_error,
+                passed=result.passed, reason=result.reason, pairs=result.pairs, texts=result.pairs,
+                max_score_error=result.max_score_error,
                 kendall_tau_mean=result.kendall_tau_mean, kendall_tau_min=result.kendall_tau_min,
                 backend="onnxruntime CPUExecutionProvider")
             entry.set_status("pass" if result.passed else "fail", result.reason)

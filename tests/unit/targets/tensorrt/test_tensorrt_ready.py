@@ -62,10 +62,16 @@ def test_plain_mpnet_graph_fails_on_integer_cumsum_and_the_ready_one_passes(tiny
 
 
 def test_only_batch_and_sequence_may_vary(tiny_exports, tmp_path):
-    """The CLS export leaves the embedding axis symbolic; the TensorRT-ready graph fixes it."""
+    """The export declares the embedding width (a reshape to [-1, dim] at the end); a graph that leaves it symbolic
+    fails the check, and the TensorRT-ready graph fixes it."""
     plain = check_graph(tiny_exports["bert"] / "onnx/model.onnx")
-    assert not plain.passed and "only batch and sequence may vary" in plain.problems[0]
-    ready = prepare_graph(tiny_exports["bert"] / "onnx/model.onnx", tmp_path / "fp32.onnx", "fp32", embedding_dim=32)
+    assert plain.passed and plain.dynamic_axes["sentence_embedding"] == ["batch", 32]
+    model = onnx.load(str(tiny_exports["bert"] / "onnx/model.onnx"))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "embedding"  # as older exports left it
+    onnx.save(model, str(tmp_path / "symbolic.onnx"))
+    symbolic = check_graph(tmp_path / "symbolic.onnx")
+    assert not symbolic.passed and "only batch and sequence may vary" in symbolic.problems[0]
+    ready = prepare_graph(tmp_path / "symbolic.onnx", tmp_path / "fp32.onnx", "fp32", embedding_dim=32)
     assert ready.rewrites["output_dims_fixed"] == 1
     result = check_graph(tmp_path / "fp32.onnx")
     assert result.passed and result.dynamic_axes["sentence_embedding"] == ["batch", 32]
