@@ -8,8 +8,7 @@ from typing import Any, NamedTuple
 
 from bge_export.cost import CostMeter, fp32_weight_bytes
 from bge_export.errors import InputError
-from bge_export.folder.manifest import ArtifactEntry, Manifest, hash_files
-from bge_export.folder.recommend import recommend
+from bge_export.folder.manifest import ArtifactEntry, Manifest
 from bge_export.folder.records import CheckRecord, RecordedFloors
 from bge_export.folder.result import TargetResult
 from bge_export.folder.staging import plan_output, staged_folder
@@ -29,7 +28,7 @@ from bge_export.progress import Progress
 from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
-from bge_export.targets.onnx.artifact import artifact_entry
+from bge_export.targets.onnx.artifact import artifact_entry, finished, seal_folder
 from bge_export.targets.onnx.fusion import check_fusable, fuse
 from bge_export.targets.onnx.options import MIN_POOL_TEXTS, ExportOptions
 
@@ -106,14 +105,9 @@ def export(options: ExportOptions) -> TargetResult:
             with meter.step("check"):
                 manifest.add(checker.check(stage, entry))
             entry.add_cost(meter.take())
-        manifest.recommended = recommend(manifest)
-        manifest.files = hash_files(stage)
-        manifest.write(stage)
+        seal_folder(manifest, stage)
 
-    seconds = time.perf_counter() - started
-    output = Path(options.output_path())
-    progress.step(f"wrote {output} in {seconds:.1f}s")
-    return TargetResult(output, manifest, list(manifest.artifacts), seconds)
+    return finished(Path(options.output_path()), manifest, started, progress)
 
 
 class _Checker:

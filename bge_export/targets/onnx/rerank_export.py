@@ -5,13 +5,11 @@ fp32 only so far: the optimizers (fusion, FP16, INT8) and the other targets refu
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from bge_export.errors import InputError
-from bge_export.folder.manifest import Manifest, hash_files
-from bge_export.folder.recommend import recommend
+from bge_export.folder.manifest import Manifest
 from bge_export.folder.records import CheckRecord
 from bge_export.folder.result import TargetResult
 from bge_export.folder.staging import staged_folder
@@ -23,7 +21,7 @@ from bge_export.progress import Progress
 from bge_export.quality.floors import RERANK_FLOORS
 from bge_export.quality.rerank import builtin_rerank_pairs, check_scores
 from bge_export.runtime.reranker import Reranker
-from bge_export.targets.onnx.artifact import artifact_entry
+from bge_export.targets.onnx.artifact import artifact_entry, finished, seal_folder
 from bge_export.targets.onnx.options import ExportOptions
 
 ONNX_FP32_PATH = "onnx/model.onnx"
@@ -82,10 +80,5 @@ def export_reranker(options: ExportOptions, source: Any, spec: EmbeddingSpec, pl
         else:
             entry.set_status("unverified", "the built-in check was skipped (--no-check)")
         manifest.add(entry)
-        manifest.recommended = recommend(manifest)
-        manifest.files = hash_files(stage)
-        manifest.write(stage)
-    seconds = time.perf_counter() - started
-    output = Path(options.output_path())
-    progress.step(f"wrote {output} in {seconds:.1f}s")
-    return TargetResult(output, manifest, list(manifest.artifacts), seconds)
+        seal_folder(manifest, stage)
+    return finished(Path(options.output_path()), manifest, started, progress)
