@@ -48,6 +48,8 @@ class RecordedFloors(Record):
     min_top10_overlap: float | None = None
     min_cross_top10_overlap: float | None = None
     max_norm_error: float | None = None
+    max_score_error: float | None = None  # cross-encoders (RerankFloors)
+    min_kendall_tau: float | None = None
     source: str | None = None  # e.g. "--min-cosine at export"
 
     def values(self) -> dict[str, float]:

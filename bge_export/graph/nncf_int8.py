@@ -26,7 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from bge_export.errors import MissingDependencyError
-from bge_export.graph.accuracy_aware import PRESETS, GraphRewrites, _Judge, _Recipe, _search, calibration_batches
+from bge_export.graph.accuracy_aware import PRESETS, GraphRewrites, _Recipe, _search, calibration_batches
+from bge_export.graph.judge import EmbeddingJudge, Judge
 from bge_export.graph.nodes import (
     initializers,
     producers,
@@ -306,8 +307,9 @@ def _dequantized_initializer(model: Any, dequantize: Any, present: dict[str, Any
 
 def quantize_openvino_accuracy_aware(
     plain: Path, target: Path, spec: EmbeddingSpec, tokenizer: TextTokenizer, calibration_texts: Sequence[str],
-    validation_texts: Sequence[str], validation_baseline: np.ndarray, min_cosine: float | None = None,
-    progress: Progress | None = None, pool: Sequence[str] | None = None,
+    validation_texts: Sequence[str] = (), validation_baseline: np.ndarray | None = None,
+    min_cosine: float | None = None, progress: Progress | None = None, pool: Sequence[str] | None = None,
+    judge: Judge | None = None,
 ) -> Any:
     """Plain graph -> outliers tamed -> NNCF Q/DQ (OpenVINO's layout) -> the fewest MatMuls in float that meet
     the bound (cosine and top-10 overlap on the selection texts). Returns the QuantizationPlan."""
@@ -322,5 +324,6 @@ def quantize_openvino_accuracy_aware(
     quantizer = NncfQuantizer(nncf_batches, spec.input_names)
     recipe = _Recipe("openvino-nncf", quantizer.build, ranges, ranking, PRESETS["avx512_vnni"], static=True,
                      always_tame=True, merge_qkv=False, attention_stage=True, edits_graph=False)
-    judge = _Judge.with_bound(spec, tokenizer, validation_texts, validation_baseline, min_cosine, plain, pool)
-    return _search(recipe, onnx.load(str(plain)), target, judge, progress or Progress(quiet=True))
+    judged: Judge = judge or EmbeddingJudge.with_bound(spec, tokenizer, validation_texts, validation_baseline,
+                                                      min_cosine, plain, pool)
+    return _search(recipe, onnx.load(str(plain)), target, judged, progress or Progress(quiet=True))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -99,21 +99,34 @@ class TextTokenizer:
             features["token_type_ids"] = token_types
         return features
 
-    def fixed_width_batches(self, texts: Sequence[str], batch_size: int, width: int) -> list[dict[str, np.ndarray]]:
+    def fixed_width_batches(self, texts: Sequence[Text], batch_size: int, width: int) -> list[dict[str, np.ndarray]]:
         """Batches all of one shape [batch_size, width] (truncating), for onnxruntime's histogram calibrators."""
-        sequences = [ids[:width] for ids in self.tokenize(texts)]
-        usable = len(sequences) - len(sequences) % batch_size
-        return [self.pad(sequences[i : i + batch_size], width) for i in range(0, usable, batch_size)]
+        ids, types = self._sequences(texts)
+        usable = len(ids) - len(ids) % batch_size
+        return [self.pad([row[:width] for row in ids[i:i + batch_size]], width,
+                         [row[:width] for row in types[i:i + batch_size]] if types else None)
+                for i in range(0, usable, batch_size)]
 
-    def batches(self, texts: Sequence[str], batch_size: int) -> Iterator[TokenizedBatch]:
-        """Batches of similar length (less padding), in descending length; indices restore the order."""
+    def batches(self, texts: Sequence[Text], batch_size: int) -> Iterator[TokenizedBatch]:
+        """Batches of similar length (less padding), in descending length; indices restore the order. Items may
+        be texts or a cross-encoder's (query, document) pairs (calibration and search text for a reranker)."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
-        sequences = self.tokenize(texts)
+        sequences, types = self._sequences(texts)
         order = np.argsort([-len(ids) for ids in sequences], kind="stable")
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
-            yield TokenizedBatch(chosen, self.pad([sequences[i] for i in chosen]))
+            yield TokenizedBatch(chosen, self.pad([sequences[i] for i in chosen],
+                                                  type_ids=[types[i] for i in chosen] if types else None))
+
+    def _sequences(self, items: Sequence[Text]) -> tuple[list[list[int]], list[list[int]] | None]:
+        """Token ids of texts, or of pairs with their token types."""
+        if items and not isinstance(items[0], str):
+            return self.tokenize_pairs([(str(pair[0]), str(pair[1])) for pair in items])
+        return self.tokenize([str(text) for text in items]), None
+
+
+Text = Union[str, tuple[str, str]]  # a text, or a cross-encoder's (query, document) pair
 
 
 # A folder needs one of these for transformers to load the model's real vocabulary; without them it builds a

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 NUMERICS_CHECK = ("numpy fp16 reference evaluation of the graph (onnx.reference, every fp16 tensor rounded to "
                   "fp16; GEMMs fp16 x fp16 with fp32 accumulation; onnxruntime's CPU provider runs fp16 nodes "
                   "as fp32)")
-OUTPUT_NAME = "sentence_embedding"
 _F32 = np.float32
 # onnx.reference keeps every intermediate tensor of a run until it ends (estimated 120 bytes per token, layer and
 # hidden unit): batches of 16 texts ran a bge-m3-sized export (24 layers x 1024) out of 23 GB in this check
@@ -283,7 +282,7 @@ class Fp16ReferenceEncoder(Encoder):
         self.evaluator = Fp16ReferenceEvaluator(path)
 
     def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        (embedding,) = self.evaluator.run([OUTPUT_NAME], features)
+        (embedding,) = self.evaluator.run([self.spec.output_name], features)
         return np.asarray(embedding, dtype=np.float32)
 
 

@@ -29,7 +29,7 @@ def reranker_card_parts(manifest: Manifest, front: str, verify: list[str], hub_i
         lines.append(f"| `{entry.path}` | {entry.precision} | {entry.size_bytes / 1e6:.1f} | {entry.status} | {error} "
                      f"| {tau} |")
     lines += ["", "Checked against the model in PyTorch fp32 on query-candidate pairs of the built-in corpus: every "
-              "score's error, and how each query's candidates are ordered (Kendall tau-b).", ""]
+              "score's error, and how each query's candidates are ordered (Kendall tau).", ""]
     return lines + _usage(spec, manifest, hub_id) + verify
 
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from bge_export.folder.manifest import Manifest
+from bge_export.graph.judge import search_inputs
 from bge_export.model.corpus import builtin_check_texts, builtin_texts
 from bge_export.model.tokenization import TextTokenizer
 from bge_export.progress import Progress
 from bge_export.quality.floors import BaselineEmbeddings, Floors, floors_for, judge_embeddings
 from bge_export.quality.metrics import topk_neighbour_overlap
+from bge_export.quality.rerank import calibration_pairs, score_check, verdict_pairs
 from bge_export.runtime.encoder import Encoder
 from bge_export.validate.backends import folder_baseline
 
@@ -42,8 +44,20 @@ class FolderCheck:
         return folder_baseline(self.manifest, self._fix)
 
     def baseline(self, role: str) -> np.ndarray:
-        """The baseline's embeddings of the check texts ("verdict") or of the INT8 search's ("selection")."""
+        """The baseline's embeddings of the check texts ("verdict") or of the INT8 search's ("selection"); a
+        cross-encoder's scores of the verdict's built-in pairs."""
+        if self.spec.is_reranker:
+            return self._baseline.of("verdict pairs", verdict_pairs())
         return self._baseline.of(role, self.texts if role == "verdict" else builtin_texts("selection"))
+
+    def search_inputs(self, plain: Path) -> dict[str, Any]:
+        """What an INT8 search judges on, as keyword arguments of the quantize_*_accuracy_aware functions: an
+        embedding model's selection texts and their baseline, or a cross-encoder's judge on selection pairs."""
+        return search_inputs(self.spec, self.tokenizer, plain, lambda: self.baseline("selection"))
+
+    def calibration(self, texts: Sequence[str]) -> list[Any]:
+        """Calibration text as the model reads it: texts, or pairs of them for a cross-encoder."""
+        return calibration_pairs(texts) if self.spec.is_reranker else list(texts)
 
     def floors(self, precision: str) -> Floors:
         """The table's floors for `precision`; --min-cosine replaces INT8's cosine floors."""
@@ -52,6 +66,9 @@ class FolderCheck:
     def measure(self, encoder: Encoder, precision: str, label: str) -> dict[str, Any]:
         """`encoder` on the check texts against the baseline, judged with `precision`'s floors (cosine min and
         mean, top-10 neighbour overlap): the record kept in the manifest, `passed` and `reason` included."""
+        if self.spec.is_reranker:
+            return {**score_check(self.baseline("verdict"), encoder, precision, label),
+                    "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         baseline, floors = self.baseline("verdict"), self.floors(precision)
         embeddings = encoder.encode(self.texts, batch_size=16)
         result = judge_embeddings(baseline, embeddings, self.texts, floors, label)

@@ -33,6 +33,13 @@ def artifact_entry(stage: Path, relative: str, precision: str, options: dict[str
     )
 
 
+def apply_search_verdict(entry: ArtifactEntry) -> None:
+    """An INT8 search that found no configuration meeting its bound kept the closest trial: that is a fail,
+    whatever the verdict texts say (the file stays in the folder, for inspection)."""
+    if entry.options.meets_bound is False:
+        entry.set_status("fail", entry.options.reason or "the INT8 search missed its bound")
+
+
 def seal_folder(manifest: Manifest, stage: Path) -> None:
     """The staged folder's recommendation, every file's sha256 and the manifest, written last."""
     manifest.recommended = recommend(manifest)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from bge_export.cost import CostMeter, fp32_weight_bytes
 from bge_export.errors import InputError
@@ -16,6 +16,7 @@ from bge_export.folder.target_folder import model_record
 from bge_export.graph.accuracy_aware import quantize_dynamic_accuracy_aware, quantize_static_accuracy_aware
 from bge_export.graph.fp16 import convert_fp16
 from bge_export.graph.int8 import preset_for
+from bge_export.graph.judge import search_inputs
 from bge_export.graph.nncf_int8 import import_nncf, quantize_openvino_accuracy_aware
 from bge_export.heap import release_freed_memory
 from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts, builtin_texts, read_corpus_file
@@ -28,9 +29,10 @@ from bge_export.progress import Progress
 from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
-from bge_export.targets.onnx.artifact import artifact_entry, finished, seal_folder
+from bge_export.targets.onnx.artifact import apply_search_verdict, artifact_entry, finished, seal_folder
 from bge_export.targets.onnx.fusion import check_fusable, fuse
 from bge_export.targets.onnx.options import MIN_POOL_TEXTS, ExportOptions
+from bge_export.targets.onnx.rerank_check import RerankChecker, check_reranker_options
 
 ONNX_FP32_PATH = "onnx/model.onnx"
 OPTIMIZED_PATH = "onnx/model_optimized.onnx"
@@ -59,19 +61,13 @@ def export(options: ExportOptions) -> TargetResult:
     spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code,
                                   truncate_dim=options.truncate_dim),
                         options.prompts)
-    if options.optimize and not spec.is_reranker:
-        check_fusable(spec)  # before the model loads
     if spec.is_reranker:
-        from bge_export.targets.onnx.rerank_export import export_reranker
-
-        return export_reranker(options, source, spec, plan, progress, started)
+        check_reranker_options(options)
+    if options.optimize:
+        check_fusable(spec)  # before the model loads
     meter = CostMeter(options.max_memory)
     meter.check(planned_steps(options), fp32_weight_bytes(source.weights_files))  # before any work
-    progress.step(
-        f"{spec.architecture}: {spec.pooling} pooling ({spec.pooling_source}), normalize={spec.normalize}, "
-        f"max_seq_length={spec.max_seq_length}, dim={spec.embedding_dim}"
-        + (f" (the first {spec.truncate_dim}, Matryoshka)" if spec.truncate_dim else "")
-    )
+    progress.step(_described(spec))
     if warning := truncation_warning(spec, source.folder):
         progress.step(f"warning: {warning}")
     source_tokenizer = TextTokenizer.from_model(source.folder, spec)
@@ -93,7 +89,8 @@ def export(options: ExportOptions) -> TargetResult:
             )
         save_tokenizer_files(source.folder, stage)
         write_st_files(stage, source, spec)
-        checker = _Checker(options, module, source_tokenizer, TextTokenizer.from_artifact_folder(stage, spec), progress)
+        kind = RerankChecker if spec.is_reranker else _Checker
+        checker = kind(options, module, source_tokenizer, TextTokenizer.from_artifact_folder(stage, spec), progress)
         entry = artifact_entry(stage, ONNX_FP32_PATH, "fp32", {"with_token_embeddings": options.with_token_embeddings})
         with meter.step("check"):
             manifest.add(checker.check(stage, entry))
@@ -158,7 +155,7 @@ class _Checker:
             entry.options.floors = RecordedFloors(**floors.to_dict(), source="--min-cosine at export")
         if not self.enabled:
             entry.set_status("unverified", "the built-in check was skipped (--no-check)")
-            self._apply_search_verdict(entry)
+            apply_search_verdict(entry)
             return entry
 
         encoder = OnnxEncoder(stage / entry.path, self.spec, self.tokenizer)
@@ -168,16 +165,13 @@ class _Checker:
         entry.set_status("pass" if result.passed else "fail", result.reason)
         if entry.precision == "fp16" and result.passed:
             self._check_fp16_rounding(stage, entry)
-        self._apply_search_verdict(entry)
+        apply_search_verdict(entry)
         self.progress.step(f"{entry.path}: {entry.status} ({entry.status_reason})")
         return entry
 
     @staticmethod
-    def _apply_search_verdict(entry: ArtifactEntry) -> None:
-        """An INT8 search that found no configuration meeting its bound kept the closest trial: that is a fail,
-        whatever the verdict texts say (the file stays in the folder, for inspection)."""
-        if entry.options.meets_bound is False:
-            entry.set_status("fail", entry.options.reason or "the INT8 search missed its bound")
+    def calibration(texts: Sequence[str]) -> list[Any]:
+        return list(texts)
 
     def _check_fp16_rounding(self, stage: Path, entry: ArtifactEntry) -> None:
         """onnxruntime's CPU provider computes fp16 graphs in fp32; judge the arithmetic with real fp16 rounding too."""
@@ -203,13 +197,22 @@ VERDICT_TEXT_SET = ("the verdict part of the built-in corpus: disjoint from the 
                     "and from validate's report texts")
 
 
+def _described(spec: Any) -> str:
+    if spec.is_reranker:
+        return (f"{spec.architecture}: a cross-encoder, {spec.embedding_dim} label(s), scores through "
+                f"{spec.score_activation}, max_seq_length={spec.max_seq_length}")
+    return (f"{spec.architecture}: {spec.pooling} pooling ({spec.pooling_source}), normalize={spec.normalize}, "
+            f"max_seq_length={spec.max_seq_length}, dim={spec.embedding_dim}"
+            + (f" (the first {spec.truncate_dim}, Matryoshka)" if spec.truncate_dim else ""))
+
+
 def planned_steps(options: ExportOptions) -> list[str]:
     """The steps the options ask for, by their names in bge_export/cost.py's table."""
     return ["export", *(["fusion"] if options.optimize else []), *(["fp16"] if options.fp16 else []),
             *options.quantize]
 
 
-def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker,
+def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: _Checker | RerankChecker,
                        texts: Int8Texts, progress: Progress, meter: CostMeter) -> list[ArtifactEntry]:
     """Fused, FP16 and INT8 artifacts, each derived from the fp32 graph (fusion first where it helps), each
     with the cost of its step."""
@@ -228,39 +231,39 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
             entries[-1].add_cost(meter.take())
     if options.fp16:
         source = fused if options.optimize else plain
-        progress.step(f"converting {source.name} to FP16 (attention cores, LayerNorm, pooling and normalize kept in fp32)")
+        progress.step(f"converting {source.name} to FP16 (attention cores, normalization statistics and reductions "
+                      "kept in fp32)")
         with meter.step("fp16"):
             report = convert_fp16(source, stage / FP16_PATH)
         entries.append(artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
         entries[-1].add_cost(meter.take())
     methods = options.quantize
+    calibration = checker.calibration(texts.calibration)
+    judged_on = search_inputs(spec, checker.tokenizer, plain, lambda: checker.selection_baseline) if methods else {}
     if "int8" in methods:
         preset = preset_for(options.int8_preset)
         relative = f"onnx/model_qint8_{preset.name}.onnx"
         with meter.step("int8"):
             plan = quantize_dynamic_accuracy_aware(
-                plain, stage / relative, preset, spec, checker.tokenizer, texts.calibration,
-                validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
-                min_cosine=options.min_cosine, progress=progress, pool=texts.pool,
+                plain, stage / relative, preset, spec, checker.tokenizer, calibration,
+                min_cosine=options.min_cosine, progress=progress, pool=texts.pool, **judged_on,
             )
         entries.append(artifact_entry(stage, relative, "int8-dynamic", {"preset": preset.name, **plan.to_dict()}))
         entries[-1].add_cost(meter.take())
     if "int8-static" in methods:
         with meter.step("int8-static"):
             plan = quantize_static_accuracy_aware(
-                plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, texts.calibration,
-                method=options.calibration_method, validation_texts=checker.selection_texts,
-                validation_baseline=checker.selection_baseline, min_cosine=options.min_cosine, progress=progress,
-                pool=texts.pool,
+                plain, stage / STATIC_INT8_PATH, spec, checker.tokenizer, calibration,
+                method=options.calibration_method, min_cosine=options.min_cosine, progress=progress,
+                pool=texts.pool, **judged_on,
             )
         entries.append(artifact_entry(stage, STATIC_INT8_PATH, "int8-static", plan.to_dict()))
         entries[-1].add_cost(meter.take())
     if "int8-openvino" in methods:
         with meter.step("int8-openvino"):
             plan = quantize_openvino_accuracy_aware(
-                plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, texts.calibration,
-                validation_texts=checker.selection_texts, validation_baseline=checker.selection_baseline,
-                min_cosine=options.min_cosine, progress=progress, pool=texts.pool,
+                plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, calibration,
+                min_cosine=options.min_cosine, progress=progress, pool=texts.pool, **judged_on,
             )
         entries.append(artifact_entry(stage, OPENVINO_INT8_PATH, "int8-openvino",
                                        {"runtime": "openvino", **plan.to_dict()}))
