@@ -181,6 +181,13 @@ def refuse_reranker(manifest: Manifest, folder: str | Path, command: str) -> Non
                          "its onnx/model.onnx with onnxruntime (bge_export.load_reranker(folder).predict(pairs))")
 
 
+def refuse_min_cosine(manifest: Manifest, min_cosine: float | None) -> None:
+    """--min-cosine bounds an embedding's cosine: a cross-encoder's folder refuses it in one line."""
+    if manifest.spec.is_reranker and min_cosine is not None:
+        raise InputError("the folder holds a cross-encoder (a reranker): --min-cosine applies to embedding models "
+                         "only; drop it (rerankers are judged by score error and candidate order, RERANK_FLOORS)")
+
+
 def read_manifest(folder: str | Path) -> Manifest:
     """The folder's manifest, typed, its seal checked (`check_seal`) and every path it names inside the folder;
     an older schema is migrated (`_migrate`). Any problem is one InputError line."""

@@ -83,6 +83,15 @@ class CheckRecord(Record):
     kendall_tau_min: float | None = None
 
 
+    def measured(self) -> str:
+        """The numbers in a few words: cosines and top-10, or a cross-encoder's score error and order."""
+        if self.max_score_error is not None:
+            return (f"max score error {self.max_score_error:.2e}, worst query's Kendall tau {self.kendall_tau_min:.4f}"
+                    + (f", top-10 {self.top10_overlap:.4f}" if self.top10_overlap is not None else ""))
+        return (f"min cos {self.cosine_min:.6f}, mean {self.cosine_mean:.6f}"
+                + (f", top-10 {self.top10_overlap:.4f}" if self.top10_overlap is not None else ""))
+
+
 class ValidateRecord(CheckRecord):
     """`validate`'s record of one run (the verdict, or a run on another runtime): numbers, floors, when, where.
     Task scores (sts, beir, ...) are kept under their own keys."""

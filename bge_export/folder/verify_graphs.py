@@ -269,8 +269,6 @@ def check_onnx_graph(folder: Path, manifest: Manifest, relative: str, result: Ve
         if output not in names:
             raise ValueError(f"it has no '{output}' output (outputs: {', '.join(names)})")
         (out,) = session.run([output], feed)
-        if manifest.spec.is_reranker and manifest.spec.embedding_dim == 1:
-            out = out.reshape(-1, 1)  # one score per pair: [batch]
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
         result.problems.append(f"{relative}: onnxruntime cannot run it ({first_line(exc)}); {fix}")
         return
@@ -292,7 +290,10 @@ def sample_feed(features: dict[str, np.ndarray], inputs: list[tuple[str, bool]])
 
 
 def sample_embedding_ok(relative: str, out: np.ndarray, width: int, fix: str, result: VerifyResult) -> bool:
-    """One sentence gave one finite embedding of the model's width; else the problem is named."""
+    """One sentence gave one finite embedding of the model's width (a one-label reranker: one score); else the
+    problem is named."""
+    if out.ndim == 1 and width == 1:
+        out = out.reshape(-1, 1)  # one score per pair: [batch]
     if out.shape == (1, width) and np.isfinite(out).all():
         return True
     result.problems.append(f"{relative}: one sentence gives embeddings of shape {tuple(out.shape)}"

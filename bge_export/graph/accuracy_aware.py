@@ -302,4 +302,4 @@ def _verdict(method: str, judge: Judge, kept: _Attempt, matmuls: int) -> str:
         return f"{trial.variant}: {judge.measured(trial)} meets the bound ({judge.bound_text()})"
     return (f"INT8 ({method}) cannot meet the bound ({judge.bound_text()}) even with "
             f"{kept.configuration.kept_float} of {matmuls} MatMuls kept in float (closest: {judge.measured(trial)}); "
-            "lower --min-cosine, or use --fp16")
+            f"{judge.remedy}")

@@ -63,6 +63,9 @@ class Judge(Protocol):
 
     def margin(self, trial: Trial) -> dict[str, float]: ...
 
+    @property
+    def remedy(self) -> str: ...  # what a user can do when no trial meets the bound
+
 
 @dataclass(frozen=True)
 class EmbeddingJudge:
@@ -150,6 +153,10 @@ class EmbeddingJudge:
                 "pool_cosine_min": round(trial.pool_cosine_min - self.bound[0], 6),
                 "top10_overlap": round(trial.top10_overlap - with_top10_headroom(self.min_top10_overlap), 6)}
 
+    @property
+    def remedy(self) -> str:
+        return "lower --min-cosine, or use --fp16"
+
     def bound_text(self) -> str:
         return (f"min cosine {self.min_cosine:.4f} on the selection texts (the bound with headroom) and "
                 f"{self.bound[0]:.4f} on the pool, mean {self.min_mean_cosine:.4f}, top-10 overlap "
@@ -229,6 +236,10 @@ class RerankJudge:
         return {"max_score_error": round(floors.max_score_error - trial.max_score_error, 6),
                 "kendall_tau_min": round(trial.kendall_tau_min - floors.min_kendall_tau, 6),
                 "top10_overlap": round(trial.top10_overlap - floors.min_top10_overlap, 6)}
+
+    @property
+    def remedy(self) -> str:
+        return "use FP16 instead (the rerank floors are fixed)"
 
     def bound_text(self) -> str:
         floors = self.floors

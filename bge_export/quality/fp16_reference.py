@@ -282,7 +282,8 @@ class Fp16ReferenceEncoder(Encoder):
         self.evaluator = Fp16ReferenceEvaluator(path)
 
     def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        (embedding,) = self.evaluator.run([self.spec.output_name], features)
+        with np.errstate(over="ignore"):  # Sigmoid's exp(-x) overflows to inf for a large negative x: the score is 0
+            (embedding,) = self.evaluator.run([self.spec.output_name], features)
         return np.asarray(embedding, dtype=np.float32)
 
 

@@ -47,8 +47,13 @@ class FolderCheck:
         """The baseline's embeddings of the check texts ("verdict") or of the INT8 search's ("selection"); a
         cross-encoder's scores of the verdict's built-in pairs."""
         if self.spec.is_reranker:
-            return self._baseline.of("verdict pairs", verdict_pairs())
+            return self._baseline.of("verdict", verdict_pairs())
         return self._baseline.of(role, self.texts if role == "verdict" else builtin_texts("selection"))
+
+    @property
+    def check_set(self) -> str:
+        """What the built-in check runs on, in words."""
+        return f"{len(verdict_pairs())} built-in pairs" if self.spec.is_reranker else f"{len(self.texts)} built-in texts"
 
     def search_inputs(self, plain: Path) -> dict[str, Any]:
         """What an INT8 search judges on, as keyword arguments of the quantize_*_accuracy_aware functions: an

@@ -4,7 +4,9 @@ quality/floors.py's RERANK_FLOORS). Writes report.json and report.md and records
 
 Pairs: with --retrieval (a BEIR folder), up to 20 of its queries against 100 candidates each (its judged documents
 first, then others in corpus order); else 20 texts of the built-in corpus's report part against 100 others of it.
-Speed is not measured for rerankers yet; options that apply to embeddings only are refused in one line."""
+Every artifact is judged with its precision's floors on the runtime its format opens with (one this machine
+cannot run is recorded unverified, with why). Speed is not measured for rerankers yet; options that apply to
+embeddings only are refused in one line."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bge_export.errors import InputError
+from bge_export.errors import BgeExportError, InputError
 from bge_export.files import write_atomic
 from bge_export.folder.integrity import verify_folder
 from bge_export.folder.loading import load_baseline, load_reranker
@@ -21,7 +23,7 @@ from bge_export.folder.manifest import Manifest, read_manifest
 from bge_export.folder.records import ValidateRecord
 from bge_export.model.corpus import builtin_texts
 from bge_export.progress import Progress
-from bge_export.quality.floors import RERANK_FLOORS
+from bge_export.quality.floors import RERANK_FLOORS, rerank_floors_for
 from bge_export.quality.rerank import RerankCheck, check_scores
 from bge_export.report.markdown import check_writable, dumps
 from bge_export.runtime.reranker import Reranker
@@ -60,8 +62,9 @@ class RerankValidation:
         return [row for row in self.rows if row.status == "fail"]
 
     def to_dict(self) -> dict[str, Any]:
+        floors = {name: floors.to_dict() for name, floors in RERANK_FLOORS.items()}
         return {"kind": self.kind, "folder": self.folder, "pairs_from": self.pairs_from, "pairs": self.pairs,
-                "floors": RERANK_FLOORS["fp32"].to_dict(), "artifacts": [asdict(row) for row in self.rows],
+                "floors": floors, "artifacts": [asdict(row) for row in self.rows],
                 "notes": ["speed is not measured for rerankers yet"]}
 
 
@@ -76,8 +79,8 @@ def check_reranker_options(options: ValidateOptions) -> None:
     if asked:
         raise InputError(f"the folder holds a cross-encoder (a reranker): {', '.join(asked)} "
                          f"{'applies' if len(asked) == 1 else 'apply'} to embedding models only; rerankers are judged "
-                         "on query-candidate pairs (the built-in corpus, or --retrieval FOLDER) in fp32, speed not "
-                         "measured yet")
+                         "on query-candidate pairs (the built-in corpus, or --retrieval FOLDER); speed is not "
+                         "measured for them yet")
 
 
 def validate_reranker(options: ValidateOptions, manifest: Manifest) -> RerankValidation:
@@ -96,13 +99,17 @@ def validate_reranker(options: ValidateOptions, manifest: Manifest) -> RerankVal
     baseline = Reranker(load_baseline(reference, **kwargs)).predict(pairs, batch_size=options.batch_size)
     rows = []
     for entry in entries:
-        if entry.precision != "fp32" or entry.format != "onnx":
-            rows.append(RerankRow(entry.path, "unverified", "rerankers are judged in fp32 ONNX only so far"))
+        try:  # each format opens through its target; one this machine cannot run is named, not judged
+            reranker = load_reranker(folder, entry.path)
+        except BgeExportError as exc:
+            rows.append(RerankRow(entry.path, "unverified", f"cannot run here: {exc}"))
             continue
-        progress.step(f"scoring the pairs with {entry.path}")
-        scores = load_reranker(folder, entry.path).predict(pairs, batch_size=options.batch_size)
-        result = check_scores(baseline, scores, query_of_pair, RERANK_FLOORS["fp32"], what=f"pairs ({pairs_from})")
-        rows.append(RerankRow(entry.path, "pass" if result.passed else "fail", result.reason, asdict(result)))
+        progress.step(f"scoring the pairs with {entry.path} ({reranker.encoder.backend})")
+        scores = reranker.predict(pairs, batch_size=options.batch_size)
+        result = check_scores(baseline, scores, query_of_pair, rerank_floors_for(entry.precision),
+                              what=f"pairs ({pairs_from})")
+        rows.append(RerankRow(entry.path, "pass" if result.passed else "fail",
+                              f"{reranker.encoder.backend}: {result.reason}", asdict(result)))
     report = RerankValidation(str(folder), pairs_from, len(pairs), rows)
     report_dir.mkdir(parents=True, exist_ok=True)
     report.files = [str(write_atomic(report_dir / "report.json", dumps(report.to_dict()) + "\n")),
@@ -131,10 +138,10 @@ def _pairs(options: ValidateOptions) -> tuple[list[tuple[str, str]], list[int], 
 
 
 def _markdown(report: RerankValidation) -> str:
-    floors = RERANK_FLOORS["fp32"]
+    floors = "; ".join(f"{name}: max score error {f.max_score_error:g}, worst query's Kendall tau {f.min_kendall_tau}, "
+                       f"top-10 {f.min_top10_overlap}" for name, f in RERANK_FLOORS.items())
     lines = [f"# Reranker validation: {report.folder}", "",
-             f"{report.pairs} pairs from {report.pairs_from}; floors (fp32): max score error {floors.max_score_error:g}, "
-             f"worst query's Kendall tau {floors.min_kendall_tau}, top-10 {floors.min_top10_overlap}. Speed is not "
+             f"{report.pairs} pairs from {report.pairs_from}; floors by precision ({floors}). Speed is not "
              "measured for rerankers yet.", "",
              "| artifact | status | max score error | Kendall tau min / mean | top-10 |", "|---|---|---|---|---|"]
     for row in report.rows:

@@ -39,13 +39,13 @@ from bge_export.folder.manifest import (
     TensorInfo,
     file_sha256,
     read_manifest,
-    refuse_reranker,
+    refuse_min_cosine,
     tool_versions,
 )
 from bge_export.folder.result import TargetResult
 from bge_export.folder.target_folder import open_target_folder
 from bge_export.graph.nncf_int8 import import_nncf, quantize_openvino_accuracy_aware
-from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
+from bge_export.model.corpus import builtin_calibration_texts
 from bge_export.progress import Progress
 from bge_export.quality.floors import precision_class
 from bge_export.registry import RUNTIME_CHOICES
@@ -77,7 +77,7 @@ def build_openvino(options: OpenVINOOptions) -> TargetResult:
     started = time.perf_counter()
     folder = Path(options.folder).expanduser()
     manifest = read_manifest(folder)  # a missing folder or manifest: one line, exit 2, before anything else
-    refuse_reranker(manifest, folder, "OpenVINO")
+    refuse_min_cosine(manifest, options.min_cosine)
     plain = next((e for e in manifest.artifacts if e.path == SOURCE_ONNX), None)
     if plain is None or not (folder / SOURCE_ONNX).is_file():
         raise InputError(f"'{folder}' has no {SOURCE_ONNX} (the plain export OpenVINO converts); run "
@@ -148,9 +148,8 @@ class _Work(FolderCheck):
         """onnx/model.onnx -> the int8-openvino graph, by the code path `bge-export onnx` uses."""
         self.progress.step("no int8-openvino graph in the folder: running the INT8 search here (NNCF)")
         plan = quantize_openvino_accuracy_aware(
-            self.stage / SOURCE_ONNX, graph, self.spec, self.tokenizer, builtin_calibration_texts(),
-            validation_texts=builtin_texts("selection"), validation_baseline=self.baseline("selection"),
-            min_cosine=self.options.min_cosine, progress=self.progress)
+            self.stage / SOURCE_ONNX, graph, self.spec, self.tokenizer, self.calibration(builtin_calibration_texts()),
+            min_cosine=self.options.min_cosine, progress=self.progress, **self.search_inputs(self.stage / SOURCE_ONNX))
         return graph, plan
 
     def _save(self, source: Path, precision: str, record: dict[str, Any]) -> ArtifactEntry:
@@ -200,7 +199,7 @@ class _Work(FolderCheck):
 
     def _measure(self, entry: ArtifactEntry, hint: str, judged: str) -> dict[str, Any]:
         """OpenVINO with this precision hint on the check texts, judged with `judged`'s floors."""
-        self.progress.step(f"checking {entry.path} with OpenVINO ({hint} hint) on {len(self.texts)} built-in texts")
+        self.progress.step(f"checking {entry.path} with OpenVINO ({hint} hint) on {self.check_set}")
         encoder = OpenVINOEncoder(self.stage / entry.path, self.spec, self.tokenizer, precision=hint)
         record = self.measure(encoder, judged, f"OpenVINO {openvino_release()}, {hint} hint")
         return {**record, "runtime_details": encoder.describe()}

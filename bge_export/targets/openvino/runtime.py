@@ -30,7 +30,6 @@ from bge_export.runtime.encoder import Encoder
 if TYPE_CHECKING:
     from bge_export.folder.manifest import ArtifactEntry
 
-OUTPUT_NAME = "sentence_embedding"
 PRECISIONS = ("f32", "bf16")  # OpenVINO's names for the INFERENCE_PRECISION_HINT values we allow
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
@@ -165,8 +164,9 @@ class OpenVINOEncoder(Encoder):
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with many lines of where, few of why
             raise InputError(f"'{self.path.name}' cannot be run by openvino: {refusal_line(str(exc))}") from None
         outputs = [name for port in self.compiled.outputs for name in port.get_names()]
-        if OUTPUT_NAME not in outputs:
-            raise InputError(f"'{path}' has no '{OUTPUT_NAME}' output (it has {outputs}); it was not made by bge-export")
+        if spec.output_name not in outputs:
+            raise InputError(f"'{path}' has no '{spec.output_name}' output (it has {outputs}); it was not made by "
+                             "bge-export")
         self.precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         if self.precision != precision:
             raise InputError(f"OpenVINO compiled '{self.path.name}' at precision {self.precision} although {precision} "
@@ -178,7 +178,7 @@ class OpenVINOEncoder(Encoder):
         # default and recorded: the graph asks for dynamically quantized activations anyway
         self.dynamic_quantization_group_size = int(self.compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE"))
         self.runtime_label = f"openvino-{self.precision}"
-        self._output = self.compiled.output(OUTPUT_NAME)
+        self._output = self.compiled.output(spec.output_name)
         self._inputs = {port.any_name: (np.int32 if port.get_element_type().get_type_name() == "i32" else np.int64)
                         for port in self.compiled.inputs}
         requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))

@@ -13,7 +13,7 @@ import numpy as np
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
 from bge_export.folder.verify_graphs import fix_for, sample_embedding_ok, sample_features, sample_feed
-from bge_export.targets.openvino.runtime import OUTPUT_NAME, openvino_release, refusal_line
+from bge_export.targets.openvino.runtime import openvino_release, refusal_line
 
 if TYPE_CHECKING:
     from bge_export.folder.verify import VerifyResult
@@ -36,12 +36,13 @@ def verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry, resu
         model = core.read_model(str(xml))  # reads the .bin beside it: a missing or short one fails here
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
         outputs = [name for port in compiled.outputs for name in port.get_names()]
-        if OUTPUT_NAME not in outputs:
-            raise ValueError(f"it has no '{OUTPUT_NAME}' output (outputs: {', '.join(outputs)})")
+        output = manifest.spec.output_name
+        if output not in outputs:
+            raise ValueError(f"it has no '{output}' output (outputs: {', '.join(outputs)})")
         feed = sample_feed(sample_features(Path(folder), manifest, result),
                            [(port.any_name, port.get_element_type().get_type_name() == "i32")
                             for port in compiled.inputs])
-        out = np.asarray(compiled.create_infer_request().infer(feed)[compiled.output(OUTPUT_NAME)])
+        out = np.asarray(compiled.create_infer_request().infer(feed)[compiled.output(output)])
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with many lines for a damaged IR
         result.problems.append(f"{entry.path}: OpenVINO cannot run it ({refusal_line(str(exc))[:200]}); {fix}")
         return

@@ -21,10 +21,11 @@ from bge_export.errors import BgeExportError, InputError
 from bge_export.files import file_sha256
 from bge_export.folder.graph_info import describe_graph
 from bge_export.folder.loading import load_baseline
-from bge_export.folder.manifest import ArtifactEntry, Manifest, read_manifest, refuse_reranker, tool_versions
+from bge_export.folder.manifest import ArtifactEntry, Manifest, read_manifest, refuse_min_cosine, tool_versions
 from bge_export.folder.records import CheckRecord, Validation
 from bge_export.folder.result import TargetResult
 from bge_export.folder.target_folder import open_target_folder
+from bge_export.graph.judge import search_inputs
 from bge_export.heap import release_freed_memory
 from bge_export.model.corpus import builtin_calibration_texts, builtin_check_texts, builtin_texts
 from bge_export.model.source import resolve_model
@@ -33,6 +34,7 @@ from bge_export.progress import Progress
 from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
 from bge_export.quality.metrics import topk_neighbour_overlap
+from bge_export.quality.rerank import calibration_pairs, score_check, verdict_pairs
 from bge_export.registry import open_encoder
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 from bge_export.targets.tensorrt.engine import build_engine, layer_info_path
@@ -81,7 +83,7 @@ def build_tensorrt(options: TensorRTOptions) -> TargetResult:
     precisions = options.precisions
     folder = Path(options.folder).expanduser()
     manifest = read_manifest(folder)
-    refuse_reranker(manifest, folder, "TensorRT")
+    refuse_min_cosine(manifest, options.min_cosine)
     profiles = _profiles(options, manifest)
     plain = next((e for e in manifest.artifacts if e.path == "onnx/model.onnx"), None)
     if plain is None or not (folder / plain.path).is_file():
@@ -144,6 +146,8 @@ class _Work:
 
     def baseline(self, role: str) -> Any:
         """fp32 PyTorch embeddings of the verdict ("verdict") or INT8 selection ("selection") texts."""
+        if self.spec.is_reranker:
+            return self._baseline.of("verdict", verdict_pairs())
         return self._baseline.of(role, self.texts if role == "verdict" else _selection_texts())
 
     def floors(self, precision: str) -> Any:
@@ -191,8 +195,12 @@ class _Work:
     def _make_graph(self, precision: str, graph: Path) -> dict[str, Any]:
         search = None
         if precision == "int8":
-            search = Int8Search(self.spec, self.tokenizer, builtin_calibration_texts(), _selection_texts(),
-                                self.baseline("selection"), self.options.min_cosine)
+            plain = self.stage / "onnx/model.onnx"
+            calibration = builtin_calibration_texts()
+            search = Int8Search(self.spec, self.tokenizer,
+                                calibration_pairs(calibration) if self.spec.is_reranker else calibration,
+                                search_inputs(self.spec, self.tokenizer, plain, lambda: self.baseline("selection")),
+                                self.options.min_cosine)
             self.baseline("verdict")  # both text sets encoded: the search runs without the PyTorch weights
             self._baseline.release()
             release_freed_memory()
@@ -203,6 +211,8 @@ class _Work:
 
     def _numerics(self, graph: Path, precision: str) -> Validation:
         """onnxruntime CPU on exactly this graph vs the PyTorch baseline; fp16 also with real fp16 rounding."""
+        if self.spec.is_reranker:
+            return self._score_numerics(graph, precision)
         baseline, floors = self.baseline("verdict"), self.floors(precision)
         self.progress.step(f"checking {graph.name} with onnxruntime CPU on {len(self.texts)} built-in texts")
         encoder = _Recording(graph, self.spec, self.tokenizer, providers=["CPUExecutionProvider"])
@@ -220,6 +230,21 @@ class _Work:
             try:
                 checks["fp16_reference"] = fp16_reference.fp16_reference_check(graph, self.spec, self.tokenizer,
                                                                                self.texts, baseline, floors)
+            except NotImplementedError as exc:
+                self.notes.append(f"{graph.name}: no fp16 reference evaluation ({exc})")
+        return Validation.model_validate(checks)
+
+    def _score_numerics(self, graph: Path, precision: str) -> Validation:
+        """A cross-encoder's graph: its scores of the built-in pairs (onnxruntime CPU; fp16 also rounded)."""
+        baseline = self.baseline("verdict")
+        self.progress.step(f"checking {graph.name} with onnxruntime CPU on {len(verdict_pairs())} built-in pairs")
+        encoder = OnnxEncoder(graph, self.spec, self.tokenizer, providers=["CPUExecutionProvider"])
+        checks = {"graph_numerics": score_check(baseline, encoder, precision, NUMERICS_LABEL)}
+        if precision == "fp16":
+            self.progress.step(f"checking {graph.name} with every fp16 tensor rounded (numpy reference)")
+            try:
+                reference = fp16_reference.Fp16ReferenceEncoder(graph, self.spec, self.tokenizer)
+                checks["fp16_reference"] = score_check(baseline, reference, precision, fp16_reference.NUMERICS_CHECK)
             except NotImplementedError as exc:
                 self.notes.append(f"{graph.name}: no fp16 reference evaluation ({exc})")
         return Validation.model_validate(checks)
@@ -246,6 +271,11 @@ class _Work:
             return
         encoder = open_encoder(self.stage, entry, self.spec, self.tokenizer)
         label = f"TensorRT {version} engine on {gpu or 'this GPU'}"
+        if self.spec.is_reranker:
+            record = score_check(baseline, encoder, entry.precision, label)
+            entry.validation.builtin_check = CheckRecord(**record)
+            entry.set_status("pass" if record["passed"] else "fail", f"{label}: {record['reason']}")
+            return
         result = check_against_baseline(baseline, encoder, self.texts, self.floors(entry.precision),
                                         backend_label=label)
         entry.validation.builtin_check = CheckRecord(**result.to_dict(), reason=result.reason)
@@ -284,10 +314,9 @@ def _entry(stage: Path, precision: str, relative: str, key: dict[str, Any], buil
 
 def _unverified_reason(entry: ArtifactEntry, options: TensorRTOptions) -> str:
     numerics = entry.validation.record("graph_numerics") or CheckRecord()
-    measured = (f"min cos {numerics.cosine_min:.6f}, mean {numerics.cosine_mean:.6f}, top-10 "
-                f"{numerics.top10_overlap:.4f}")
+    measured = numerics.measured()
     if entry.validation.fp16_reference is not None:
-        measured += f"; with fp16 rounding min {entry.validation.fp16_reference.cosine_min:.6f}"
+        measured += f"; with fp16 rounding {entry.validation.fp16_reference.measured()}"
     why = "--prepare-only" if options.prepare_only else "not built"
     return (f"engine not built here ({why}); TensorRT-ready graph {entry.options.graph} passed the ops check "
             f"for TensorRT {'/'.join((entry.options.ops_check or {})['tensorrt'])} and onnxruntime CPU numerics "

@@ -71,13 +71,13 @@ def graph_path(precision: str) -> str:
 
 @dataclass
 class Int8Search:
-    """What the INT8 accuracy-aware search needs: calibration text, and held-apart text with its fp32 embeddings."""
+    """What the INT8 accuracy-aware search needs: calibration text (pairs, for a cross-encoder), and what it judges
+    trials on (graph/judge.py `search_inputs`: held-apart text with its fp32 embeddings, or a reranker's judge)."""
 
     spec: Any
     tokenizer: Any
-    calibration_texts: Sequence[str]
-    selection_texts: Sequence[str]
-    selection_baseline: np.ndarray
+    calibration_texts: Sequence[Any]
+    judged_on: dict[str, Any]
     min_cosine: float | None = None
     method: str = "percentile"
 
@@ -312,8 +312,7 @@ def pooling_tail(model: Any) -> set[str]:
 def _int8(source: Path, target: Path, search: Int8Search, progress: Any) -> dict[str, Any]:
     plan = quantize_static_accuracy_aware(
         source, target, search.spec, search.tokenizer, search.calibration_texts, method=search.method,
-        validation_texts=search.selection_texts, validation_baseline=search.selection_baseline,
-        min_cosine=search.min_cosine, progress=progress,
+        min_cosine=search.min_cosine, progress=progress, **search.judged_on,
     )
     return {"int8_search": plan.to_dict()}
 

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
     from bge_export.folder.manifest import ArtifactEntry
 
-OUTPUT_NAME = "sentence_embedding"
 INSTALL = "pip install 'bge-export[tensorrt]' (and a CUDA build of torch)"
 logger = logging.getLogger("bge_export")
 
@@ -185,10 +184,11 @@ class TensorRTEncoder(Encoder):
         self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in names if n not in self._inputs]
         # the graph may leave out an input it does not use (TensorRT drops unused inputs): a subset is fine
-        if OUTPUT_NAME not in self._outputs or "input_ids" not in self._inputs \
+        self._output = spec.output_name
+        if self._output not in self._outputs or "input_ids" not in self._inputs \
                 or not set(self._inputs) <= set(spec.input_names):
             raise InputError(f"'{self.path.name}' has inputs {self._inputs} and outputs {self._outputs}; expected "
-                             f"inputs {list(spec.input_names)} and a '{OUTPUT_NAME}' output: it was not built by "
+                             f"inputs {list(spec.input_names)} and a '{self._output}' output: it was not built by "
                              "bge-export for this model")
         self._dtypes = {name: _dtypes(engine.get_tensor_dtype(name)) for name in names}
         self.profiles = [self._profile(index) for index in range(engine.num_optimization_profiles)]
@@ -237,7 +237,7 @@ class TensorRTEncoder(Encoder):
                              f"(profile {chunk.profile}): {self._last_error()}")
         self.stream.synchronize()
         rows = chunk.stop - chunk.start
-        return buffers[OUTPUT_NAME][:rows].float().cpu().numpy()
+        return buffers[self._output][:rows].float().cpu().numpy()
 
     def _pad_value(self, name: str) -> int:
         return self.tokenizer.pad_id if name == "input_ids" else 0  # masked out: attention_mask 0
