@@ -1,5 +1,5 @@
-"""The model card's Core ML section: a package run with coremltools (and how Swift feeds it), one text per call,
-padded to one of the package's enumerated lengths."""
+"""The model card's Core ML section: a package run with coremltools (and how Swift feeds it), one text (a
+cross-encoder: one query-document pair) per call, padded to one of the package's enumerated lengths."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def usage(manifest: Manifest) -> list[str]:
     if not packages:
         return []
     listed = ", ".join(f"`{e.path}`" for e in packages)
-    return ["### Core ML (macOS / iOS)", "", f"Packages: {listed}. One text per call (batch 1); in Swift, feed "
+    one = "One query-document pair" if manifest.spec.is_reranker else "One text"
+    return ["### Core ML (macOS / iOS)", "", f"Packages: {listed}. {one} per call (batch 1); in Swift, feed "
             "the same three int32 arrays to the package's generated class.", "", "```python",
             _snippet(manifest, packages[0]), "```", ""]
 
@@ -36,12 +37,15 @@ def _snippet(manifest: Manifest, entry: ArtifactEntry) -> str:
     else:
         fit = "length = len(encoding.ids)"
         truncate = spec.max_seq_length
+    if spec.is_reranker:
+        return _rerank_snippet(entry, fit, truncate, pad, "token_type_ids" in spec.input_names)
     return f'''import coremltools as ct
 import numpy as np
 from tokenizers import Tokenizer
 
 model = ct.models.MLModel("{entry.path}")
 tokenizer = Tokenizer.from_file("tokenizer.json")
+tokenizer.no_padding()  # tokenizer.json may pad to a fixed length: pad below, to the package's
 tokenizer.enable_truncation(max_length={truncate})
 pad_id = tokenizer.token_to_id({json.dumps(pad)})
 
@@ -51,3 +55,26 @@ ids = np.full((1, length), pad_id, dtype=np.int32)
 ids[0, : len(encoding.ids)] = encoding.ids
 mask = (np.arange(length) < len(encoding.ids)).astype(np.int32)[None, :]
 embedding = model.predict({{{", ".join(inputs)}}})["sentence_embedding"][0]'''
+
+
+def _rerank_snippet(entry: ArtifactEntry, fit: str, truncate: int, pad: str, token_types: bool) -> str:
+    """A cross-encoder's package: one (query, document) pair per call, token types 0 (query) and 1 (document)."""
+    inputs = '"input_ids": ids, "attention_mask": mask' + (', "token_type_ids": types' if token_types else "")
+    types = ("\ntypes = np.zeros((1, length), dtype=np.int32)\ntypes[0, : len(encoding.type_ids)] = encoding.type_ids"
+             if token_types else "")
+    return f'''import coremltools as ct
+import numpy as np
+from tokenizers import Tokenizer
+
+model = ct.models.MLModel("{entry.path}")
+tokenizer = Tokenizer.from_file("tokenizer.json")
+tokenizer.no_padding()  # tokenizer.json may pad to a fixed length: pad below, to the package's
+tokenizer.enable_truncation(max_length={truncate})
+pad_id = tokenizer.token_to_id({json.dumps(pad)})
+
+encoding = tokenizer.encode("How does BGE pool?", "BGE pools the [CLS] token.")  # (query, document)
+{fit}
+ids = np.full((1, length), pad_id, dtype=np.int32)
+ids[0, : len(encoding.ids)] = encoding.ids
+mask = (np.arange(length) < len(encoding.ids)).astype(np.int32)[None, :]{types}
+score = model.predict({{{inputs}}})["scores"][0]'''

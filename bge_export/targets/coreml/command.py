@@ -18,6 +18,7 @@ def coreml_command(**values: Any) -> None:
     \b
     Inputs:  input_ids, attention_mask [, token_type_ids]   int32 [1, sequence], right-padded
     Output:  sentence_embedding                             float32 [1, dim]
+             (a cross-encoder: scores, float32 [1] or [1, labels])
     Writes coreml/model_<precision>.mlpackage and, per --compress method,
     coreml/model_<precision>_<method>.mlpackage, beside the tokenizer, into the
     model's output folder (one manifest with the ONNX artifacts when the folder

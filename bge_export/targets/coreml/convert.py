@@ -1,4 +1,6 @@
-"""EmbeddingModule -> Core ML ML Program (.mlpackage) with coremltools: torch.jit.trace, then ct.convert.
+"""EmbeddingModule (or a cross-encoder's RerankerModule) -> Core ML ML Program (.mlpackage) with coremltools:
+torch.jit.trace, then ct.convert. The program's output is the spec's output_name: sentence_embedding [batch, dim],
+or a reranker's scores ([batch] for one label, [batch, labels]).
 
 The traced module takes int32 ids and mask (Core ML's integer type) and casts them to int64 for the embedding
 gather. The 2-D padding mask is turned into the additive 4-D mask the encoder's eager attention adds to its scores
@@ -19,11 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from bge_export.errors import UnsupportedModelError
-from bge_export.model.modeling import EmbeddingModule
+from bge_export.model.modeling import EmbeddingModule, RerankerModule
 from bge_export.progress import quiet_library
 from bge_export.targets.coreml.runtime import import_coremltools
 
-OUTPUT_NAME = "sentence_embedding"
+OUTPUT_NAME = "sentence_embedding"  # an embedding model's; a reranker's is spec.output_name ("scores")
 MASK_FILL = -1e4  # additive mask for padding: exp(score - 1e4) is exactly 0 in fp32 and fp16, and finite in fp16
 FP32_TAIL_REASON = (
     "the tail after the encoder's last LayerNorm (pooling sums over up to max_seq_length tokens, Dense, the L2 "
@@ -91,17 +93,23 @@ class _Int32Inputs(nn.Module):
     """int32 inputs (Core ML's integer type), positional in spec.input_names order, cast to int64 inside.
 
     The output is reshaped to [batch, dim] explicitly: with a flexible batch, coremltools drops CLS pooling's
-    squeeze(1) (it cannot prove the axis is 1) and the program would return [batch, 1, dim]."""
+    squeeze(1) (it cannot prove the axis is 1) and the program would return [batch, 1, dim]. A reranker's scores
+    keep RerankerModule's shape: [batch] for one label, else [batch, labels]."""
 
-    def __init__(self, module: EmbeddingModule, names: tuple[str, ...]) -> None:
+    def __init__(self, module: Any, names: tuple[str, ...]) -> None:  # EmbeddingModule or RerankerModule
         super().__init__()
         self.module = module
         self.names = names
-        self.dim = module.spec.embedding_dim
+        self.shape = output_shape(module.spec)
 
     def forward(self, *inputs: Tensor) -> Tensor:
         embedding = self.module(**{name: x.to(torch.int64) for name, x in zip(self.names, inputs)})
-        return embedding.reshape(-1, self.dim)  # type: ignore[union-attr]
+        return embedding.reshape(self.shape)  # type: ignore[union-attr]
+
+
+def output_shape(spec: Any) -> tuple[int, ...]:
+    """The output's shape with -1 for the batch: [batch] for a one-label reranker's scores, else [batch, dim]."""
+    return (-1,) if spec.is_reranker and spec.embedding_dim == 1 else (-1, spec.embedding_dim)
 
 
 def traceable_module(module: EmbeddingModule) -> tuple[nn.Module, str]:
@@ -109,14 +117,18 @@ def traceable_module(module: EmbeddingModule) -> tuple[nn.Module, str]:
     spec = module.spec
     if module.mask_rule is not None:  # the module already hands its layers finished 4-D masks (MaskRule)
         return _Int32Inputs(module, spec.input_names).eval(), "4-D masks per layer type"
-    shimmed = EmbeddingModule(_AdditiveMaskEncoder(module.encoder), spec, list(module.dense)).eval()
+    shimmed: nn.Module
+    if spec.is_reranker:  # the classifier (its encoder inside) takes the additive mask the same way
+        shimmed = RerankerModule(_AdditiveMaskEncoder(module.encoder), spec).eval()
+    else:
+        shimmed = EmbeddingModule(_AdditiveMaskEncoder(module.encoder), spec, list(module.dense)).eval()
     inputs = _example_inputs(spec.input_names, 24, 2)
     inputs[1][1, 15:] = 0  # one padded row
     with torch.inference_mode():
         expected = module(*[x.to(torch.int64) for x in inputs])
         try:
             got = _Int32Inputs(shimmed, spec.input_names)(*inputs)
-            if torch.allclose(expected, got, atol=1e-5, rtol=1e-4):
+            if torch.allclose(expected.reshape(got.shape), got, atol=1e-5, rtol=1e-4):
                 return _Int32Inputs(shimmed, spec.input_names).eval(), "additive 4-D mask"
         except (TypeError, ValueError, RuntimeError):  # an encoder that insists on a 2-D mask
             pass
@@ -151,7 +163,7 @@ def convert(module: EmbeddingModule, shapes: ShapePlan, precision: str, target: 
     try:
         with quiet_library("coremltools"):
             mlmodel = ct.convert(
-                traced, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=_np_float32())],
+                traced, inputs=inputs, outputs=[ct.TensorType(name=spec.output_name, dtype=_np_float32())],
                 convert_to="mlprogram", minimum_deployment_target=deployment_target(target),
                 compute_precision=compute, skip_model_load=True,
             )

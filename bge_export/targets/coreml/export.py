@@ -3,7 +3,8 @@
 Writes coreml/model_<precision>.mlpackage (fp16 or fp32 compute) and, per --compress method, a weight-compressed
 copy coreml/model_<precision>_<method>.mlpackage, into the model's output folder: a new folder gets the tokenizer
 and sentence-transformers files, an existing export of the same model gets coreml/ added, so one folder holds
-every target under one manifest. Each package is checked by computing its MIL program in numpy (fp32, and with
+every target under one manifest. A cross-encoder (reranker) gives `scores` instead of `sentence_embedding`, judged
+by score error and candidate order. Each package is checked by computing its MIL program in numpy (fp32, and with
 fp16 rounding for fp16 programs) against the PyTorch fp32 baseline; off macOS that leaves it `unverified` with
 those numbers ("Core ML runs only on macOS"), or `fail` when even the program misses the floors.
 """
@@ -91,18 +92,19 @@ def export_coreml(options: CoreMLOptions) -> TargetResult:
     progress = Progress(options.quiet)
     source = resolve_model(options.model, revision=options.revision, allow_pickle=options.allow_pickle,
                            model_id=options.model_id)
-    spec = with_prompts(read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code,
-                                  truncate_dim=options.truncate_dim),
-                        options.prompts)
-    if spec.is_reranker:
-        raise InputError(f"'{source.reference}' is a cross-encoder (a reranker), which Core ML does not take yet; "
-                         "export it with 'bge-export onnx'")
+    spec = read_spec(source, pooling=options.pooling, trust_remote_code=options.trust_remote_code,
+                     truncate_dim=options.truncate_dim)  # a cross-encoder: --pooling / --truncate-dim refused there
+    if spec.is_reranker and options.prompts:
+        raise InputError("the model is a cross-encoder (a reranker): --prompt applies to embedding models only; "
+                         "drop it")
+    spec = with_prompts(spec, options.prompts)
     shapes, target = plan_shapes(options, spec.max_seq_length)
     meter = CostMeter(options.max_memory)
     meter.check(["coreml"], fp32_weight_bytes(source.weights_files))  # before any work
-    progress.step(f"{spec.architecture}: {spec.pooling} pooling, normalize={spec.normalize}, "
-                  f"max_seq_length={spec.max_seq_length}; Core ML {options.precision}, target {target}, "
-                  f"{_describe_shapes(shapes)}")
+    model = (f"a cross-encoder, {spec.embedding_dim} label(s), scores through {spec.score_activation or 'identity'}"
+             if spec.is_reranker else f"{spec.pooling} pooling, normalize={spec.normalize}")
+    progress.step(f"{spec.architecture}: {model}, max_seq_length={spec.max_seq_length}; Core ML {options.precision}, "
+                  f"target {target}, {_describe_shapes(shapes)}")
     if warning := truncation_warning(spec, source.folder):
         progress.step(f"warning: {warning}")
     source_tokenizer = TextTokenizer.from_model(source.folder, spec)
@@ -181,9 +183,15 @@ class _PackageWriter:
         return ArtifactEntry(
             path=relative, format="coreml", precision=precision, sha256=path_sha256(path), size_bytes=size,
             inputs=[TensorInfo(name, "int32", self._dims()) for name in self.spec.input_names],
-            outputs=[TensorInfo("sentence_embedding", "float32", [self._dims()[0], self.spec.embedding_dim])],
+            outputs=[TensorInfo(self.spec.output_name, "float32", self._output_dims())],
             options=dict(options), versions=tool_versions("torch", "transformers", "coremltools"),
         )
+
+    def _output_dims(self) -> list[str | int]:
+        """[batch, dim]; a reranker's scores [batch] for one label, else [batch, labels]."""
+        if self.spec.is_reranker and self.spec.embedding_dim == 1:
+            return [self._dims()[0]]
+        return [self._dims()[0], self.spec.embedding_dim]
 
     def _dims(self) -> list[str | int]:
         batch: str | int = 1 if self.shapes.batch_sizes == (1,) else "batch"

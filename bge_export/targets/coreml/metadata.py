@@ -1,5 +1,6 @@
 """What an iOS developer reads in Xcode's model view: description, license, author, inputs and outputs, and the
-user-defined metadata a Swift app needs to reproduce the embedding (tokenizer files, pooling, prompts, lengths).
+user-defined metadata a Swift app needs to reproduce the embedding (tokenizer files, pooling, prompts, lengths), or
+a cross-encoder's scores (labels, activation).
 
 Every value is a string (Core ML's metadata is a string map); lists and maps are JSON.
 """
@@ -37,17 +38,33 @@ def metadata_values(source: Any, spec: Any, stage: Path, shapes: Any, precision:
     normalized = ", L2-normalized (cosine similarity = dot product)" if spec.normalize else ""
     weights = f"; {compression}" if compression else ""
     tokenizer_files = [name for name in TOKENIZER_FILES if (stage / name).is_file()]
-    description = (f"Sentence embeddings of {source.reference}: {spec.pooling} pooling{normalized}, "
-                   f"{spec.embedding_dim} dimensions; {precision} compute{weights}. Tokenize with the "
-                   f"tokenizer.json beside this package. Made by bge-export {__version__}.")
+    activation = spec.score_activation or "identity"
+    if spec.is_reranker:
+        labels = "one score" if spec.embedding_dim == 1 else f"{spec.embedding_dim} label scores"
+        description = (f"Cross-encoder (reranker) scores of {source.reference}: {labels} per (query, document) pair, "
+                       f"through {activation}; {precision} compute{weights}. Tokenize each pair with the "
+                       f"tokenizer.json beside this package. Made by bge-export {__version__}.")
+    else:
+        description = (f"Sentence embeddings of {source.reference}: {spec.pooling} pooling{normalized}, "
+                       f"{spec.embedding_dim} dimensions; {precision} compute{weights}. Tokenize with the "
+                       f"tokenizer.json beside this package. Made by bge-export {__version__}.")
     sequence = f"int32 [{batch}, sequence], sequence one of {lengths}" if shapes.enumerated \
         else f"int32 [{batch}, sequence], sequence {lengths}"
     inputs = {
         "input_ids": f"Token ids from tokenizer.json (truncated at {spec.max_seq_length} tokens), padded on the "
                      f"{spec.padding_side} with the pad token id to an allowed length; {sequence}.",
         "attention_mask": f"1 for each real token, 0 for padding; {sequence}.",
-        "token_type_ids": f"All zeros (one segment); {sequence}.",
+        "token_type_ids": (f"0 for the query's tokens, 1 for the document's (the tokenizer's pair type ids), 0 for "
+                           f"padding; {sequence}." if spec.is_reranker else f"All zeros (one segment); {sequence}."),
     }
+    if spec.is_reranker:
+        input_ids = inputs["input_ids"].replace("Token ids from tokenizer.json", "Token ids of the (query, document) "
+                                                "pair from tokenizer.json")
+        inputs["input_ids"] = input_ids
+        shape = f"[{batch}]" if spec.embedding_dim == 1 else f"[{batch}, {spec.embedding_dim}]"
+        output = f"Relevance scores (CrossEncoder.predict's, through {activation}), float32 {shape}."
+    else:
+        output = f"Sentence embedding, float32 [{batch}, {spec.embedding_dim}]{normalized}."
     user = {
         "bge_export.version": __version__,
         "source_model": source.reference,
@@ -72,12 +89,19 @@ def metadata_values(source: Any, spec: Any, stage: Path, shapes: Any, precision:
     else:
         user["sequence_range"] = json.dumps(list(shapes.seq_range))
     user["batch_sizes"] = json.dumps(list(shapes.batch_sizes))
+    if spec.is_reranker:  # a reranker has no pooling or normalization: its labels and activation instead
+        for key in ("pooling", "normalize", "prompts", "default_prompt_name", "similarity_fn_name"):
+            user.pop(key)
+        user["task"] = "reranker"
+        user["output_name"] = spec.output_name
+        user["num_labels"] = str(spec.embedding_dim)
+        user["score_activation"] = activation
     return {
         "short_description": description,
         "author": _card_text(card, "author", "authors", "model_creator") or "",
         "license": _card_text(card, "license") or "",
         "inputs": {name: inputs[name] for name in spec.input_names},
-        "output": f"Sentence embedding, float32 [{batch}, {spec.embedding_dim}]{normalized}.",
+        "output": output,
         "user": user,
     }
 
@@ -93,6 +117,6 @@ def apply_metadata(mlmodel: Any, source: Any, spec: Any, stage: Path, shapes: An
     mlmodel.version = str(values["user"]["bge_export.version"])
     for name, text in values["inputs"].items():
         mlmodel.input_description[name] = text
-    mlmodel.output_description["sentence_embedding"] = values["output"]
+    mlmodel.output_description[spec.output_name] = values["output"]
     for key, value in values["user"].items():
         mlmodel.user_defined_metadata[key] = str(value)

@@ -9,6 +9,9 @@ accumulation orders and Neural Engine formats differ), so it can prove the conve
 faithful, never the device: an artifact checked only here stays unverified. An op `mil_ops` does not implement
 stops the evaluation with its name; nothing is skipped.
 
+A cross-encoder's package is judged the same way on its scores: `mil_rerank_check` runs the program as an Encoder
+(`MilEncoder`) under `Reranker.predict`, against the PyTorch baseline's scores of the verdict pairs.
+
 Cost (2-core Xeon, one BLAS thread): all-MiniLM-L6-v2 at 256 tokens takes about 0.17 s per text in fp32 and
 0.26 s fp16-rounded; a base-size model about 8x that. Every text runs once per enumerated length it fits.
 """
@@ -25,9 +28,11 @@ import numpy as np
 from bge_export.errors import InputError
 from bge_export.quality.fp16_reference import _one_blas_thread
 from bge_export.quality.metrics import cosine_per_row, summarize_cosine, topk_neighbour_overlap
+from bge_export.runtime.encoder import Encoder
 from bge_export.targets.coreml.mil_ops import OPS
+from bge_export.targets.coreml.runtime import read_package_shapes, run_padded
 
-OUTPUT_NAME = "sentence_embedding"
+OUTPUT_NAME = "sentence_embedding"  # an embedding model's; a reranker's is "scores" (spec.output_name)
 _INTEGER_TYPES = {"int32": np.int32, "int64": np.int64, "int16": np.int16, "uint16": np.uint16, "int8": np.int8,
                   "uint8": np.uint8, "uint32": np.uint32, "int4": np.int8, "uint1": np.uint8, "uint2": np.uint8,
                   "uint3": np.uint8, "uint4": np.uint8, "uint6": np.uint8, "bool": np.bool_}
@@ -263,19 +268,57 @@ def evaluate_outputs(package: Path, inputs: dict[str, np.ndarray], fp16_rounding
 
 
 def evaluate_program(package: Path, inputs: dict[str, np.ndarray], fp16_rounding: bool) -> np.ndarray:
-    """The program's sentence_embedding (or its only output) for `inputs`, computed in numpy."""
+    """The program's sentence_embedding (a reranker's scores, or its only output) for `inputs`, computed in numpy."""
     outputs = evaluate_outputs(package, inputs, fp16_rounding)
-    if OUTPUT_NAME in outputs:
-        return outputs[OUTPUT_NAME]
+    return outputs[_output_name(package, list(outputs))]
+
+
+def _output_name(package: Path, outputs: list[str]) -> str:
+    for name in (OUTPUT_NAME, "scores"):
+        if name in outputs:
+            return name
     if len(outputs) != 1:
-        raise InputError(f"{Path(package).name} has outputs {', '.join(outputs)} and none is '{OUTPUT_NAME}'")
-    return next(iter(outputs.values()))
+        raise InputError(f"{Path(package).name} has outputs {', '.join(outputs)} and none is '{OUTPUT_NAME}' "
+                         "or 'scores'")
+    return outputs[0]
+
+
+class MilEncoder(Encoder):
+    """A package's MIL program computed in numpy, as an Encoder: batches padded to the package's allowed shapes
+    (as CoreMLEncoder pads them), so `Reranker.predict` scores pairs with it."""
+
+    backend = "coreml-mil"
+
+    def __init__(self, package: Path, spec: Any, tokenizer: Any, fp16_rounding: bool) -> None:
+        super().__init__(spec, tokenizer)
+        self.evaluator = MilEvaluator(Path(package))
+        self.shapes = read_package_shapes(Path(package))
+        self.fp16_rounding = fp16_rounding
+        self.output_name = _output_name(Path(package), self.evaluator.output_names)
+
+    def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        return run_padded(lambda feeds: self.evaluator.run(feeds, self.fp16_rounding)[self.output_name], self.shapes,
+                          self.spec, self.input_names, self.tokenizer.pad_id, features)
+
+
+def mil_rerank_check(package: Path, spec: Any, tokenizer: Any, baseline: np.ndarray, precision: str,
+                     fp16_rounding: bool) -> dict[str, Any]:
+    """A cross-encoder package's program on the verdict pairs against the PyTorch fp32 baseline's scores, judged
+    with `precision`'s rerank floors (quality/rerank.py score_check): the record's numbers, passed and reason."""
+    from bge_export.quality.rerank import score_check
+
+    started = time.perf_counter()
+    label = numerics_check_label(fp16_rounding)
+    record = score_check(baseline, MilEncoder(package, spec, tokenizer, fp16_rounding), precision, label)
+    record["reason"] = f"{label}: {record['reason']}"
+    return {**record, "numerics_check": label, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _embed_rows(evaluator: MilEvaluator, tokenizer: Any, sequences: list[list[int]], width: int | None,
                 fp16_rounding: bool, batch_size: int) -> np.ndarray:
     """Embeddings of `sequences` padded to `width` (None: each batch to its longest), in batches of the package's
     batch size (a short last batch filled up with copies of its last row), else row by row."""
+    output = _output_name(evaluator.package, evaluator.output_names)
     rows = []
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start : start + batch_size]
@@ -285,10 +328,10 @@ def _embed_rows(evaluator: MilEvaluator, tokenizer: Any, sequences: list[list[in
         if not evaluator.accepts((count, length)) and evaluator.accepts((batch_size, length)):
             features = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - count, axis=0)]) for k, v in features.items()}
         if evaluator.accepts(next(iter(features.values())).shape) or not evaluator.accepts((1, length)):
-            rows.append(evaluator.run(features, fp16_rounding)[OUTPUT_NAME][:count])  # run() names a refused shape
+            rows.append(evaluator.run(features, fp16_rounding)[output][:count])  # run() names a refused shape
             continue
         for row in range(count):
-            rows.append(evaluator.run({k: v[row : row + 1] for k, v in features.items()}, fp16_rounding)[OUTPUT_NAME])
+            rows.append(evaluator.run({k: v[row : row + 1] for k, v in features.items()}, fp16_rounding)[output])
     return np.concatenate(rows).astype(np.float32)
 
 

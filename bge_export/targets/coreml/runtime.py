@@ -2,7 +2,8 @@
 
 Reading a package's description (its input shapes) needs only coremltools' protobuf and works anywhere; the
 shape planning below is pure numpy so every platform tests it. Packages made by bge-export take int32
-input_ids / attention_mask [/ token_type_ids] and give sentence_embedding float32 [batch, dim].
+input_ids / attention_mask [/ token_type_ids] and give sentence_embedding float32 [batch, dim], or, for a
+cross-encoder, scores float32 [batch] (one label) or [batch, labels] (the spec's output_name).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bge_export.progress import quiet_library
 from bge_export.runtime.encoder import Encoder
 from bge_export.targets.coreml.options import COMPUTE_UNITS  # --compute-units -> coremltools.ComputeUnit member
 
-OUTPUT_NAME = "sentence_embedding"
+OUTPUT_NAME = "sentence_embedding"  # an embedding model's; a reranker's is "scores" (spec.output_name)
 
 
 def coreml_unavailable() -> str | None:
@@ -169,19 +170,28 @@ class CoreMLEncoder(Encoder):
         except Exception as exc:  # noqa: BLE001 - Core ML compile/load errors
             raise InputError(f"Core ML cannot load '{self.path}' ({str(exc).splitlines()[0][:200]})") from None
         outputs = [o.name for o in self.model.get_spec().description.output]
-        if OUTPUT_NAME not in outputs:
-            raise InputError(f"'{package}' has no '{OUTPUT_NAME}' output (it has {outputs}); it was not made by bge-export")
+        self.output_name = spec.output_name
+        if self.output_name not in outputs:
+            raise InputError(f"'{package}' has no '{self.output_name}' output (it has {outputs}); it was not made by "
+                             "bge-export")
 
     def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        rows, width = features["input_ids"].shape
-        length = plan_length(self.shapes, width)
-        out = np.zeros((rows, self.spec.embedding_dim), dtype=np.float32)
-        for start, stop, batch in plan_rows(self.shapes, rows):
-            part = {name: features[name][start:stop] for name in self.input_names}
-            feeds = pad_features(part, self.input_names, length, batch, self.tokenizer.pad_id)
-            result = self.model.predict(feeds)[OUTPUT_NAME]
-            out[start:stop] = np.asarray(result, dtype=np.float32).reshape(batch, -1)[: stop - start]
-        return out
+        return run_padded(lambda feeds: self.model.predict(feeds)[self.output_name], self.shapes, self.spec,
+                          self.input_names, self.tokenizer.pad_id, features)
+
+
+def run_padded(predict: Any, shapes: PackageShapes, spec: EmbeddingSpec, names: tuple[str, ...], pad_id: int,
+               features: dict[str, np.ndarray]) -> np.ndarray:
+    """`predict` (int32 feeds of an allowed shape -> the output) over a batch of any size and width: padded to an
+    allowed length, in chunks of allowed batch sizes. [rows, dim], or [rows] for a one-label reranker's scores."""
+    rows, width = features["input_ids"].shape
+    length = plan_length(shapes, width)
+    out = np.zeros((rows, spec.embedding_dim), dtype=np.float32)
+    for start, stop, batch in plan_rows(shapes, rows):
+        part = {name: features[name][start:stop] for name in names}
+        feeds = pad_features(part, names, length, batch, pad_id)
+        out[start:stop] = np.asarray(predict(feeds), dtype=np.float32).reshape(batch, -1)[: stop - start]
+    return out[:, 0] if spec.is_reranker and spec.embedding_dim == 1 else out
 
 
 def open_entry(folder: Path, entry: Any, spec: EmbeddingSpec, tokenizer: TextTokenizer, threads: int | None = None,

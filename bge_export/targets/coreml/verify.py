@@ -1,5 +1,6 @@
 """`bge-export verify` for Core ML packages: coremltools parses the package's description (without loading it,
-so anywhere, not only on macOS) and it gives the model's `sentence_embedding` from the entry's inputs.
+so anywhere, not only on macOS) and it gives the model's `sentence_embedding` (a cross-encoder's `scores`) from the
+entry's inputs.
 
 Bytes (every file of the package, by sha256) are the folder layer's check; this one reads contents.
 """
@@ -36,10 +37,12 @@ def verify_artifact(folder: Path, manifest: Manifest, entry: ArtifactEntry, resu
         result.problems.append(f"{entry.path}: coremltools cannot parse the package ({first_line(exc)}); {RESTORE}")
         return
     expected = [t.name for t in entry.inputs]
-    shape = outputs.get("sentence_embedding")
-    if shape is None or (shape and shape[-1] != width):
-        result.problems.append(f"{entry.path}: the package's outputs {outputs} do not give {width}-wide "
-                               f"'sentence_embedding'; {RESTORE}")
+    name = manifest.spec.output_name
+    shape = outputs.get(name)
+    one_score = manifest.spec.is_reranker and width == 1  # scores [batch]: no width to check
+    if shape is None or (shape and not one_score and shape[-1] != width):
+        wide = "" if one_score else f"{width}-wide "
+        result.problems.append(f"{entry.path}: the package's outputs {outputs} do not give {wide}'{name}'; {RESTORE}")
     elif expected and inputs != expected:
         result.problems.append(f"{entry.path}: the package takes {inputs}, its entry records {expected}; {RESTORE}")
     else:
