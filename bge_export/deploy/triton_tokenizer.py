@@ -4,7 +4,8 @@ Strings in, token ids out, exactly as bge-export's TextTokenizer (bge_export/mod
 the encoder graph: the export folder's tokenizer.json (copied beside this file), the text lower-cased when the
 model says so, truncated at the model's max_seq_length (longest_first, special tokens kept), no padding by the
 tokenizer; then each request is right-padded to its longest text with the pad id, with an attention mask of
-1 for tokens and 0 for padding, and token_type_ids of zeros.
+1 for tokens and 0 for padding, and token_type_ids of zeros. A cross-encoder's model takes a query and a
+document per row and tokenizes them as one pair (truncated longest first), token types 0 then 1.
 
 The settings come from this model's config.pbtxt `parameters` (max_seq_length, do_lower_case, pad_id,
 tokenizer_file); each output's dtype (TYPE_INT64 or TYPE_INT32, whichever the encoder graph takes) and which
@@ -23,7 +24,8 @@ from tokenizers import Tokenizer
 
 
 class TritonPythonModel:
-    """text [batch, 1] TYPE_STRING -> input_ids, attention_mask[, token_type_ids] [batch, sequence]."""
+    """text [batch, 1] TYPE_STRING (a cross-encoder's: query and document) -> input_ids, attention_mask[,
+    token_type_ids] [batch, sequence]."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -32,7 +34,7 @@ class TritonPythonModel:
         self.do_lower_case = parameters.get("do_lower_case", "false") == "true"
         self.pad_id = int(parameters["pad_id"])
         self.left = parameters.get("padding_side", "right") == "left"  # decoder embedders pad on the left
-        self.input_name = config["input"][0]["name"]
+        self.input_names = [tensor["name"] for tensor in config["input"]]  # text, or a cross-encoder's query, document
         self.outputs = []
         for output in config["output"]:
             properties = pb_utils.get_output_config_by_name(config, output["name"])
@@ -47,40 +49,45 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                texts = self._texts(request)
+                columns = [self._texts(request, name) for name in self.input_names]
+                if len({len(column) for column in columns}) > 1:
+                    raise ValueError(f"{' and '.join(self.input_names)} hold different numbers of rows")
+                texts = columns[0] if len(columns) == 1 else list(zip(*columns))
             except ValueError as exc:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc))))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=self._tokenize(texts)))
         return responses
 
-    def _texts(self, request):
-        tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
+    def _texts(self, request, name):
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
         if tensor is None:
-            raise ValueError(f"the request has no '{self.input_name}' input")
+            raise ValueError(f"the request has no '{name}' input")
         texts = []
         for value in tensor.as_numpy().reshape(-1):
             if isinstance(value, bytes):
                 try:
                     value = value.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise ValueError(f"'{self.input_name}' holds bytes that are not UTF-8 text") from None
+                    raise ValueError(f"'{name}' holds bytes that are not UTF-8 text") from None
             texts.append(str(value))
         if self.do_lower_case:
             texts = [text.lower() for text in texts]
         return texts
 
     def _tokenize(self, texts):
-        sequences = [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
-        width = max(len(ids) for ids in sequences)
-        input_ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
-        for row, ids in enumerate(sequences):
+        encodings = self.tokenizer.encode_batch(texts)  # a pair: one sequence, its token types 0 then 1
+        width = max(len(encoding.ids) for encoding in encodings)
+        input_ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(encodings), width), dtype=np.int64)
+        token_type_ids = np.zeros_like(input_ids)
+        for row, encoding in enumerate(encodings):
+            ids = encoding.ids
             columns = slice(width - len(ids), width) if self.left else slice(0, len(ids))
             input_ids[row, columns] = ids
             attention_mask[row, columns] = 1
-        arrays = {"input_ids": input_ids, "attention_mask": attention_mask,
-                  "token_type_ids": np.zeros_like(input_ids)}
+            token_type_ids[row, columns] = encoding.type_ids
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         return [pb_utils.Tensor(name, arrays[name].astype(dtype)) for name, dtype in self.outputs]
 
     def finalize(self):

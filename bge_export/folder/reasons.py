@@ -40,7 +40,8 @@ def first_clause(text: Any, limit: int = 100) -> str:
 
 
 _FLOOR_LABELS = (("min_cosine", "min cosine ≥"), ("min_mean_cosine", "mean ≥"), ("min_top10_overlap", "top-10 ≥"),
-                 ("min_cross_top10_overlap", "cross top-10 ≥"), ("max_norm_error", "norm error ≤"))
+                 ("min_cross_top10_overlap", "cross top-10 ≥"), ("max_norm_error", "norm error ≤"),
+                 ("max_score_error", "score error ≤"), ("min_kendall_tau", "worst query's Kendall tau ≥"))
 
 
 def describe_floors(floors: Mapping[str, Any] | None) -> str:
@@ -55,10 +56,12 @@ def describe_evidence(evidence: Mapping[str, Any]) -> str:
     if evidence.get("source") is None:
         return f"no check numbers; its status was set by: {first_clause(evidence.get('reason', ''), 80)}"
     parts = []
-    for key, label, digits in (("cosine_min", "min cosine", 6), ("cosine_mean", "mean", 6), ("top10_overlap", "top-10", 3)):
+    for key, label, form in (("cosine_min", "min cosine", ".6f"), ("cosine_mean", "mean", ".6f"),
+                             ("max_score_error", "max score error", ".2e"),
+                             ("kendall_tau_min", "worst query's Kendall tau", ".4f"), ("top10_overlap", "top-10", ".3f")):
         value = evidence.get(key)
         if isinstance(value, (int, float)):
-            parts.append(f"{label} {value:.{digits}f}")
+            parts.append(f"{label} {value:{form}}")
     return f"{', '.join(parts) or 'no numbers'} on {evidence.get('texts', '?')} texts ({evidence['label']})"
 
 

@@ -135,9 +135,7 @@ def status_evidence(entry: ArtifactEntry, manifest_created: str = "") -> dict[st
             floors = recorded.to_dict() if recorded is not None else _validate_floors(entry.precision)
             return {
                 "source": "validate", "label": "validate", "texts": record.texts,
-                "corpus": record.corpus, "when": record.when,
-                "cosine_mean": record.cosine_mean, "cosine_min": record.cosine_min,
-                "cosine_p1": record.cosine_p1, "top10_overlap": record.top10_overlap,
+                "corpus": record.corpus, "when": record.when, **_numbers(record),
                 "floors": floors, "floors_source": "recorded by validate" if recorded is not None
                 else f"FLOORS table ({precision_class(entry.precision)}); overrides were not recorded",
             }
@@ -147,10 +145,9 @@ def status_evidence(entry: ArtifactEntry, manifest_created: str = "") -> dict[st
         return {
             "source": "builtin_check", "label": "built-in check", "texts": check.texts,
             "corpus": "built-in check texts", "when": check.value("when") or manifest_created or None,
-            "cosine_mean": check.cosine_mean, "cosine_min": check.cosine_min,
-            "cosine_p1": check.cosine_p1, "top10_overlap": check.top10_overlap,
-            "floors": {"min_cosine": check.min_cosine_required,
-                       "min_mean_cosine": check.min_mean_cosine_required},
+            **_numbers(check),
+            "floors": check.floors.to_dict() if check.floors is not None else
+            {"min_cosine": check.min_cosine_required, "min_mean_cosine": check.min_mean_cosine_required},
             "floors_source": "recorded by the export's check",
         }
     return _stand_in_evidence(entry) or {"source": None, "label": "other", "reason": entry.status_reason}
@@ -170,20 +167,26 @@ def _stand_in_evidence(entry: ArtifactEntry) -> dict[str, Any] | None:
         return None
     for key, label in STAND_IN_CHECKS:
         record = entry.validation.record(key)
-        if record is None or record.cosine_min is None:
+        if record is None or (record.cosine_min is None and record.max_score_error is None):
             continue
         if entry.status == "fail" and record.passed is not False:
             continue  # a fail set by something else (e.g. the ops check): these numbers did not decide it
         floors = record.floors
         return {
             "source": key, "label": label, "texts": record.texts, "corpus": "built-in check texts",
-            "when": None, "cosine_mean": record.cosine_mean, "cosine_min": record.cosine_min,
-            "cosine_p1": record.cosine_p1, "top10_overlap": record.top10_overlap,
+            "when": None, **_numbers(record),
             "floors": floors.to_dict() if floors is not None else _validate_floors(entry.precision),
             "floors_source": "recorded with the stand-in check" if floors is not None
             else f"FLOORS table ({precision_class(entry.precision)})",
         }
     return None
+
+
+def _numbers(record: Any) -> dict[str, Any]:
+    """A check's numbers as evidence: cosines and top-10, or a cross-encoder's score error and order."""
+    return {"cosine_mean": record.cosine_mean, "cosine_min": record.cosine_min, "cosine_p1": record.cosine_p1,
+            "top10_overlap": record.top10_overlap, "max_score_error": record.max_score_error,
+            "kendall_tau_min": record.kendall_tau_min}
 
 
 def _validate_floors(precision: str) -> dict[str, float]:

@@ -42,24 +42,29 @@ def format_manifest(manifest: Manifest) -> str:
         f"model       {recorded_title(model)}" + (f" @ {model['revision']}" if model.get("revision") else ""),
         f"weights     {model['weights_format']} sha256 {model['weights_sha256'][:16]}…",
         f"encoder     {spec.architecture} ({spec.model_type}), hidden {spec.hidden_size}",
-        f"pooling     {spec.pooling} ({spec.pooling_source}), normalize={spec.normalize}, dim {spec.embedding_dim}",
+        (f"task        cross-encoder (reranker): {spec.embedding_dim} label(s), scores through {spec.score_activation}"
+         if spec.is_reranker else
+         f"pooling     {spec.pooling} ({spec.pooling_source}), normalize={spec.normalize}, dim {spec.embedding_dim}"),
         f"max length  {spec.max_seq_length} tokens; inputs {', '.join(spec.input_names)}",
     ]
     if spec.prompts:
         lines.append("prompts     " + "; ".join(f"{k}: {v!r}" for k, v in spec.prompts.items() if v))
     lines.append(f"made by     bge-export {manifest.toolkit_version} at {manifest.created}")
     lines.append("")
-    header = ("artifact", "precision", "size MB", "opset", "status", "judged by", "cos mean", "cos min", "top-10")
+    scored = spec.is_reranker  # a cross-encoder's numbers: score error and candidate order
+    unit = "pairs" if scored else "texts"
+    header = ("artifact", "precision", "size MB", "opset", "status", "judged by",
+              *(("max score err", "tau min") if scored else ("cos mean", "cos min")), "top-10")
     rows = []
     evidence = {entry.path: status_evidence(entry, manifest.created) for entry in manifest.artifacts}
     for entry in manifest.artifacts:
         ev = evidence[entry.path]
-        judged = f"{ev['label']}, {ev.get('texts', '?')} texts" if ev["source"] else "-"
-        rows.append((
-            entry.path, entry.precision, size_text(entry), str(entry.opset or "-"), entry.status, judged,
-            number_text(ev.get("cosine_mean"), 6), number_text(ev.get("cosine_min"), 6),
-            number_text(ev.get("top10_overlap"), 3),
-        ))
+        judged = f"{ev['label']}, {ev.get('texts', '?')} {unit}" if ev["source"] else "-"
+        error = ev.get("max_score_error")
+        numbers = ((f"{error:.2e}" if isinstance(error, float) else "-", number_text(ev.get("kendall_tau_min"), 4))
+                   if scored else (number_text(ev.get("cosine_mean"), 6), number_text(ev.get("cosine_min"), 6)))
+        rows.append((entry.path, entry.precision, size_text(entry), str(entry.opset or "-"), entry.status, judged,
+                     *numbers, number_text(ev.get("top10_overlap"), 3)))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     lines.append("  ".join("-" * w for w in widths))
@@ -72,7 +77,7 @@ def format_manifest(manifest: Manifest) -> str:
         if ev["source"]:
             where = f" ({ev['corpus']})" if ev.get("corpus") else ""
             when = f" at {ev['when']}" if ev.get("when") else ""
-            lines.append(f"  judged by {ev['label']} on {ev.get('texts', '?')} texts{where}{when}")
+            lines.append(f"  judged by {ev['label']} on {ev.get('texts', '?')} {unit}{where}{when}")
             lines.append(f"  floors: {describe_floors(ev.get('floors'))} ({ev['floors_source']})")
         else:
             lines.append("  judged by: no recorded check matches this status (see the reason above)")

@@ -15,13 +15,20 @@ from bge_export.folder.recommend import onnxruntime_runs
 from bge_export.registry import SERVING_USAGE, resolve, targets
 
 
-def usage_sections(folder: Path, manifest: Manifest) -> list[str]:
-    lines = ["## Usage", ""]
+def target_sections(manifest: Manifest) -> list[str]:
+    """Each target's own section, for the formats the folder holds (the registry's `card_usage`)."""
+    lines: list[str] = []
     formats = {e.format for e in manifest.artifacts}
     for target in targets().values():
         usage = target.load(target.card_usage)
         if usage is not None and target.format in formats:
             lines += usage(manifest)
+    return lines
+
+
+def usage_sections(folder: Path, manifest: Manifest) -> list[str]:
+    lines = ["## Usage", "", *target_sections(manifest)]
+    formats = {e.format for e in manifest.artifacts}
     if any(onnxruntime_runs(fmt) for fmt in formats):
         lines += _loader(manifest)
     for reference in SERVING_USAGE:

@@ -7,6 +7,8 @@ from typing import Any
 
 from bge_export.folder.manifest import Manifest
 from bge_export.folder.target_folder import recorded_title
+from bge_export.quality.floors import RERANK_FLOORS
+from bge_export.report.model_card_usage import target_sections
 
 
 def reranker_card_parts(manifest: Manifest, front: str, verify: list[str], hub_id: str | None) -> list[str]:
@@ -23,37 +25,28 @@ def reranker_card_parts(manifest: Manifest, front: str, verify: list[str], hub_i
              "returns with its default activation.", "",
              "| file | precision | size MB | status | max score error | worst query's Kendall tau |", "|---|---|---|---|---|---|"]
     for entry in manifest.artifacts:
-        check = entry.validation.builtin_check
+        check = next((r for r in entry.validation.records().values() if r.max_score_error is not None), None)
         error = f"{check.max_score_error:.2e}" if check and check.max_score_error is not None else "-"
         tau = f"{check.kendall_tau_min:.4f}" if check and check.kendall_tau_min is not None else "-"
         lines.append(f"| `{entry.path}` | {entry.precision} | {entry.size_bytes / 1e6:.1f} | {entry.status} | {error} "
                      f"| {tau} |")
+    floors = ", ".join(f"{name} {f.max_score_error:g}" for name, f in RERANK_FLOORS.items())
     lines += ["", "Checked against the model in PyTorch fp32 on query-candidate pairs of the built-in corpus: every "
-              "score's error, and how each query's candidates are ordered (Kendall tau).", ""]
+              "score's error, and how each query's candidates are ordered (Kendall tau), with each precision's "
+              f"floors (score error {floors}). A file that is not `pass` says why in "
+              "manifest.json; TensorRT plans and Core ML packages are checked off their runtime here (onnxruntime on "
+              "the exact TensorRT-ready graph, the Core ML program in numpy).", ""]
     return lines + _usage(spec, manifest, hub_id) + verify
 
 
 def _usage(spec: Any, manifest: Manifest, hub_id: str | None) -> list[str]:
-    types = ('    feed["token_type_ids"] = np.array([e.type_ids for e in batch], dtype=np.int64)\n'
-             if "token_type_ids" in spec.input_names else "")
     reference = hub_id or "<the source model's hub id>"
     revision = manifest.model.get("revision") if hub_id else None
     return [
         "## Usage", "", "### bge-export's loader", "", "```python", "from bge_export import load_reranker", "",
         'scores = load_reranker(".").predict([("how do magnets work?", "Magnets attract iron."),',
         '                                     ("how do magnets work?", "Paris is in France.")])', "```", "",
-        "### onnxruntime (`onnx/model.onnx`)", "", "```python", "import numpy as np", "import onnxruntime as ort",
-        "from tokenizers import Tokenizer", "",
-        'tokenizer = Tokenizer.from_file("tokenizer.json")',
-        f"tokenizer.enable_truncation(max_length={spec.max_seq_length})",
-        f'tokenizer.enable_padding(pad_id=tokenizer.token_to_id("{spec.pad_token or "[PAD]"}"), '
-        f'pad_token="{spec.pad_token or "[PAD]"}", direction="{spec.padding_side}")',
-        'session = ort.InferenceSession("onnx/model.onnx", providers=["CPUExecutionProvider"])', "",
-        "def score(query, documents):",
-        "    batch = tokenizer.encode_batch([(query, document) for document in documents])",
-        "    feed = {\"input_ids\": np.array([e.ids for e in batch], dtype=np.int64),",
-        "            \"attention_mask\": np.array([e.attention_mask for e in batch], dtype=np.int64)}",
-        types + '    return session.run(["scores"], feed)[0]', "```", "",
+        *target_sections(manifest),
         "### Text Embeddings Inference", "",
         "TEI serves the source cross-encoder itself (its safetensors from the hub, not this ONNX file) on its "
         "`/rerank` route:", "", "```bash",
@@ -62,7 +55,7 @@ def _usage(spec: Any, manifest: Manifest, hub_id: str | None) -> list[str]:
         "-d '{\"query\": \"how do magnets work?\", \"texts\": [\"Magnets attract iron.\", \"Paris is in France.\"]}'",
         "```", "",
         "### Triton Inference Server", "",
-        "`bge-export triton` lays out embedding models only so far. `onnx/model.onnx` runs on Triton's onnxruntime "
-        f"backend as it is: inputs {', '.join(f'`{n}` INT64 [-1, -1]' for n in spec.input_names)}, output "
-        f"`scores` FP32 {'[-1]' if spec.embedding_dim == 1 else f'[-1, {spec.embedding_dim}]'}; tokenize the pairs "
-        "in the client as above.", ""]
+        "`bge-export triton . --output models` writes a model repository: an ensemble taking `query` and `document` "
+        "(TYPE_STRING [1] each, one pair per row), tokenizing each pair in Triton's Python backend as above and "
+        f"returning `scores` FP32 {'[1]' if spec.embedding_dim == 1 else f'[{spec.embedding_dim}]'} per row from "
+        "the onnxruntime backend (and each built TensorRT plan, on a GPU).", ""]

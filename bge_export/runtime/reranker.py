@@ -46,6 +46,27 @@ class Reranker:
         return scores[0] if single else scores
 
 
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
+             batch_size: int = 32) -> list[dict[str, Any]]:
+        """CrossEncoder.rank: the documents ordered by their score for `query`, best first, as
+        [{"corpus_id": index into documents, "score": float, ("text": the document)}], the first `top_k` of them."""
+        if not isinstance(query, str):
+            raise InputError(f"query must be a string, got {type(query).__name__}")
+        if isinstance(documents, (str, bytes)) or not isinstance(documents, (list, tuple)) or \
+                not all(isinstance(d, str) for d in documents):
+            raise InputError("documents must be a list of strings")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise InputError(f"top_k must be a whole number of at least 1 (or None for all), got {top_k!r}")
+        if self.spec.embedding_dim != 1:
+            raise InputError(f"rank() orders by one score per pair; this model gives {self.spec.embedding_dim} labels "
+                             "per pair: use predict(pairs)")
+        scores = self.predict([(query, document) for document in documents], batch_size=batch_size) \
+            if documents else np.zeros(0, dtype=np.float32)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}
+                for i in order]
+
+
 def _is_pair(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, str) for v in value)
 

@@ -20,7 +20,7 @@ from bge_export.files import write_atomic
 from bge_export.folder.integrity import verify_folder
 from bge_export.folder.loading import load_baseline, load_reranker
 from bge_export.folder.manifest import Manifest, read_manifest
-from bge_export.folder.records import ValidateRecord
+from bge_export.folder.records import RecordedFloors, ValidateRecord
 from bge_export.model.corpus import builtin_texts
 from bge_export.progress import Progress
 from bge_export.quality.floors import RERANK_FLOORS, rerank_floors_for
@@ -166,6 +166,7 @@ def _record(folder: Path, rows: list[RerankRow], corpus: str, report: str) -> No
             status=row.status, reason=row.reason, when=when, corpus=corpus, report=report, pairs=check.pairs,
             texts=check.pairs,
             max_score_error=check.max_score_error, kendall_tau_mean=check.kendall_tau_mean,
-            kendall_tau_min=check.kendall_tau_min, top10_overlap=check.top10_overlap)
+            kendall_tau_min=check.kendall_tau_min, top10_overlap=check.top10_overlap,
+            floors=RecordedFloors(**rerank_floors_for(entry.precision).to_dict(), source="RERANK_FLOORS"))
         entry.set_status(row.status, row.reason)
     manifest.write(folder)

@@ -5,13 +5,11 @@ of text the project did not write (WordNet 3.0 example sentences); refused in on
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import _minilm_folder
-from helpers import DATA_DIR, assert_nothing_written, assert_one_line_error, export_folder, run_cli
+from helpers import DATA_DIR, assert_nothing_written, assert_one_line_error, build_cross_encoder, export_folder, run_cli
 
 from bge_export.errors import InputError
 from bge_export.folder.loading import load_encoder, load_reranker
@@ -20,37 +18,6 @@ _SENTENCES = (DATA_DIR / "heldout" / "wordnet_examples.txt").read_text(encoding=
 # 10 queries x 20 candidates = 200 pairs, plus a long document past max_seq_length (truncated longest first)
 PAIRS = [(_SENTENCES[q], _SENTENCES[100 + c]) for q in range(10) for c in range(20)]
 PAIRS.append((_SENTENCES[0], " ".join(_SENTENCES[200:260])))
-
-
-def build_cross_encoder(folder: Path, num_labels: int = 1, legacy_activation: str | None = None,
-                        model_type: str = "bert") -> Path:
-    """A random-weight sequence classifier with MiniLM's tokenizer, saved by sentence-transformers' CrossEncoder
-    (its current files), or as a plain transformers folder with the pre-v4 activation key."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    torch.manual_seed(0)
-    config = AutoConfig.for_model(model_type, vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=160,
-                                  num_labels=num_labels, pad_token_id=0)
-    model = AutoModelForSequenceClassification.from_config(config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "LayerNorm" not in name:
-                param.normal_(0.0, 0.2)
-    plain = folder.with_name(folder.name + "-plain")
-    model.save_pretrained(str(plain))
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copyfile(_minilm_folder() / name, plain / name)
-    if legacy_activation is not None:
-        config_path = plain / "config.json"
-        config_path.write_text(json.dumps({**json.loads(config_path.read_text()),
-                                           "sbert_ce_default_activation_function": legacy_activation}))
-        return plain
-    from sentence_transformers import CrossEncoder
-
-    CrossEncoder(str(plain), device="cpu", max_length=128).save(str(folder))
-    return folder
 
 
 def _predict(folder: Path, pairs) -> np.ndarray:
@@ -104,8 +71,7 @@ def test_what_a_reranker_cannot_do_yet_is_refused_in_one_line(tmp_path, capsys, 
         load_reranker(minilm_export)
 
 
-@pytest.mark.parametrize("command", [["bench", "{out}"], ["triton", "{out}", "--output", "{repo}"]],
-                         ids=lambda c: c[0])
+@pytest.mark.parametrize("command", [["bench", "{out}"]], ids=lambda c: c[0])
 def test_targets_that_do_not_take_rerankers_yet_say_so(tmp_path, capsys, command):
     model = build_cross_encoder(tmp_path / "ce")
     out = export_folder(model, tmp_path / "out")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import HAS_COREML, export_folder, run_cli
-from test_reranker import build_cross_encoder
+from helpers import HAS_COREML, build_cross_encoder, export_folder, run_cli
 
 pytestmark = pytest.mark.skipif(not HAS_COREML, reason="coremltools is not installed (the [coreml] extra)")
 

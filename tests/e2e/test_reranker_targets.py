@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli
-from test_reranker import PAIRS, _predict, build_cross_encoder
+from helpers import assert_one_line_error, build_cross_encoder, run_cli
+from test_reranker import PAIRS, _predict
 
 from bge_export.folder.loading import load_reranker
 
@@ -116,3 +116,46 @@ def test_min_cosine_is_refused_for_a_reranker(reranker_folder, tmp_path, capsys,
     assert code == 2
     assert_one_line_error(err, "--min-cosine")
     assert (out / "manifest.json").read_bytes() == before and not (tmp_path / "new").exists()
+
+
+def _python_block(text: str, heading: str) -> str:
+    section = text[text.index(heading):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
+
+
+def test_the_card_shows_every_target_and_its_snippets_score_like_predict(reranker_folder):
+    from bge_export.report.model_card import render_model_card
+
+    model, out, _ = reranker_folder
+    card = render_model_card(out)
+    assert "### OpenVINO" in card and "### TensorRT" in card and '"scores"' in card
+    assert "sentence_embedding" not in card and "backend=\"onnx\")` cannot load" not in card
+    assert "fp16 0.005" in card  # the floors come from RERANK_FLOORS
+    reference = _predict(model, PAIRS[:12])
+    for heading in ("### onnxruntime", "### OpenVINO ("):
+        namespace: dict = {}
+        code = _python_block(card, heading).replace('folder = "."', f"folder = {str(out)!r}")
+        exec(code, namespace)  # noqa: S102 - our own snippet
+        scores = np.asarray(namespace["score"](PAIRS[:12])).reshape(-1)
+        assert np.abs(scores - reference).max() <= 5e-3, heading  # the recommended file may be FP16
+
+
+def test_inspect_shows_score_error_and_rerank_floors(reranker_folder, capsys):
+    _, out, _ = reranker_folder
+    code, text, _ = run_cli(capsys, "inspect", str(out))
+    assert code == 0
+    assert "cross-encoder (reranker)" in text and "max score err" in text and "cos mean" not in text
+    assert "score error ≤ 0.005" in text and "min cosine ≥" not in text
+
+
+def test_rank_orders_documents_like_cross_encoder_rank(reranker_folder):
+    from sentence_transformers import CrossEncoder
+
+    model, out, _ = reranker_folder
+    query, documents = PAIRS[0][0], [document for _, document in PAIRS[:20]]
+    expected = CrossEncoder(str(model), device="cpu").rank(query, documents, top_k=5, return_documents=True)
+    ranked = load_reranker(out, "onnx/model.onnx").rank(query, documents, top_k=5, return_documents=True)
+    assert [r["corpus_id"] for r in ranked] == [r["corpus_id"] for r in expected]
+    assert all(abs(a["score"] - b["score"]) <= 1e-5 and a["text"] == b["text"] for a, b in zip(ranked, expected))
+    assert load_reranker(out, "onnx/model.onnx").rank(query, []) == []

@@ -17,6 +17,8 @@ def usage(manifest: Manifest) -> list[str]:
     entry = onnx_choice(manifest)
     if entry is None:
         return []
+    if manifest.spec.is_reranker:
+        return _onnxruntime(manifest, entry)
     return _onnxruntime(manifest, entry) + [
         "sentence-transformers' own `SentenceTransformer(..., backend=\"onnx\")` cannot load these graphs: it "
         "pools the graph's first output again, and here that output is the finished embedding.", ""]
@@ -39,9 +41,10 @@ def _onnxruntime(manifest: Manifest, entry: ArtifactEntry) -> list[str]:
     code = encode_snippet(
         spec, "import onnxruntime as ort",
         f'session = ort.InferenceSession(f"{{folder}}/{entry.path}", providers=["CPUExecutionProvider"])',
-        'session.run(["sentence_embedding"], feed)[0]')
+        f'session.run(["{spec.output_name}"], feed)[0]')
+    returns = ("The graph returns `scores`, with the activation `CrossEncoder.predict` applies." if spec.is_reranker
+               else "The graph returns the finished embedding"
+               + (" (L2-normalized: the dot product is the cosine)." if spec.normalize else "."))
     return [f"### onnxruntime (`{entry.path}`)", "",
             f"`{entry.path}` is {entry.precision} ({entry.status}); any other `onnx/*.onnx` file above takes the "
-            "same inputs. The graph returns the finished embedding"
-            + (" (L2-normalized: the dot product is the cosine)." if spec.normalize else "."), "",
-            "```python", code, "```", ""]
+            f"same inputs. {returns}", "", "```python", code, "```", ""]

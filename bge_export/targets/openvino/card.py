@@ -7,6 +7,7 @@ token, lower-casing, query prompt).
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from typing import Any
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
 from bge_export.report.snippets import encode_snippet
@@ -37,16 +38,22 @@ def _python_api(manifest: Manifest, entry: ArtifactEntry, entries: list[Artifact
         spec, "import openvino as ov",
         "# f32: OpenVINO's own default is bf16 on CPUs that compute it, which changes the numbers\n"
         f'compiled = ov.Core().compile_model(f"{{folder}}/{entry.path}", "CPU", {{"INFERENCE_PRECISION_HINT": "f32"}})',
-        'compiled(feed)["sentence_embedding"]')
+        f'compiled(feed)["{spec.output_name}"]')
     others = [e.path for e in entries if e.path != entry.path]
     listed = f" The folder also holds {', '.join(f'`{p}`' for p in others)} (same inputs)." if others else ""
     return [f"### OpenVINO (`{entry.path}`)", "",
             f"`{entry.path}` (with its `.bin` weights) is OpenVINO IR, {entry.precision} ({entry.status}), converted "
-            f"by OpenVINO's own converter.{listed} The graph returns the finished embedding"
+            f"by OpenVINO's own converter.{listed} " + _returns(spec), "", "```python", code, "```", ""]
+
+
+def _returns(spec: Any) -> str:
+    if spec.is_reranker:
+        return "The graph returns `scores`, what `CrossEncoder.predict` returns."
+    return ("The graph returns the finished embedding"
             + (" (L2-normalized: the dot product is the cosine)." if spec.normalize else ".")
             + " The file names are sentence-transformers' OpenVINO names, but its `backend=\"openvino\"` cannot "
             "load these graphs: it pools the graph's first output again, and here that output is the finished "
-            "embedding.", "", "```python", code, "```", ""]
+            "embedding.")
 
 
 def _model_server(manifest: Manifest, entry: ArtifactEntry) -> list[str]:
@@ -65,4 +72,4 @@ def _model_server(manifest: Manifest, entry: ArtifactEntry) -> list[str]:
             f"--model_name {name} --model_path /models/{name} --rest_port 8000",
             "```", "",
             f"It takes token ids, not text: tokenize with `tokenizer.json` as above and send {inputs} (int64, "
-            f"[batch, sequence]) to `/v2/models/{name}/infer`; `sentence_embedding` comes back.", ""]
+            f"[batch, sequence]) to `/v2/models/{name}/infer`; `{manifest.spec.output_name}` comes back.", ""]

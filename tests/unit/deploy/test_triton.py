@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import VARIED_TEXTS, build_tiny_model
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, build_cross_encoder, export_folder
 
 from bge_export.deploy.triton import MARKER, TritonOptions, make_triton_repository, write_triton_repository
 from bge_export.deploy.triton_config import check_ensemble, render, tokenizer_config
@@ -170,13 +170,21 @@ def text_request(pb: types.ModuleType, texts: list[str | bytes]) -> object:
     return pb.InferenceRequest([pb.Tensor("text", data)])
 
 
+def _strings(pb: types.ModuleType, rows: list) -> dict[str, np.ndarray]:
+    """A request's string tensors: texts as "text", or a cross-encoder's (query, document) rows."""
+    if rows and isinstance(rows[0], tuple):
+        return {"query": text_request(pb, [q for q, _ in rows]).inputs()[0].as_numpy(),
+                "document": text_request(pb, [d for _, d in rows]).inputs()[0].as_numpy()}
+    return {"text": text_request(pb, rows).inputs()[0].as_numpy()}
+
+
 def run_ensemble(repo: Path, configs: dict[str, object], name: str, pb: types.ModuleType,
                  requests: list[list[str]]) -> list[dict[str, np.ndarray]]:
     """Each request through the ensemble's steps in order: Python models via model.py, ONNX via onnxruntime."""
     import onnxruntime as ort
 
     steps = configs[name].ensemble_scheduling.step
-    state = [{"text": text_request(pb, texts).inputs()[0].as_numpy()} for texts in requests]
+    state = [_strings(pb, texts) for texts in requests]
     for step in steps:
         config = configs[step.model_name]
         if config.backend == "python":
@@ -410,3 +418,30 @@ def test_minilm_strings_to_embeddings(minilm_export, tmp_path, model_config_pb2,
     (result,) = run_ensemble(repo, configs, "minilm", pb_utils, [VARIED_TEXTS])
     expected = load_encoder(minilm_export).encode(VARIED_TEXTS)
     np.testing.assert_allclose(result["sentence_embedding"], expected, atol=1e-5)
+
+
+def test_a_cross_encoder_scores_pairs_through_the_repository(tmp_path, model_config_pb2, pb_utils):
+    """query and document strings in, CrossEncoder.predict's scores out (one per row, reshaped as Triton does)."""
+    from bge_export.folder.loading import load_reranker
+
+    folder = export_folder(build_cross_encoder(tmp_path / "ce"), tmp_path / "reranker")
+    repo = write_triton_repository(folder, tmp_path / "repo")
+    configs = parse_repository(repo, model_config_pb2)
+    dicts = as_dicts(configs)
+    assert check_ensemble(dicts["reranker"], dicts) == []
+    pb = model_config_pb2
+    ensemble, onnx = configs["reranker"], configs["reranker_onnx"]
+    assert [(i.name, i.data_type, list(i.dims)) for i in ensemble.input] == \
+        [("query", pb.TYPE_STRING, [1]), ("document", pb.TYPE_STRING, [1])]
+    assert [(o.name, list(o.dims)) for o in ensemble.output] == [("scores", [1])]
+    assert onnx.output[0].HasField("reshape") and list(onnx.output[0].reshape.shape) == []
+    pairs = [(VARIED_TEXTS[0], text) for text in VARIED_TEXTS[1:9]] + [(VARIED_TEXTS[2], "x " * 300)]
+    (result,) = run_ensemble(repo, configs, "reranker", pb_utils, [pairs])
+    assert set(np.unique(result["token_type_ids"])) == {0, 1}  # the document's tokens are segment 1
+    expected = load_reranker(folder).predict(pairs)
+    np.testing.assert_allclose(np.asarray(result["scores"]).reshape(-1), expected, atol=2e-6)
+    model = load_python_model(repo / "reranker_tokenizer", configs["reranker_tokenizer"])
+    uneven = pb_utils.InferenceRequest([pb_utils.Tensor("query", np.array([[b"a"], [b"b"]], dtype=object)),
+                                        pb_utils.Tensor("document", np.array([[b"c"]], dtype=object))])
+    (response,) = model.execute([uneven])
+    assert response.has_error() and "different numbers of rows" in response.error().message()

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -238,6 +239,7 @@ def test_one_override_rule_for_the_floors():
 
 class _CountingEncoder:
     calls: list[int] = []
+    spec = SimpleNamespace(is_reranker=False)  # an embedding model's baseline
 
     def encode(self, texts, batch_size=16):
         self.calls.append(len(texts))

@@ -101,8 +101,9 @@ def test_int8_graph_has_qdq_only_where_tensorrt_fuses_it(tiny_exports, tmp_path)
     folder = tiny_exports["bert"]
     encoder = _encoder(folder, folder / "onnx/model.onnx")
     selection = builtin_texts("selection")[:40]
-    search = Int8Search(encoder.spec, encoder.tokenizer, builtin_calibration_texts()[:32], selection,
-                        encoder.encode(selection), min_cosine=0.9)
+    search = Int8Search(encoder.spec, encoder.tokenizer, builtin_calibration_texts()[:32],
+                        {"validation_texts": selection, "validation_baseline": encoder.encode(selection)},
+                        min_cosine=0.9)
     ready = prepare_graph(folder / "onnx/model.onnx", tmp_path / "int8.onnx", "int8", int8=search,
                           embedding_dim=32)
     assert ready.details["int8_search"]["meets_bound"]
