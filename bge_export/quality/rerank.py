@@ -45,6 +45,11 @@ def calibration_pairs(texts: Sequence[str]) -> list[tuple[str, str]]:
     return [(texts[i], texts[(i + 1) % len(texts)]) for i in range(len(texts))] if len(texts) > 1 else []
 
 
+def calibration_items(spec: Any, texts: Sequence[str]) -> list[Any]:
+    """Calibration text as the model reads it: the texts, or a cross-encoder's pairs of them."""
+    return calibration_pairs(texts) if spec.is_reranker else list(texts)
+
+
 def rerank_record(result: "RerankCheck", backend: str, floors: RerankFloors) -> dict[str, Any]:
     """A check's numbers as a manifest's CheckRecord keeps them."""
     return {"passed": result.passed, "reason": result.reason, "pairs": result.pairs, "texts": result.pairs,

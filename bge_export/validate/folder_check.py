@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from bge_export.model.tokenization import TextTokenizer
 from bge_export.progress import Progress
 from bge_export.quality.floors import BaselineEmbeddings, Floors, floors_for, judge_embeddings
 from bge_export.quality.metrics import topk_neighbour_overlap
-from bge_export.quality.rerank import calibration_pairs, score_check, verdict_pairs
+from bge_export.quality.rerank import score_check, verdict_pairs
 from bge_export.runtime.encoder import Encoder
 from bge_export.validate.backends import folder_baseline
 
@@ -59,10 +59,6 @@ class FolderCheck:
         """What an INT8 search judges on, as keyword arguments of the quantize_*_accuracy_aware functions: an
         embedding model's selection texts and their baseline, or a cross-encoder's judge on selection pairs."""
         return search_inputs(self.spec, self.tokenizer, plain, lambda: self.baseline("selection"))
-
-    def calibration(self, texts: Sequence[str]) -> list[Any]:
-        """Calibration text as the model reads it: texts, or pairs of them for a cross-encoder."""
-        return calibration_pairs(texts) if self.spec.is_reranker else list(texts)
 
     def floors(self, precision: str) -> Floors:
         """The table's floors for `precision`; --min-cosine replaces INT8's cosine floors."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from bge_export.cost import CostMeter, fp32_weight_bytes
 from bge_export.errors import InputError
@@ -28,6 +28,7 @@ from bge_export.model.tokenization import TextTokenizer, check_tokenizer_matches
 from bge_export.progress import Progress
 from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
+from bge_export.quality.rerank import calibration_items
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 from bge_export.targets.onnx.artifact import apply_search_verdict, artifact_entry, finished, seal_folder
 from bge_export.targets.onnx.fusion import check_fusable, fuse
@@ -169,10 +170,6 @@ class _Checker:
         self.progress.step(f"{entry.path}: {entry.status} ({entry.status_reason})")
         return entry
 
-    @staticmethod
-    def calibration(texts: Sequence[str]) -> list[Any]:
-        return list(texts)
-
     def _check_fp16_rounding(self, stage: Path, entry: ArtifactEntry) -> None:
         """onnxruntime's CPU provider computes fp16 graphs in fp32; judge the arithmetic with real fp16 rounding too."""
         self.progress.step(f"{entry.path}: evaluating with every fp16 tensor rounded (numpy reference)")
@@ -238,7 +235,7 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         entries.append(artifact_entry(stage, FP16_PATH, "fp16", {"from": source.name, **report.to_dict()}))
         entries[-1].add_cost(meter.take())
     methods = options.quantize
-    calibration = checker.calibration(texts.calibration)
+    calibration = calibration_items(spec, texts.calibration)
     judged_on = search_inputs(spec, checker.tokenizer, plain, lambda: checker.selection_baseline) if methods else {}
     if "int8" in methods:
         preset = preset_for(options.int8_preset)

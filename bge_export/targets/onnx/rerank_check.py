@@ -5,7 +5,7 @@ model by score error and by each query's candidate order (quality/rerank.py, flo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from bge_export.folder.manifest import ArtifactEntry
 from bge_export.folder.records import CheckRecord
 from bge_export.progress import Progress
 from bge_export.quality.floors import BaselineEmbeddings, rerank_floors_for
-from bge_export.quality.rerank import builtin_rerank_pairs, calibration_pairs, check_scores, rerank_record
+from bge_export.quality.rerank import builtin_rerank_pairs, check_scores, rerank_record
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 from bge_export.runtime.reranker import Reranker
 from bge_export.targets.onnx.artifact import apply_search_verdict
@@ -65,10 +65,6 @@ class RerankChecker:
         if self.enabled:
             _ = self.baseline
         self._baseline.release()
-
-    @staticmethod
-    def calibration(texts: Sequence[str]) -> list[Any]:
-        return list(calibration_pairs(texts))
 
     def check(self, stage: Path, entry: ArtifactEntry) -> ArtifactEntry:
         if not self.enabled:

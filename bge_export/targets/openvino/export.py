@@ -48,6 +48,7 @@ from bge_export.graph.nncf_int8 import import_nncf, quantize_openvino_accuracy_a
 from bge_export.model.corpus import builtin_calibration_texts
 from bge_export.progress import Progress
 from bge_export.quality.floors import precision_class
+from bge_export.quality.rerank import calibration_items
 from bge_export.registry import RUNTIME_CHOICES
 from bge_export.targets.openvino.options import OpenVINOOptions
 from bge_export.targets.openvino.runtime import (
@@ -148,7 +149,8 @@ class _Work(FolderCheck):
         """onnx/model.onnx -> the int8-openvino graph, by the code path `bge-export onnx` uses."""
         self.progress.step("no int8-openvino graph in the folder: running the INT8 search here (NNCF)")
         plan = quantize_openvino_accuracy_aware(
-            self.stage / SOURCE_ONNX, graph, self.spec, self.tokenizer, self.calibration(builtin_calibration_texts()),
+            self.stage / SOURCE_ONNX, graph, self.spec, self.tokenizer,
+            calibration_items(self.spec, builtin_calibration_texts()),
             min_cosine=self.options.min_cosine, progress=self.progress, **self.search_inputs(self.stage / SOURCE_ONNX))
         return graph, plan
 

@@ -34,7 +34,7 @@ from bge_export.progress import Progress
 from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
 from bge_export.quality.metrics import topk_neighbour_overlap
-from bge_export.quality.rerank import calibration_pairs, score_check, verdict_pairs
+from bge_export.quality.rerank import calibration_items, score_check, verdict_pairs
 from bge_export.registry import open_encoder
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 from bge_export.targets.tensorrt.engine import build_engine, layer_info_path
@@ -196,9 +196,7 @@ class _Work:
         search = None
         if precision == "int8":
             plain = self.stage / "onnx/model.onnx"
-            calibration = builtin_calibration_texts()
-            search = Int8Search(self.spec, self.tokenizer,
-                                calibration_pairs(calibration) if self.spec.is_reranker else calibration,
+            search = Int8Search(self.spec, self.tokenizer, calibration_items(self.spec, builtin_calibration_texts()),
                                 search_inputs(self.spec, self.tokenizer, plain, lambda: self.baseline("selection")),
                                 self.options.min_cosine)
             self.baseline("verdict")  # both text sets encoded: the search runs without the PyTorch weights
