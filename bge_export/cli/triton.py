@@ -24,7 +24,7 @@ def triton_command(**values: Any) -> None:
     NAME_tensorrt_<p>     (--instance-kind gpu) an ensemble over each built TensorRT plan
     """
     result = make_triton_repository(TritonOptions(**values))
-    click.echo(f"WROTE      {result.path}  ({result.artifact}: {result.selection[:160]})")
+    click.echo(f"WROTE      {result.path}  ({result.artifact}: {result.selection})")
     for model in result.models:
         click.echo(f"  {model.kind:9s} {model.name}  (max_batch_size {model.max_batch_size})")
     for note in result.notes:

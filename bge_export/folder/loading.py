@@ -52,7 +52,8 @@ def load_encoder(
     public_key: str | Path | None = None,
     **runtime_options: object,
 ) -> Encoder:
-    """An encoder for one artifact of a bge-export output folder.
+    """An encoder for one artifact of a bge-export output folder (an embedding model's; a cross-encoder's folder
+    opens with `load_reranker`).
 
     With no `artifact`, the folder's recommendation (bge_export/folder/recommend.py): for a `runtime` with a
     recommendation of its own (runtime="openvino": the OpenVINO IR), that one; else the gpu one when onnxruntime
@@ -67,6 +68,14 @@ def load_encoder(
     own runtime or on `runtime` (e.g. "openvino" for ONNX files and IR); `runtime_options` go to that runtime
     (e.g. compute_units for Core ML; precision "f32" or "bf16" and performance_hint for OpenVINO).
     """
+    return _open(path, artifact, threads, providers, runtime, public_key, False, runtime_options)
+
+
+def _open(path: str | Path, artifact: str | None, threads: int | None, providers: list[str] | None,
+          runtime: str | None, public_key: str | Path | None, reranker: bool,
+          runtime_options: dict[str, object]) -> Encoder:
+    """load_encoder's and load_reranker's work: the artifact chosen, verified and opened (`reranker`: the folder
+    must hold a cross-encoder; else an embedding model)."""
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise InputError(f"path must be an output folder (a str or Path), e.g. 'artifacts/bge-base', got "
                          f"{'an empty string' if isinstance(path, str) else type(path).__name__}")
@@ -76,6 +85,10 @@ def load_encoder(
         raise InputError(f"artifact must be a path relative to the folder, e.g. 'onnx/model.onnx', got {type(artifact).__name__}")
     folder = Path(path)
     manifest = read_manifest(folder)
+    if manifest.spec.is_reranker != reranker:
+        raise InputError(f"'{folder}' holds a cross-encoder (a reranker): it scores pairs, it embeds no text; use "
+                         "bge_export.load_reranker(folder)" if manifest.spec.is_reranker else
+                         f"'{folder}' holds an embedding model, not a cross-encoder; use bge_export.load_encoder(folder)")
     if artifact is None:
         # a runtime named: its own recommendation (OpenVINO's IR), else the onnxruntime-cpu pick run on it
         relative, selection = choose_for_machine(manifest, providers if runtime is None else ["CPUExecutionProvider"],
@@ -103,9 +116,11 @@ def load_encoder(
                            **runtime_options)
     encoder.artifact = entry.path
     encoder.selection = selection
-    # a pick that did not pass (nothing passed for this runtime) is worth a warning, not a quiet INFO line
-    log = logger.info if entry.status == "pass" or artifact else logger.warning
-    log("load_encoder: %s (%s): %s", entry.path, entry.status, selection)
+    # a pick that did not pass (nothing passed for this runtime) or a named file that failed its check is worth a
+    # warning, not a quiet INFO line
+    log = logger.info if entry.status == "pass" or (artifact and entry.status != "fail") else logger.warning
+    log("load_encoder: %s (%s): %s", entry.path, entry.status,
+        selection if entry.status != "fail" else f"{selection}; its check failed: {entry.status_reason}")
     return encoder
 
 
@@ -113,7 +128,7 @@ def load_reranker(path: str | Path, artifact: str | None = None, threads: int | 
                   providers: list[str] | None = None) -> Reranker:
     """A cross-encoder folder's scorer: `load_reranker(folder).predict([(query, document), ...])` returns what
     CrossEncoder.predict returns. The artifact is chosen, verified and opened as load_encoder does."""
-    return Reranker(load_encoder(path, artifact=artifact, threads=threads, providers=providers))
+    return Reranker(_open(path, artifact, threads, providers, None, None, True, {}))
 
 
 def _check_threads(threads: object) -> None:

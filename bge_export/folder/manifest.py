@@ -185,7 +185,8 @@ def refuse_min_cosine(manifest: Manifest, min_cosine: float | None) -> None:
     """--min-cosine bounds an embedding's cosine: a cross-encoder's folder refuses it in one line."""
     if manifest.spec.is_reranker and min_cosine is not None:
         raise InputError("the folder holds a cross-encoder (a reranker): --min-cosine applies to embedding models "
-                         "only; drop it (rerankers are judged by score error and candidate order, RERANK_FLOORS)")
+                         "only; drop it (a reranker's files are held to the rerank floors: score error and candidate "
+                         "order)")
 
 
 def read_manifest(folder: str | Path) -> Manifest:

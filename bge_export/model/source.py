@@ -260,9 +260,10 @@ def read_spec(
         raise InputError(f"{folder / 'config.json'}: hidden size {hidden} is not a multiple of {heads} attention heads; "
                          "the config is damaged, download the model again")
     if is_cross_encoder(folder, config):
-        if pooling is not None or truncate_dim is not None:
+        given = [flag for flag, value in (("--pooling", pooling), ("--truncate-dim", truncate_dim)) if value is not None]
+        if given:
             raise InputError(f"'{source.reference}' is a cross-encoder (a reranker: it scores pairs, it has no "
-                             "embedding to pool or cut); drop --pooling and --truncate-dim")
+                             f"embedding to pool or cut); drop {' and '.join(given)}")
         return read_reranker_spec(folder, config, model_type, hidden, heads)
     modules = _read_modules(folder)
 

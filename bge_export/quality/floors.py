@@ -66,14 +66,15 @@ class RerankFloors:
 
 # A faithful fp32 graph differs from PyTorch by float rounding (onnxruntime against torch: about 1e-7 on sigmoid
 # scores) and orders every query's candidates as it does. fp16 and INT8 are the bounds a reranker's user can rely
-# on (a score within 5e-3 / 5e-2 of the model's, so a relevance threshold keeps its meaning; the order of every
+# on (a score within 1e-2 / 5e-2 of the model's, so a relevance threshold keeps its meaning; the order of every
 # pair of candidates the model separates by more than twice that; the top-10 kept), checked against
 # benchmarks/reranker_proxy.py (all-MiniLM-L6-v2's real encoder under a seeded classifier, not a trained reranker)
-# on 20 queries x 100 candidates of the built-in corpus's report part: FP16 files 2.8e-3-2.9e-3, tau 1.0; INT8 files
-# 0.11-0.12, which misses (docs/benchmarks.md, "Rerankers"). Score errors are on the activated scores (sigmoid: 0..1).
+# on 20 queries x 100 candidates of the built-in corpus's report part: FP16 files 2.8e-3-2.9e-3 (3.5e-3 with every
+# fp16 tensor rounded; a 24-layer reranker's fp16 error grows with depth, hence 1e-2 and not 5e-3), tau 1.0; INT8
+# files 0.11-0.12, which misses (docs/benchmarks.md, "Rerankers"). Score errors are on the activated scores.
 RERANK_FLOORS: dict[str, RerankFloors] = {
     "fp32": RerankFloors(max_score_error=1e-4, min_kendall_tau=0.99, min_top10_overlap=0.99),
-    "fp16": RerankFloors(max_score_error=5e-3, min_kendall_tau=0.98, min_top10_overlap=0.98),
+    "fp16": RerankFloors(max_score_error=1e-2, min_kendall_tau=0.98, min_top10_overlap=0.98),
     "int8": RerankFloors(max_score_error=5e-2, min_kendall_tau=0.90, min_top10_overlap=0.90),
 }
 

@@ -163,8 +163,11 @@ def _intro(manifest: Manifest) -> list[str]:
              f"each checked against the model in PyTorch fp32 (what sentence-transformers computes). Every graph "
              f"takes token ids and returns the finished embedding: {spec.pooling} pooling"
              + (", L2-normalized" if spec.normalize else ", not normalized")
-             + f", {spec.embedding_dim} dimensions, up to {spec.max_seq_length} tokens "
-             f"(inputs: {', '.join(spec.input_names)}; output: `sentence_embedding`).", ""]
+             + f", {spec.embedding_dim} dimensions"
+             + (" (Matryoshka: the model's first values, cut inside the graph, then re-normalized)"
+                if spec.truncate_dim else "")
+             + f", up to {spec.max_seq_length} tokens (inputs: {', '.join(spec.input_names)}; output: "
+             "`sentence_embedding`).", ""]
     if spec.query_prompt:
         lines += [f"Queries take the prompt {json.dumps(spec.query_prompt, ensure_ascii=False)} in front; "
                   "documents take none.", ""]

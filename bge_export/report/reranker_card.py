@@ -44,8 +44,11 @@ def _usage(spec: Any, manifest: Manifest, hub_id: str | None) -> list[str]:
     revision = manifest.model.get("revision") if hub_id else None
     return [
         "## Usage", "", "### bge-export's loader", "", "```python", "from bge_export import load_reranker", "",
-        'scores = load_reranker(".").predict([("how do magnets work?", "Magnets attract iron."),',
-        '                                     ("how do magnets work?", "Paris is in France.")])', "```", "",
+        'reranker = load_reranker(".")  # the file the manifest recommends for this machine',
+        'print(reranker.predict([("how do magnets work?", "Magnets attract iron."),',
+        '                        ("how do magnets work?", "Paris is in France.")]))',
+        'print(reranker.rank("how do magnets work?", ["Paris is in France.", "Magnets attract iron."], top_k=1))',
+        "```", "",
         *target_sections(manifest),
         "### Text Embeddings Inference", "",
         "TEI serves the source cross-encoder itself (its safetensors from the hub, not this ONNX file) on its "

@@ -20,6 +20,10 @@ class Reranker:
         self.encoder = encoder
         self.spec = encoder.spec
 
+    def __repr__(self) -> str:
+        return (f"Reranker(artifact={self.artifact!r}, labels={self.spec.embedding_dim}, "
+                f"activation={self.spec.score_activation!r}, backend={getattr(self.encoder, 'backend', '?')!r})")
+
     @property
     def artifact(self) -> str | None:
         return getattr(self.encoder, "artifact", None)
@@ -42,7 +46,12 @@ class Reranker:
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
             features = self.encoder.tokenizer.pad([ids[i] for i in chosen], type_ids=[types[i] for i in chosen])
-            scores[chosen] = self.encoder.run(features)
+            batch = np.asarray(self.encoder.run(features))
+            if batch.shape != (len(chosen), *width):
+                raise InputError(f"{self.artifact or 'the graph'} gives scores of shape {tuple(batch.shape)} for "
+                                 f"{len(chosen)} pairs, but manifest.json says {self.spec.embedding_dim} label(s); "
+                                 "the folder's files disagree: export it again")
+            scores[chosen] = batch
         return scores[0] if single else scores
 
 

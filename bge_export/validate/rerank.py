@@ -30,6 +30,7 @@ from bge_export.runtime.reranker import Reranker
 from bge_export.validate import backends
 from bge_export.validate.datasets import read_beir_folder
 from bge_export.validate.options import ValidateOptions
+from bge_export.version import __version__
 
 QUERIES, CANDIDATES = 20, 100
 
@@ -61,9 +62,13 @@ class RerankValidation:
     def failed(self) -> list[RerankRow]:
         return [row for row in self.rows if row.status == "fail"]
 
+    model: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
     def to_dict(self) -> dict[str, Any]:
         floors = {name: floors.to_dict() for name, floors in RERANK_FLOORS.items()}
-        return {"kind": self.kind, "folder": self.folder, "pairs_from": self.pairs_from, "pairs": self.pairs,
+        return {"kind": self.kind, "toolkit_version": __version__, "created": self.created, "model": self.model,
+                "folder": self.folder, "pairs_from": self.pairs_from, "pairs": self.pairs,
                 "floors": floors, "artifacts": [asdict(row) for row in self.rows],
                 "notes": ["speed is not measured for rerankers yet"]}
 
@@ -102,7 +107,7 @@ def validate_reranker(options: ValidateOptions, manifest: Manifest) -> RerankVal
         try:  # each format opens through its target; one this machine cannot run is named, not judged
             reranker = load_reranker(folder, entry.path)
         except BgeExportError as exc:
-            rows.append(RerankRow(entry.path, "unverified", f"cannot run here: {exc}"))
+            rows.append(RerankRow(entry.path, "unverified", str(exc)))
             continue
         progress.step(f"scoring the pairs with {entry.path} ({reranker.encoder.backend})")
         scores = reranker.predict(pairs, batch_size=options.batch_size)
@@ -110,7 +115,9 @@ def validate_reranker(options: ValidateOptions, manifest: Manifest) -> RerankVal
                               what=f"pairs ({pairs_from})")
         rows.append(RerankRow(entry.path, "pass" if result.passed else "fail",
                               f"{reranker.encoder.backend}: {result.reason}", asdict(result)))
-    report = RerankValidation(str(folder), pairs_from, len(pairs), rows)
+    report = RerankValidation(str(folder), pairs_from, len(pairs), rows,
+                              model={key: manifest.model.get(key) for key in ("reference", "revision", "weights_sha256")},
+                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     report_dir.mkdir(parents=True, exist_ok=True)
     report.files = [str(write_atomic(report_dir / "report.json", dumps(report.to_dict()) + "\n")),
                     str(write_atomic(report_dir / "report.md", _markdown(report)))]
@@ -144,12 +151,18 @@ def _markdown(report: RerankValidation) -> str:
              f"{report.pairs} pairs from {report.pairs_from}; floors by precision ({floors}). Speed is not "
              "measured for rerankers yet.", "",
              "| artifact | status | max score error | Kendall tau min / mean | top-10 |", "|---|---|---|---|---|"]
+    unverified = []
     for row in report.rows:
         c = row.check or {}
         top10 = f"{c['top10_overlap']:.4f}" if c.get("top10_overlap") is not None else "-"
         numbers = (f"{c['max_score_error']:.2e} | {c['kendall_tau_min']:.4f} / {c['kendall_tau_mean']:.4f} | {top10}"
                    if c else "- | - | -")
         lines.append(f"| `{row.path}` | {row.status} | {numbers} |")
+        if not c:
+            unverified.append(f"- `{row.path}`: {row.reason} (its export's own check, off its runtime, is in "
+                              "manifest.json)")
+    if unverified:
+        lines += ["", "Not run here:", *unverified]
     return "\n".join(lines) + "\n"
 
 

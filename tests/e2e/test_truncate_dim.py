@@ -39,6 +39,9 @@ def test_the_cut_is_recorded_where_deployments_read_it(truncated_minilm):
     metadata = {p.key: p.value for p in graph.metadata_props}
     assert metadata["bge_export.truncate_dim"] == "128" and metadata["bge_export.embedding_dim"] == "128"
     assert graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 128
+    from bge_export.report.model_card import render_model_card
+
+    assert "128 dimensions (Matryoshka" in render_model_card(truncated_minilm)  # the card says it was cut
 
 
 def test_validate_and_verify_judge_the_cut_vector(truncated_minilm, capsys, tmp_path):

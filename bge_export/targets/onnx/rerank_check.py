@@ -33,8 +33,7 @@ def check_reranker_options(options: ExportOptions) -> None:
     if asked:
         raise InputError(f"the model is a cross-encoder (a reranker): {', '.join(asked)} "
                          f"{'applies' if len(asked) == 1 else 'apply'} to embedding models only; drop "
-                         f"{'it' if len(asked) == 1 else 'them'} (rerankers are judged by score error and candidate "
-                         "order, with the floors of RERANK_FLOORS)")
+                         f"{'it' if len(asked) == 1 else 'them'}")
 
 
 class RerankChecker:
