@@ -100,8 +100,8 @@ def _open(path: str | Path, artifact: str | None, threads: int | None, providers
         relative, selection = Path(artifact).as_posix(), "named by the caller (artifact=...)"
     entry = manifest.find(relative)
     if not entry.sha256 and not entry.size_bytes:
-        raise InputError(f"{entry.path} was prepared for another host and is not built here; build it there with "
-                         f"bge-export {entry.format}, or load another artifact")
+        raise InputError(f"{entry.path} is not built yet: only its input was prepared (--prepare-only); build it on "
+                         f"the machine that will run it with bge-export {entry.format}, or load another artifact")
     verify_folder(folder, manifest, [entry])  # its seal, sha256 and containment before anything is loaded
     if public_key is not None:
         signature = verify_signature(folder, public_key)
