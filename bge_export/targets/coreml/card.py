@@ -37,8 +37,16 @@ def _snippet(manifest: Manifest, entry: ArtifactEntry) -> str:
     else:
         fit = "length = len(encoding.ids)"
         truncate = spec.max_seq_length
-    if spec.is_reranker:
-        return _rerank_snippet(entry, fit, truncate, pad, "token_type_ids" in spec.input_names)
+    if spec.is_reranker:  # one (query, document) pair per call, token types 0 (query) and 1 (document)
+        feed = '"input_ids": ids, "attention_mask": mask' + (', "token_type_ids": types'
+                                                              if "token_type_ids" in spec.input_names else "")
+        encode = 'tokenizer.encode("How does BGE pool?", "BGE pools the [CLS] token.")  # (query, document)'
+        types = ("\ntypes = np.zeros((1, length), dtype=np.int32)\ntypes[0, : len(encoding.type_ids)] = "
+                 "encoding.type_ids" if "token_type_ids" in spec.input_names else "")
+        result = f'score = model.predict({{{feed}}})["scores"][0]'
+    else:
+        encode, types = 'tokenizer.encode("BGE pools the [CLS] token.")', ""
+        result = f'embedding = model.predict({{{", ".join(inputs)}}})["sentence_embedding"][0]'
     return f'''import coremltools as ct
 import numpy as np
 from tokenizers import Tokenizer
@@ -49,32 +57,9 @@ tokenizer.no_padding()  # tokenizer.json may pad to a fixed length: pad below, t
 tokenizer.enable_truncation(max_length={truncate})
 pad_id = tokenizer.token_to_id({json.dumps(pad)})
 
-encoding = tokenizer.encode("BGE pools the [CLS] token.")
-{fit}
-ids = np.full((1, length), pad_id, dtype=np.int32)
-ids[0, : len(encoding.ids)] = encoding.ids
-mask = (np.arange(length) < len(encoding.ids)).astype(np.int32)[None, :]
-embedding = model.predict({{{", ".join(inputs)}}})["sentence_embedding"][0]'''
-
-
-def _rerank_snippet(entry: ArtifactEntry, fit: str, truncate: int, pad: str, token_types: bool) -> str:
-    """A cross-encoder's package: one (query, document) pair per call, token types 0 (query) and 1 (document)."""
-    inputs = '"input_ids": ids, "attention_mask": mask' + (', "token_type_ids": types' if token_types else "")
-    types = ("\ntypes = np.zeros((1, length), dtype=np.int32)\ntypes[0, : len(encoding.type_ids)] = encoding.type_ids"
-             if token_types else "")
-    return f'''import coremltools as ct
-import numpy as np
-from tokenizers import Tokenizer
-
-model = ct.models.MLModel("{entry.path}")
-tokenizer = Tokenizer.from_file("tokenizer.json")
-tokenizer.no_padding()  # tokenizer.json may pad to a fixed length: pad below, to the package's
-tokenizer.enable_truncation(max_length={truncate})
-pad_id = tokenizer.token_to_id({json.dumps(pad)})
-
-encoding = tokenizer.encode("How does BGE pool?", "BGE pools the [CLS] token.")  # (query, document)
+encoding = {encode}
 {fit}
 ids = np.full((1, length), pad_id, dtype=np.int32)
 ids[0, : len(encoding.ids)] = encoding.ids
 mask = (np.arange(length) < len(encoding.ids)).astype(np.int32)[None, :]{types}
-score = model.predict({{{inputs}}})["scores"][0]'''
+{result}'''
