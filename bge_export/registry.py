@@ -71,8 +71,8 @@ class Runtime:
 RUNTIMES: dict[str, Runtime] = {
     "onnxruntime": Runtime("onnxruntime", "bge_export.targets.onnx.runtime:open_entry", _always_available, None),
     "openvino": Runtime("openvino", "bge_export.targets.openvino.runtime:open_entry", _always_available, "openvino",
-                        check_options=_lazy("bge_export.targets.openvino.runtime:check_options"), deploy="openvino",
-                        machine_info=_lazy("bge_export.targets.openvino.runtime:machine_info")),
+                        check_options=_lazy("bge_export.runtime.openvino_encoder:check_options"), deploy="openvino",
+                        machine_info=_lazy("bge_export.runtime.openvino_encoder:machine_info")),
     "tensorrt": Runtime("tensorrt", "bge_export.targets.tensorrt.runtime:open_entry",
                         _lazy("bge_export.targets.tensorrt.runtime:tensorrt_unavailable"), "tensorrt", deploy="gpu",
                         refusal_fails=False),

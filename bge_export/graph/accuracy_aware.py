@@ -82,6 +82,7 @@ class QuantizationPlan:
     pool_source: str = BUILTIN_POOL
     kept_trial: Trial | None = None
     bound: dict[str, Any] = field(default_factory=dict)  # the judge's: the bound and the search's bound
+    trial_runtime: str = "onnxruntime"  # what judged and timed the trials: the runtime the artifact is for
     margin: dict[str, float] = field(default_factory=dict)  # the kept trial's over the search bound (negative: missed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class QuantizationPlan:
             "outlier_channels": {f.tensor: {"channels": f.channels, "fix": f.fix} for f in self.outlier_fixes},
             "attention_cores_fused": self.rewrites.attention_cores_fused,
             "token_packing": self.rewrites.token_packing,
+            "trial_runtime": self.trial_runtime,
             "trials": [{k: v for k, v in vars(t).items() if v is not None} for t in self.trials],
             "calibration_texts": self.calibration_texts,
             "selection_texts": self.validation_texts,  # the built-in corpus's selection part, never the verdict's
@@ -232,7 +234,7 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: Judge, progress: P
     plan = QuantizationPlan(recipe.method, len(candidates),
                             calibration_texts=sum(len(b["input_ids"]) for b in batches),
                             validation_texts=len(judge.texts), pool_texts=len(judge.pool),
-                            pool_source=judge.pool_source, bound=judge.bound_record())
+                            pool_source=judge.pool_source, bound=judge.bound_record(), trial_runtime=judge.runtime)
     limit = len(candidates) // 2  # beyond half in float, the artifact is no longer an INT8 model
     order = search_order(limit, always_tame=recipe.always_tame, attention_stage=recipe.attention_stage,
                          per_token_stage=len(candidates) if recipe.per_token else 0)
@@ -268,7 +270,7 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: Judge, progress: P
             release_freed_memory()
             trial = judge.trial(candidate, configuration.label(len(candidates)))
             plan.trials.append(trial)
-            progress.step(f"  {trial.variant}: {judge.measured(trial)}, {trial.seconds:.1f} s -> "
+            progress.step(f"  {trial.variant}: {judge.measured(trial)}, {trial.seconds:.1f} s on {judge.runtime} -> "
                           f"{'meets' if trial.passed else 'misses'} the bound")
             attempts.append(_Attempt(configuration, trial, candidate, rewrites))
             verdict = trial.passed

@@ -7,7 +7,7 @@ query's candidate order (Kendall tau) and its top-10 (quality/rerank.py, with IN
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -19,10 +19,13 @@ from bge_export.model.tokenization import TextTokenizer
 from bge_export.quality.floors import floors_for, rerank_floors_for
 from bge_export.quality.metrics import cosine_per_row, topk_neighbour_overlap
 from bge_export.quality.rerank import SEARCH_CANDIDATES, SEARCH_QUERIES, builtin_rerank_pairs, check_scores
+from bge_export.runtime.encoder import Encoder
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 from bge_export.runtime.reranker import Reranker
 
 BUILTIN_POOL = "built-in: 2,000 WordNet 3.0 definitions"
+# (trial file, spec, tokenizer) -> the encoder a trial is judged and timed with: the runtime its artifact is for
+TrialRuntime = Callable[[Path, EmbeddingSpec, TextTokenizer], Encoder]
 
 
 @dataclass
@@ -35,7 +38,7 @@ class Trial:
     # rerankers: each selection query's 10 best candidates, against fp32's
     pool_cosine_mean: float = 1.0  # on the selection pool (2,000 texts: the density a deployment has)
     pool_cosine_min: float = 1.0
-    seconds: float = 0.0  # onnxruntime's time to encode the pool (2 threads here): what the choice costs
+    seconds: float = 0.0  # the trial runtime's time to encode the pool (or the pairs): what the choice costs
     max_score_error: float | None = None  # rerankers: the largest |score - fp32 score| over the selection pairs
     kendall_tau_min: float | None = None  # rerankers: the worst selection query's candidate order
 
@@ -54,6 +57,11 @@ class Judge(Protocol):
     def pool_source(self) -> str: ...
 
     def trial(self, candidate: Path, label: str) -> Trial: ...
+
+    @property
+    def runtime(self) -> str: ...  # what the trials run on ("onnxruntime", "openvino-f32")
+
+    def on(self, runtime: TrialRuntime, label: str) -> "Judge": ...  # the same judge, trials run by `runtime`
 
     def measured(self, trial: Trial) -> str: ...
 
@@ -90,6 +98,11 @@ class EmbeddingJudge:
     pool: Sequence[str] = ()
     pool_baseline: np.ndarray | None = None
     pool_source: str = ""
+    trial_runtime: TrialRuntime = OnnxEncoder
+    runtime: str = "onnxruntime"
+
+    def on(self, runtime: TrialRuntime, label: str) -> "EmbeddingJudge":
+        return replace(self, trial_runtime=runtime, runtime=label)
 
     @classmethod
     def with_bound(cls, spec: EmbeddingSpec, tokenizer: TextTokenizer, texts: Sequence[str],
@@ -116,7 +129,7 @@ class EmbeddingJudge:
                    pool_baseline, "--selection-pool" if pool_texts else BUILTIN_POOL)
 
     def trial(self, candidate: Path, label: str) -> Trial:
-        encoder = OnnxEncoder(candidate, self.spec, self.tokenizer)
+        encoder = self.trial_runtime(candidate, self.spec, self.tokenizer)
         cosine = cosine_per_row(self.baseline, encoder.encode(self.texts, batch_size=16))
         started = time.perf_counter()
         pooled = encoder.encode(self.pool, batch_size=POOL_BATCH)
@@ -197,6 +210,11 @@ class RerankJudge:
     baseline: np.ndarray  # the fp32 graph's scores of those pairs
     pool: Sequence[str] = ()
     pool_source: str = ""
+    trial_runtime: TrialRuntime = OnnxEncoder
+    runtime: str = "onnxruntime"
+
+    def on(self, runtime: TrialRuntime, label: str) -> "RerankJudge":
+        return replace(self, trial_runtime=runtime, runtime=label)
 
     @classmethod
     def of_pairs(cls, spec: EmbeddingSpec, tokenizer: TextTokenizer, pairs: Sequence[tuple[str, str]],
@@ -213,7 +231,7 @@ class RerankJudge:
 
     def trial(self, candidate: Path, label: str) -> Trial:
         started = time.perf_counter()
-        scores = Reranker(OnnxEncoder(candidate, self.spec, self.tokenizer)).predict(list(self.texts))
+        scores = Reranker(self.trial_runtime(candidate, self.spec, self.tokenizer)).predict(list(self.texts))
         seconds = time.perf_counter() - started
         result = check_scores(self.baseline, scores, self.query_of_pair, self.floors, what="selection pairs")
         return Trial(label, None, None, result.passed, result.top10_overlap if result.top10_overlap is not None

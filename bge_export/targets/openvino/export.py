@@ -50,14 +50,14 @@ from bge_export.progress import Progress
 from bge_export.quality.floors import precision_class
 from bge_export.quality.rerank import calibration_items
 from bge_export.registry import RUNTIME_CHOICES
-from bge_export.targets.openvino.options import OpenVINOOptions
-from bge_export.targets.openvino.runtime import (
+from bge_export.runtime.openvino_encoder import (
     OpenVINOEncoder,
     bf16_support,
     import_openvino,
     openvino_release,
     refusal_line,
 )
+from bge_export.targets.openvino.options import OpenVINOOptions
 from bge_export.validate.folder_check import FolderCheck
 from bge_export.validate.harness import judged_precision
 

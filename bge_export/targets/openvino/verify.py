@@ -13,7 +13,7 @@ import numpy as np
 
 from bge_export.folder.manifest import ArtifactEntry, Manifest
 from bge_export.folder.verify_graphs import fix_for, sample_embedding_ok, sample_features, sample_feed
-from bge_export.targets.openvino.runtime import openvino_release, refusal_line
+from bge_export.runtime.openvino_encoder import openvino_release, refusal_line
 
 if TYPE_CHECKING:
     from bge_export.folder.verify import VerifyResult

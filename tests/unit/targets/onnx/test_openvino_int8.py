@@ -124,3 +124,24 @@ def test_a_matmul_kept_in_float_reads_fp32_weights_and_input(openvino_int8, tmp_
     assert node.input[1] in {i.name for i in model.graph.initializer}
     assert node.input[0] not in writers or writers[node.input[0]].op_type != "DequantizeLinear"
     onnx.checker.check_model(model)
+
+
+def test_trials_are_judged_and_timed_on_openvino_where_the_file_runs(openvino_int8, minilm_export: Path):
+    """The search's numbers are OpenVINO's (f32 hint): the kept file encoded there again gives the trial's numbers."""
+    from bge_export.graph.judge import POOL_BATCH
+    from bge_export.model.corpus import builtin_selection_pool
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+    from bge_export.runtime.openvino_encoder import OpenVINOEncoder
+
+    plan, target, encoder = openvino_int8
+    record = plan.to_dict()
+    assert record["trial_runtime"].startswith("openvino-f32 (OpenVINO 20"), record["trial_runtime"]
+    pool = builtin_selection_pool()
+    reference = OnnxEncoder(minilm_export / "onnx/model.onnx", encoder.spec, encoder.tokenizer).encode(
+        pool, batch_size=POOL_BATCH)
+    on_openvino = OpenVINOEncoder(target, encoder.spec, encoder.tokenizer, precision="f32").encode(
+        pool, batch_size=POOL_BATCH)
+    kept = plan.kept_trial
+    assert topk_neighbour_overlap(reference, on_openvino, k=10) == pytest.approx(kept.top10_overlap, abs=1e-9)
+    assert cosine_per_row(reference, on_openvino).min() == pytest.approx(kept.pool_cosine_min, abs=1e-6)
+    assert all(trial.seconds > 0 for trial in plan.trials)

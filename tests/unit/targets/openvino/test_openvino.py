@@ -18,7 +18,7 @@ from validate_helpers import FP32, add_artifact_entry  # noqa: E402
 from bge_export.errors import InputError, MissingDependencyError  # noqa: E402
 from bge_export.folder.loading import load_encoder  # noqa: E402
 from bge_export.registry import runtime_choices, targets  # noqa: E402
-from bge_export.targets.openvino.runtime import (  # noqa: E402
+from bge_export.runtime.openvino_encoder import (  # noqa: E402
     Bf16Support,
     OpenVINOEncoder,
     bf16_support,

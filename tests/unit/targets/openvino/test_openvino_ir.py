@@ -77,7 +77,7 @@ def _openvino_f32(folder: Path, relative: str, texts: list[str]) -> np.ndarray:
 
 
 def test_the_ir_are_recorded_checked_and_recommended(ir_folder: Path) -> None:
-    from bge_export.targets.openvino.runtime import bf16_support
+    from bge_export.runtime.openvino_encoder import bf16_support
 
     manifest = read_manifest(ir_folder)
     entries = {e.path: e for e in manifest.artifacts if e.format == "openvino"}
