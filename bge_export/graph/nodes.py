@@ -154,11 +154,15 @@ def ensure_opset(model: Any, domain: str, version: int = 1) -> None:
 
 
 def prune_initializers(model: Any) -> None:
-    """Drop initializers no node reads."""
+    """Drop initializers no node reads, in place.
+
+    Only the unused ones are deleted: clearing the field and extending it with the kept ones would copy every
+    weight once (protobuf copies a message into a repeated field), and each graph pass of an INT8 trial prunes:
+    all-mpnet-base-v2's int8-openvino build peaked 1.8 GB above the graph it started from."""
     used = {name for node in model.graph.node for name in node.input}
-    kept = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    unused = [index for index, init in enumerate(model.graph.initializer) if init.name not in used]
+    for index in reversed(unused):
+        del model.graph.initializer[index]
 
 
 def prune_dead_nodes(model: Any) -> None:
