@@ -30,6 +30,7 @@ from bge_export.quality import fp16_reference
 from bge_export.quality.floors import BaselineEmbeddings, check_against_baseline, floors_for
 from bge_export.quality.rerank import calibration_items
 from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
+from bge_export.runtime.openvino_encoder import import_openvino
 from bge_export.targets.onnx.artifact import apply_search_verdict, artifact_entry, finished, seal_folder
 from bge_export.targets.onnx.fusion import check_fusable, fuse
 from bge_export.targets.onnx.options import MIN_POOL_TEXTS, ExportOptions
@@ -281,6 +282,7 @@ def check_export_options(options: ExportOptions) -> Int8Texts:
         raise InputError(f"export() takes an ExportOptions, got {type(options).__name__}")
     if "int8-openvino" in options.quantize:
         import_nncf()  # before any work: a missing extra is named now, not after the fp32 export
+        import_openvino()  # its trials are judged on OpenVINO (NNCF itself imports without it)
     pool = None
     if options.selection_pool:
         pool = list(dict.fromkeys(read_corpus_file(options.selection_pool, "selection pool file")))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import DATA_DIR
+from helpers import DATA_DIR, assert_nothing_written, assert_one_line_error, run_cli
 
 pytest.importorskip("nncf", reason="int8-openvino needs NNCF: pip install 'bge-export[openvino]'")
 ov = pytest.importorskip("openvino", reason="OpenVINO is the runtime this graph is made for: pip install 'bge-export[openvino]'")
@@ -145,3 +145,16 @@ def test_trials_are_judged_and_timed_on_openvino_where_the_file_runs(openvino_in
     assert topk_neighbour_overlap(reference, on_openvino, k=10) == pytest.approx(kept.top10_overlap, abs=1e-9)
     assert cosine_per_row(reference, on_openvino).min() == pytest.approx(kept.pool_cosine_min, abs=1e-6)
     assert all(trial.seconds > 0 for trial in plan.trials)
+
+
+def test_without_openvino_the_export_stops_before_any_work(minilm_dir: Path, tmp_path: Path, capsys, monkeypatch):
+    """NNCF imports without OpenVINO, but the search judges its trials there: the missing extra is named before
+    any work (no progress line: not after the fp32 export and calibration)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: import fails
+    code, _out, err = run_cli(capsys, "onnx", "-m", str(minilm_dir), "-o", str(tmp_path / "out"),
+                              "--quantize", "int8-openvino")
+    assert code != 0
+    assert_one_line_error(err, "pip install 'bge-export[openvino]'")
+    assert_nothing_written(tmp_path, "out")
