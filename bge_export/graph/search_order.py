@@ -9,23 +9,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Generator
 
+# How a recipe keeps its worst MatMuls out of plain INT8, as the labels say it
+KEPT_FORMS = {"float": "kept in float", "two INT8 passes": "in two INT8 passes"}
+
 
 @dataclass(frozen=True)
 class Configuration:
-    """One candidate build: outlier channels tamed or not, and how many of the worst MatMuls stay in float."""
+    """One candidate build: outlier channels tamed or not, and how many of the worst MatMuls are kept out of
+    plain INT8 (in float, or in two INT8 passes: the recipe's `kept_form`)."""
 
     outlier_fix: bool
-    kept_float: int
+    kept: int
     float_attention: bool = False  # the attention products (activation x activation) left in float
     per_token: int = 0  # how many of the worst MatMuls take one activation scale per token (dynamic INT8 only)
 
-    def label(self, matmuls: int) -> str:
-        if not self.outlier_fix and not self.kept_float:
+    def label(self, matmuls: int, kept_form: str = "float") -> str:
+        if not self.outlier_fix and not self.kept:
             return "all MatMuls INT8, no outlier fix"
         fix = "outliers tamed" if self.outlier_fix else "no outlier fix"
         attention = ", attention products in float" if self.float_attention else ""
         tokens = f", {self.per_token} of {matmuls} scaled per token" if self.per_token else ""
-        return f"{fix}{attention}{tokens}, {self.kept_float} of {matmuls} MatMuls kept in float"
+        return f"{fix}{attention}{tokens}, {self.kept} of {matmuls} MatMuls {KEPT_FORMS[kept_form]}"
 
 
 def search_order(limit: int, always_tame: bool = False, attention_stage: bool = False,
@@ -39,19 +43,19 @@ def search_order(limit: int, always_tame: bool = False, attention_stage: bool = 
     So the last configuration that passed is the answer, and when none passed the last one tried is the closest
     (`limit` in float). Taming edits the graph in place, so every configuration without it comes first.
     """
-    if not always_tame and (yield Configuration(outlier_fix=False, kept_float=0)):
+    if not always_tame and (yield Configuration(outlier_fix=False, kept=0)):
         return
-    if (yield Configuration(outlier_fix=True, kept_float=0)):
+    if (yield Configuration(outlier_fix=True, kept=0)):
         return
     # a quantizer that also rounds the attention products (NNCF): leave those in float before any weight MatMul
     attention = attention_stage
-    if attention and (yield Configuration(outlier_fix=True, kept_float=0, float_attention=True)):
+    if attention and (yield Configuration(outlier_fix=True, kept=0, float_attention=True)):
         return
     if per_token_stage and (yield from _fewest_by_halves(
-            lambda count: Configuration(outlier_fix=True, kept_float=0, per_token=count), per_token_stage)):
+            lambda count: Configuration(outlier_fix=True, kept=0, per_token=count), per_token_stage)):
         return
     if limit >= 1:
-        yield from _fewest(lambda count: Configuration(outlier_fix=True, kept_float=count, float_attention=attention,
+        yield from _fewest(lambda count: Configuration(outlier_fix=True, kept=count, float_attention=attention,
                                                        per_token=per_token_stage), limit)
 
 

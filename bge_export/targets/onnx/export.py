@@ -261,7 +261,8 @@ def _derived_artifacts(options: ExportOptions, stage: Path, spec: Any, checker: 
         with meter.step("int8-openvino"):
             plan = quantize_openvino_accuracy_aware(
                 plain, stage / OPENVINO_INT8_PATH, spec, checker.tokenizer, calibration,
-                min_cosine=options.min_cosine, progress=progress, pool=texts.pool, **judged_on,
+                min_cosine=options.min_cosine, progress=progress, pool=texts.pool,
+                precision_hint=options.openvino_precision_hint, **judged_on,
             )
         entries.append(artifact_entry(stage, OPENVINO_INT8_PATH, "int8-openvino",
                                        {"runtime": "openvino", **plan.to_dict()}))

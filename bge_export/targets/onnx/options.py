@@ -11,6 +11,7 @@ from bge_export.graph.int8 import PRESETS
 from bge_export.model.options import ModelOptions, check_texts_option
 from bge_export.options import option
 from bge_export.options.memory import MemoryLimit, max_memory_option
+from bge_export.runtime.openvino_encoder import PRECISIONS as OPENVINO_HINTS
 
 QUANTIZE_CHOICES = ("int8", "int8-static", "int8-openvino")
 MIN_POOL_TEXTS = 500  # top-10 overlap among fewer says little about a deployment's density
@@ -43,6 +44,11 @@ class ExportOptions(ModelOptions):
         help="Texts the INT8 search judges top-10 neighbour agreement among (.txt one per line, or .jsonl with "
              f"'text'; at least {MIN_POOL_TEXTS}): a sample of your own corpus, at its density.  [default: built-in "
              "2,000 WordNet definitions]")
+    openvino_precision_hint: str = option(
+        "f32", choices=OPENVINO_HINTS, show_default=True,
+        help="The OpenVINO precision hint --quantize int8-openvino is made for; its search judges and times trials "
+             "there. f32: the worst MatMuls run in two INT8 passes (a float MatMul costs 5-10x INT8 at f32). bf16 "
+             "(OpenVINO's default on CPUs with native bf16): they stay float, which runs as bf16 on AMX.")
     calibration_method: str = option("percentile", choices=CALIBRATION_METHODS, show_default=True,
                                      help="Activation range estimation for --quantize int8-static.")
     opset: int = option(17, ge=OPSET_RANGE[0], le=OPSET_RANGE[1], show_default=True,
@@ -63,4 +69,7 @@ class ExportOptions(ModelOptions):
             if given and not self.quantize:
                 raise InputError(f"{flag} is used only by --quantize; add --quantize int8 (or int8-static), "
                                  "or drop it")
+        if self.openvino_precision_hint != "f32" and "int8-openvino" not in self.quantize:
+            raise InputError("--openvino-precision-hint is used only by --quantize int8-openvino; add it, or drop "
+                             "the hint")
         return self

@@ -116,21 +116,21 @@ def test_search_order_finds_the_fewest_kept_float_with_doubling_then_bisection()
             except StopIteration:
                 return tried
             tried.append(configuration)
-            verdict = plain_passes if not configuration.outlier_fix else configuration.kept_float >= fewest_passing
+            verdict = plain_passes if not configuration.outlier_fix else configuration.kept >= fewest_passing
 
     untamed, tamed = Configuration(False, 0), Configuration(True, 0)
     assert run(12, True, 0) == [untamed]  # fastest first: nothing else is built when it passes
     assert run(12, False, 0) == [untamed, tamed]
-    assert [c.kept_float for c in run(12, False, 5)[1:]] == [0, 1, 2, 4, 8, 6, 5]
-    assert [c.kept_float for c in run(12, False, 7)[1:]] == [0, 1, 2, 4, 8, 6, 7]
-    assert [c.kept_float for c in run(12, False, 13)[1:]] == [0, 1, 2, 4, 8, 12]  # misses: ends at the limit
+    assert [c.kept for c in run(12, False, 5)[1:]] == [0, 1, 2, 4, 8, 6, 5]
+    assert [c.kept for c in run(12, False, 7)[1:]] == [0, 1, 2, 4, 8, 6, 7]
+    assert [c.kept for c in run(12, False, 13)[1:]] == [0, 1, 2, 4, 8, 12]  # misses: ends at the limit
     assert run(0, False, 1) == [untamed, tamed]  # never more than the limit in float
     for limit in range(1, 20):
         for fewest in range(limit + 1):
             tried = run(limit, False, fewest)
-            passing = [c.kept_float for c in tried if c.outlier_fix and c.kept_float >= fewest]
+            passing = [c.kept for c in tried if c.outlier_fix and c.kept >= fewest]
             assert passing[-1] == fewest, (limit, fewest)  # the last passing one is the answer
-            assert len(tried) == len(set(tried)) and max(c.kept_float for c in tried) <= limit
+            assert len(tried) == len(set(tried)) and max(c.kept for c in tried) <= limit
 
 
 def test_search_order_scales_per_token_before_keeping_any_matmul_in_float():
@@ -144,13 +144,13 @@ def test_search_order_scales_per_token_before_keeping_any_matmul_in_float():
                 configuration = order.send(verdict)
             except StopIteration:
                 return tried
-            tried.append((configuration.per_token, configuration.kept_float))
+            tried.append((configuration.per_token, configuration.kept))
             if not configuration.outlier_fix or configuration.per_token == 0:
                 verdict = False
-            elif configuration.kept_float == 0:
+            elif configuration.kept == 0:
                 verdict = fewest_per_token is not None and configuration.per_token >= fewest_per_token
             else:
-                verdict = configuration.kept_float >= fewest_float
+                verdict = configuration.kept >= fewest_float
 
     # every MatMul per token first (the cheap choice), then bisection down to the fewest that pass
     assert run(48, 21, 0) == [(0, 0), (0, 0), (48, 0), (24, 0), (12, 0), (18, 0), (21, 0), (19, 0), (20, 0)]
@@ -186,7 +186,7 @@ def test_unreachable_bound_keeps_the_closest_trial_and_says_so(tiny_model, tmp_p
     limit, matmuls = plan.quantized_nodes // 2, plan.quantized_nodes
     assert plan.trials[-1].variant == (f"outliers tamed, {matmuls} of {matmuls} scaled per token, {limit} of "
                                        f"{matmuls} MatMuls kept in float")
-    assert len(plan.kept_float) == limit and _ops(target)["DynamicQuantizeMatMul"] == record["int8_matmuls"] == limit
+    assert len(plan.kept) == limit and _ops(target)["DynamicQuantizeMatMul"] == record["int8_matmuls"] == limit
     assert len(record["per_token_matmuls"]) == limit and _ops(target)["ReduceMax"] >= 1
     cosine = cosine_per_row(baseline, OnnxEncoder(target, encoder.spec, encoder.tokenizer).encode(texts, batch_size=16))
     assert abs(cosine.min() - plan.trials[-1].cosine_min) < 1e-6 and abs(cosine.mean() - plan.trials[-1].cosine_mean) < 1e-6

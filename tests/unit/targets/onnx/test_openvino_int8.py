@@ -50,8 +50,9 @@ def test_openvino_runs_the_weight_and_attention_matmuls_in_int8(openvino_int8):
     counts = _runtime_precisions(target)
     int8_fully_connected = sum(n for (kind, precision), n in counts.items()
                                if kind == "FullyConnected" and precision in ("i8", "u8"))
-    # 6 layers x (Q, K, V, attention output, FFN in, FFN out), less what the search kept in float
-    assert int8_fully_connected == 36 - len(plan.kept_float), counts
+    # 6 layers x (Q, K, V, attention output, FFN in, FFN out), and a second INT8 pass for each the search kept
+    assert plan.kept_form == "two INT8 passes"
+    assert int8_fully_connected == 36 + len(plan.kept), counts
     if "attention products in float" not in plan.kept_trial.variant:
         assert counts[("Subgraph", "i8")] + counts[("Subgraph", "u8")] >= 6, "attention products in INT8"
 
@@ -106,24 +107,45 @@ def _in_text_order(rows: list[tuple[np.ndarray, np.ndarray]], count: int) -> np.
     return out
 
 
-def test_a_matmul_kept_in_float_reads_fp32_weights_and_input(openvino_int8, tmp_path: Path):
+def test_two_int8_passes_run_in_int8_everywhere_and_hold_near_float_fidelity(openvino_int8, minilm_export: Path,
+                                                                               tmp_path: Path):
+    """What the search does to the MatMuls it keeps, here done to all of them: each still runs as INT8 on
+    OpenVINO and onnxruntime (twice), and the embeddings come much closer to fp32 than one pass's."""
     import onnx
+    import onnxruntime as ort
 
-    from bge_export.graph.nncf_int8 import restore_float_matmuls
     from bge_export.graph.nodes import producers
+    from bge_export.graph.qdq_layout import two_pass_matmuls, unsigned_activations
+    from bge_export.model.corpus import builtin_texts
+    from bge_export.runtime.onnxruntime_encoder import OnnxEncoder
 
-    _plan, target, _encoder = openvino_int8
+    _plan, target, encoder = openvino_int8
     model = onnx.load(str(target))
     writers = producers(model)
-    quantized = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in writers
-                 and writers[n.input[1]].op_type == "DequantizeLinear"]
-    chosen = quantized[0].name
-    assert restore_float_matmuls(model, [chosen]) == 1
-    node = next(n for n in model.graph.node if n.name == chosen)
-    writers = producers(model)
-    assert node.input[1] in {i.name for i in model.graph.initializer}
-    assert node.input[0] not in writers or writers[node.input[0]].op_type != "DequantizeLinear"
+    int8 = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in writers
+            and writers[n.input[1]].op_type == "DequantizeLinear"]
+    assert two_pass_matmuls(model, int8) == len(int8) == 36
+    unsigned_activations(model)
     onnx.checker.check_model(model)
+    two_pass = tmp_path / "two_pass.onnx"
+    onnx.save(model, str(two_pass))
+
+    counts = _runtime_precisions(two_pass)
+    assert sum(n for (kind, precision), n in counts.items()
+               if kind == "FullyConnected" and precision in ("i8", "u8")) == 72, counts
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(two_pass), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    constants = {i.name for i in optimized.graph.initializer}
+    assert not [n.name for n in optimized.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+    assert sum(n.op_type == "MatMulIntegerToFloat" for n in optimized.graph.node) == 72
+
+    texts = builtin_texts("report", 200)
+    reference = OnnxEncoder(minilm_export / "onnx/model.onnx", encoder.spec, encoder.tokenizer).encode(texts)
+    one = 1 - cosine_per_row(reference, OnnxEncoder(target, encoder.spec, encoder.tokenizer).encode(texts))
+    two = 1 - cosine_per_row(reference, OnnxEncoder(two_pass, encoder.spec, encoder.tokenizer).encode(texts))
+    assert two.mean() < 0.5 * one.mean(), (two.mean(), one.mean())
 
 
 def test_trials_are_judged_and_timed_on_openvino_where_the_file_runs(openvino_int8, minilm_export: Path):
@@ -157,4 +179,35 @@ def test_without_openvino_the_export_stops_before_any_work(minilm_dir: Path, tmp
                               "--quantize", "int8-openvino")
     assert code != 0
     assert_one_line_error(err, "pip install 'bge-export[openvino]'")
+    assert_nothing_written(tmp_path, "out")
+
+
+def test_for_the_bf16_hint_the_search_judges_there_and_keeps_float(minilm_export: Path, tmp_path: Path):
+    """At OpenVINO's bf16 hint a float MatMul runs as bf16 (cheap on AMX): the kept ones stay float, and every
+    trial is judged and timed at that hint. A bound MiniLM cannot meet in INT8 makes the search keep some."""
+    from bge_export.folder.loading import load_encoder
+    from bge_export.graph.nncf_int8 import quantize_openvino_accuracy_aware
+    from bge_export.model.corpus import builtin_calibration_texts, builtin_texts
+
+    encoder = load_encoder(minilm_export, artifact="onnx/model.onnx")
+    selection = builtin_texts("selection")
+    target = tmp_path / "model_qint8_openvino.onnx"
+    plan = quantize_openvino_accuracy_aware(
+        minilm_export / "onnx/model.onnx", target, encoder.spec, encoder.tokenizer, builtin_calibration_texts(),
+        selection, encoder.encode(selection), min_cosine=0.9995, precision_hint="bf16")
+    record = plan.to_dict()
+    assert record["trial_runtime"].startswith("openvino-bf16 (OpenVINO 20"), record["trial_runtime"]
+    assert plan.kept_form == "float" and plan.kept and "two_pass_int8" not in record
+    assert [item["node"] for item in record["kept_float"]] == [s.node for s in plan.kept]
+    assert all("in float" in trial.variant for trial in plan.trials[2:])
+    counts = _runtime_precisions(target)
+    int8 = sum(n for (kind, precision), n in counts.items() if kind == "FullyConnected" and precision in ("i8", "u8"))
+    assert int8 == 36 - len(plan.kept), counts
+
+
+def test_the_hint_needs_int8_openvino(minilm_dir: Path, tmp_path: Path, capsys):
+    code, _out, err = run_cli(capsys, "onnx", "-m", str(minilm_dir), "-o", str(tmp_path / "out"), "--quantize",
+                              "int8", "--openvino-precision-hint", "bf16")
+    assert code != 0
+    assert_one_line_error(err, "--openvino-precision-hint is used only by --quantize int8-openvino")
     assert_nothing_written(tmp_path, "out")
