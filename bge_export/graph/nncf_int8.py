@@ -29,9 +29,7 @@ import numpy as np
 from bge_export.errors import MissingDependencyError
 from bge_export.graph.accuracy_aware import PRESETS, GraphRewrites, _Recipe, _search, calibration_batches
 from bge_export.graph.judge import EmbeddingJudge, Judge
-from bge_export.graph.nodes import (
-    weight_matmuls,
-)
+from bge_export.graph.nodes import weight_matmuls
 from bge_export.graph.qdq_layout import (
     float_attention_products,
     quantize_after_layout_ops,

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bge_export.graph.nodes import initializers, producers, prune_dead_nodes, prune_initializers
+from bge_export.graph.nodes import consumers, initializers, producers, prune_dead_nodes, prune_initializers
 
 
 def restore_float_matmuls(quantized: Any, names: Sequence[str]) -> int:
@@ -42,6 +42,7 @@ def restore_float_matmuls(quantized: Any, names: Sequence[str]) -> int:
     return restored
 
 
+RESIDUAL = "_residual"  # suffix of a two-pass input's residual tensor (its Sub: RESIDUAL + "_sub")
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"})
 
 
@@ -104,18 +105,11 @@ def unsigned_activations(quantized: Any) -> int:
     """
     from onnx import TensorProto, numpy_helper
 
-    writers, present = producers(quantized), initializers(quantized)
-    readers: dict[str, list[Any]] = {}
-    for node in quantized.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-
-    def int8_weight_matmul(node: Any) -> bool:
-        weight = writers.get(node.input[1]) if node.op_type == "MatMul" else None
-        return weight is not None and weight.op_type == "DequantizeLinear" and weight.input[0] in present
+    writers, present, readers = producers(quantized), initializers(quantized), consumers(quantized)
 
     def int8_reader(node: Any) -> bool:  # an INT8 MatMul, or the residual of one run in two passes
-        return int8_weight_matmul(node) or (node.op_type == "Sub" and node.name.endswith("_residual_sub"))
+        return _int8_weight_matmul(node, writers, present) or (node.op_type == "Sub"
+                                                                and node.name.endswith(RESIDUAL + "_sub"))
 
     pairs = []
     for dequantize in quantized.graph.node:
@@ -142,6 +136,12 @@ def unsigned_activations(quantized: Any) -> int:
     return len(pairs)
 
 
+def _int8_weight_matmul(node: Any, writers: dict[str, Any], present: dict[str, Any]) -> bool:
+    """A MatMul whose weight is an int8 initializer behind a DequantizeLinear."""
+    weight = writers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+    return weight is not None and weight.op_type == "DequantizeLinear" and weight.input[0] in present
+
+
 def _per_tensor(dequantize: Any, present: dict[str, Any]) -> bool:
     scale = present.get(dequantize.input[1])
     return scale is not None and int(np.prod(scale.dims)) == 1
@@ -151,16 +151,7 @@ def float_attention_products(quantized: Any) -> int:
     """Take every activation Q/DQ pair that feeds no INT8 weight MatMul out of the graph: what is left of NNCF's
     rounding are the inputs of the weight MatMuls (the attention products, softmax x V and Q x K^T, run in float).
     """
-    writers, present = producers(quantized), initializers(quantized)
-
-    def int8_weight_matmul(node: Any) -> bool:
-        weight = writers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
-        return weight is not None and weight.op_type == "DequantizeLinear" and weight.input[0] in present
-
-    readers: dict[str, list[Any]] = {}
-    for node in quantized.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    writers, present, readers = producers(quantized), initializers(quantized), consumers(quantized)
     bypassed = 0
     for dequantize in list(quantized.graph.node):
         if dequantize.op_type != "DequantizeLinear" or dequantize.input[0] in present:
@@ -169,7 +160,7 @@ def float_attention_products(quantized: Any) -> int:
         if quantize is None or quantize.op_type != "QuantizeLinear":
             continue
         users = readers.get(dequantize.output[0], [])
-        if any(int8_weight_matmul(user) for user in users):
+        if any(_int8_weight_matmul(user, writers, present) for user in users):
             continue
         for user in users:
             for index, name in enumerate(user.input):
@@ -211,7 +202,7 @@ def two_pass_matmuls(quantized: Any, names: Sequence[str]) -> int:
         quantize = writers.get(dequantize.input[0])
         if quantize is None or quantize.op_type != "QuantizeLinear":
             continue
-        residual = dequantize.output[0] + "_residual"  # one residual pair per input, however many MatMuls read it
+        residual = dequantize.output[0] + RESIDUAL  # one residual pair per input, however many MatMuls read it
         added = []
         if residual + "_dq" not in residual_pairs:
             step = float(numpy_helper.to_array(present[dequantize.input[1]])) / 254.0
