@@ -243,7 +243,8 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: Judge, progress: P
                             pool_source=judge.pool_source, bound=judge.bound_record(), trial_runtime=judge.runtime)
     limit = len(candidates) // 2  # beyond half in float, the artifact is no longer an INT8 model
     order = search_order(limit, always_tame=recipe.always_tame, attention_stage=recipe.attention_stage,
-                         per_token_stage=len(candidates) if recipe.per_token else 0)
+                         per_token_stage=len(candidates) if recipe.per_token else 0,
+                         kept_by_halves=recipe.kept_form != "float")
     tamed = False  # taming and ranking are both done once, when a configuration first needs them
     ranking: list[NodeSensitivity] = []
     attempts: list[_Attempt] = []

@@ -133,6 +133,29 @@ def test_search_order_finds_the_fewest_kept_float_with_doubling_then_bisection()
             assert len(tried) == len(set(tried)) and max(c.kept for c in tried) <= limit
 
 
+def test_search_order_for_a_cheap_kept_form_starts_at_the_limit_then_bisects():
+    from bge_export.graph.accuracy_aware import search_order
+
+    def run(limit: int, fewest_passing: int) -> list[int]:
+        """Kept counts tried after the untamed and tamed trials (two INT8 passes: each kept MatMul costs little)."""
+        order, tried, verdict = search_order(limit, kept_by_halves=True), [], None
+        while True:
+            try:
+                configuration = order.send(verdict)
+            except StopIteration:
+                return tried[2:]
+            tried.append(configuration.kept)
+            verdict = configuration.outlier_fix and configuration.kept >= fewest_passing
+
+    assert run(36, 33) == [36, 18, 27, 31, 33, 32]  # 6 kept trials; 1, 2, 4 ... would take 9
+    assert run(36, 37) == [36]  # even the limit misses: it is the closest, and the last tried
+    for limit in range(1, 40):
+        for fewest in range(1, limit + 1):
+            tried = run(limit, fewest)
+            assert [k for k in tried if k >= fewest][-1] == fewest, (limit, fewest)  # the last passing is the answer
+            assert len(tried) == len(set(tried)) and max(tried) <= limit
+
+
 def test_search_order_scales_per_token_before_keeping_any_matmul_in_float():
     from bge_export.graph.accuracy_aware import search_order
 
