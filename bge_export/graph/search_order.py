@@ -41,9 +41,10 @@ def search_order(limit: int, always_tame: bool = False, attention_stage: bool = 
     that passes, bisection down to the fewest worst MatMuls scaled so; else, every MatMul per token, 1, 2, 4 ...
     `limit` MatMuls kept until one passes, then bisection down to the fewest, assuming more never hurts
     (`kept_by_halves`, for a kept form that costs little per MatMul, such as two INT8 passes: `limit` first, then
-    bisection: all-mpnet-base-v2 keeps about 31 of 72, found in 6 trials instead of 9, search 216 -> 185 s).
+    bisection: all-mpnet-base-v2 keeps about 31 of 72, found in 6 trials instead of 9, search 216 -> 185 s; a
+    model that needs only 1-4 kept pays 6 trials instead of 1-4).
     So the last configuration that passed is the answer, and when none passed the last one tried is the closest
-    (`limit` in float). Taming edits the graph in place, so every configuration without it comes first.
+    (`limit` kept). Taming edits the graph in place, so every configuration without it comes first.
     """
     if not always_tame and (yield Configuration(outlier_fix=False, kept=0)):
         return
