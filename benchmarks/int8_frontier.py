@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import openvino_peers  # noqa: E402  (benchmarks/ is not a package)
 
+from bge_export.errors import InputError  # noqa: E402
 from bge_export.folder.loading import load_encoder  # noqa: E402
 from bge_export.graph.accuracy_aware import DEFAULT_OUTLIER_RATIO, PRESETS, calibration_batches  # noqa: E402
 from bge_export.graph.edit import channel_abs_max, tame_outlier_channels  # noqa: E402
@@ -45,8 +46,24 @@ from bge_export.runtime.openvino_encoder import OpenVINOEncoder  # noqa: E402
 SPEED_TEXTS, SPEED_PASSES, BATCH, THREADS, SMALL_CORPUS = 640, 3, 32, 2, 500
 
 
-def int8_graphs(folder: Path, counts: list[int] | None, kept_form: str, scratch: Path) -> list[tuple[Path, int, int]]:
-    """[(graph, k, MatMuls)]: the search's trial graphs for each k (sorted, each once), built as `_search` does."""
+def kept_counts(folder: Path, given: str | None) -> list[int]:
+    """The k values to build, sorted, each once: `given` (comma-separated) or 0, 1/8, 1/4, 1/2, 3/4 and all of the
+    graph's weight MatMuls. Checked before any work starts."""
+    import onnx
+
+    total = len(weight_matmuls(onnx.load(str(folder / "onnx/model.onnx"), load_external_data=False)))
+    try:
+        counts = sorted({int(c) for c in given.split(",")}) if given else \
+            sorted({0, total // 8, total // 4, total // 2, 3 * total // 4, total})
+    except ValueError:
+        raise InputError(f"--counts takes whole numbers separated by commas, got {given!r}") from None
+    if counts[0] < 0 or counts[-1] > total:
+        raise InputError(f"--counts: each k must lie between 0 and the graph's {total} weight MatMuls")
+    return counts
+
+
+def int8_graphs(folder: Path, counts: list[int], kept_form: str, scratch: Path) -> list[tuple[Path, int, int]]:
+    """[(graph, k, MatMuls)]: the search's trial graphs for each k, built as `_search` builds them."""
     import onnx
 
     encoder = load_encoder(folder, "onnx/model.onnx")
@@ -55,10 +72,6 @@ def int8_graphs(folder: Path, counts: list[int] | None, kept_form: str, scratch:
     model = onnx.load(str(folder / "onnx/model.onnx"))
     candidates = [node.name for node in weight_matmuls(model)]  # before taming: side paths stay float
     total = len(candidates)
-    counts = sorted(set(counts if counts is not None else [0, total // 8, total // 4, total // 2, 3 * total // 4,
-                                                           total]))
-    if counts[0] < 0 or counts[-1] > total:
-        raise SystemExit(f"--counts: each k must lie between 0 and the graph's {total} weight MatMuls")
     channel_max = channel_abs_max(model, calibration_batches(tokenizer, texts))
     tame_outlier_channels(model, channel_max, DEFAULT_OUTLIER_RATIO)
     width = min(spec.max_seq_length, 128)
@@ -151,6 +164,14 @@ def write_results(results: dict[str, Any], stem: Path) -> None:
 
 
 def main() -> None:
+    try:
+        run()
+    except InputError as exc:  # bad arguments or files: one line, no traceback
+        print(f"int8_frontier: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--corpus", type=Path, required=True, help="held-out texts, one per line")
@@ -168,11 +189,11 @@ def main() -> None:
     import tempfile
 
     kept_form = args.kept_form or ("float" if args.hint == "bf16" else "two INT8 passes")
-    counts = [int(c) for c in args.counts.split(",")] if args.counts else None
-    cpu = openvino_peers.cpu_description(THREADS)
-    print(json.dumps(cpu), flush=True)
     encoder = load_encoder(args.folder, "onnx/model.onnx")
     corpus = read_corpus_file(args.corpus)[:args.texts]
+    counts = kept_counts(args.folder, args.counts)
+    cpu = openvino_peers.cpu_description(THREADS)
+    print(json.dumps(cpu), flush=True)
     pool = list(builtin_selection_pool())[:2000]
     reference, pool_reference = encoder.encode(corpus, batch_size=BATCH), encoder.encode(pool, batch_size=BATCH)
     rows: list[dict[str, Any]] = []

@@ -241,7 +241,7 @@ def _search(recipe: _Recipe, model: Any, target: Path, judge: Judge, progress: P
                             calibration_texts=sum(len(b["input_ids"]) for b in batches),
                             validation_texts=len(judge.texts), pool_texts=len(judge.pool),
                             pool_source=judge.pool_source, bound=judge.bound_record(), trial_runtime=judge.runtime)
-    limit = len(candidates) // 2  # beyond half in float, the artifact is no longer an INT8 model
+    limit = len(candidates) // 2  # beyond half kept out of plain INT8, it is no longer an INT8 model
     order = search_order(limit, always_tame=recipe.always_tame, attention_stage=recipe.attention_stage,
                          per_token_stage=len(candidates) if recipe.per_token else 0,
                          kept_by_halves=recipe.kept_form != "float")
@@ -306,11 +306,11 @@ def _next(order: Generator[Configuration, bool, None], verdict: bool | None) -> 
         return None
 
 
-def _verdict(recipe: _Recipe, judge: Judge, kept: _Attempt, matmuls: int) -> str:
-    trial = kept.trial
+def _verdict(recipe: _Recipe, judge: Judge, chosen: _Attempt, matmuls: int) -> str:
+    trial = chosen.trial
     if trial.passed:
         return f"{trial.variant}: {judge.measured(trial)} meets the bound ({judge.bound_text()})"
     return (f"INT8 ({recipe.method}) cannot meet the bound ({judge.bound_text()}) even with "
-            f"{kept.configuration.kept} of {matmuls} MatMuls {KEPT_FORMS[recipe.kept_form]} "
+            f"{chosen.configuration.kept} of {matmuls} MatMuls {KEPT_FORMS[recipe.kept_form]} "
             f"(closest: {judge.measured(trial)}); "
             f"{judge.remedy}")
